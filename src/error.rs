@@ -1,0 +1,228 @@
+//! Every answer the relay writes itself, and its status (SPEC "Answers" table).
+//!
+//! A JSON answer from the gateway is not an `ApiError`, whatever its status: it is relayed byte
+//! for byte. `ApiError` covers only the relay's own answers, all in the gateway's envelope
+//! shape so that callers keep one parser. Causes go to the log line, never into the body.
+
+use axum::response::{IntoResponse, Response};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::metrics::RequestOutcome;
+use crate::telemetry::RequestRecord;
+use crate::upstream::UpstreamError;
+use crate::validate::{FieldError, Invalid};
+
+/// Seconds a shed caller should wait before retrying.
+pub const RETRY_AFTER_OVERLOADED_SECS: u32 = 1;
+/// Seconds a caller refused during a drain should wait (another replica will answer).
+pub const RETRY_AFTER_DRAINING_SECS: u32 = 5;
+
+/// The relay's own answers.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not a JSON object.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// 400: one or more fields broke the rules; all are listed.
+    #[error("the request failed validation")]
+    Validation(Vec<FieldError>),
+    /// 400: the body could not be read from the connection.
+    #[error("the request body could not be read")]
+    UnreadableBody,
+    /// 413: over `RELAY_MAX_BODY_BYTES`.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// 415: Content-Type missing or not JSON.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// 422: the `messageId` is held by a different payload.
+    #[error("messageId was already used with a different payload")]
+    IdempotencyConflict,
+    /// 502: connecting to or reading from the gateway failed.
+    #[error("the gateway could not be reached")]
+    GatewayUnreachable,
+    /// 502: the gateway answered, but not with JSON.
+    #[error("the gateway answered with something that is not JSON (HTTP {0})")]
+    GatewayNotJson(u16),
+    /// 503: over `RELAY_MAX_IN_FLIGHT`.
+    #[error("the relay is at capacity; retry shortly")]
+    Overloaded,
+    /// 503: shutting down.
+    #[error("the relay is shutting down; retry on another instance")]
+    Draining,
+    /// 504: `RELAY_DEADLINE_MS` ran out.
+    #[error("the gateway did not answer within the request deadline")]
+    DeadlineExceeded,
+    /// 504: every attempt hit `RELAY_ATTEMPT_TIMEOUT_MS`.
+    #[error("every gateway attempt timed out")]
+    AttemptsTimedOut,
+}
+
+impl ApiError {
+    /// The status of each answer: one table to check against the SPEC.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::Validation(_) | Self::UnreadableBody => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::GatewayUnreachable | Self::GatewayNotJson(_) => StatusCode::BAD_GATEWAY,
+            Self::Overloaded | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeadlineExceeded | Self::AttemptsTimedOut => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `outcome` label of the request this answers.
+    pub fn outcome(&self) -> RequestOutcome {
+        match self {
+            Self::MalformedJson(_)
+            | Self::Validation(_)
+            | Self::UnreadableBody
+            | Self::BodyTooLarge { .. }
+            | Self::UnsupportedMediaType => RequestOutcome::Invalid,
+            Self::IdempotencyConflict => RequestOutcome::Conflict,
+            Self::GatewayUnreachable | Self::GatewayNotJson(_) => RequestOutcome::UpstreamError,
+            Self::Overloaded | Self::Draining => RequestOutcome::Shed,
+            Self::DeadlineExceeded | Self::AttemptsTimedOut => RequestOutcome::Timeout,
+        }
+    }
+
+    fn field_errors(self) -> Option<Vec<FieldError>> {
+        match self {
+            Self::Validation(errors) => Some(errors),
+            Self::IdempotencyConflict => Some(vec![FieldError {
+                field: "messageId",
+                message: "was already used with a different payload".into(),
+            }]),
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            Self::Overloaded => Some(RETRY_AFTER_OVERLOADED_SECS),
+            Self::Draining => Some(RETRY_AFTER_DRAINING_SECS),
+            _ => None,
+        }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        match invalid {
+            Invalid::MalformedJson(message) => Self::MalformedJson(message),
+            Invalid::Fields(errors) => Self::Validation(errors),
+        }
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(error: UpstreamError) -> Self {
+        match error {
+            UpstreamError::Unreachable(_) => Self::GatewayUnreachable,
+            UpstreamError::AttemptTimeout => Self::AttemptsTimedOut,
+            UpstreamError::DeadlineExceeded => Self::DeadlineExceeded,
+        }
+    }
+}
+
+/// The relay envelope: the gateway's shape with `status: "error"`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// When the relay answered, RFC 3339.
+    #[schema(example = "2026-11-25T08:00:00.000Z")]
+    pub timestamp: String,
+    /// Always null on an error.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<()>,
+    /// Always "error".
+    #[schema(example = "error")]
+    pub status: &'static str,
+    /// One sentence saying what went wrong.
+    pub message: String,
+    /// One entry per failing field, or null when no field is at fault.
+    pub errors: Option<Vec<FieldError>>,
+}
+
+impl ErrorEnvelope {
+    /// An envelope stamped now.
+    pub fn new(message: String, errors: Option<Vec<FieldError>>) -> Self {
+        Self {
+            timestamp: now_rfc3339(),
+            data: None,
+            status: "error",
+            message,
+            errors,
+        }
+    }
+}
+
+/// The current time, RFC 3339 with milliseconds, UTC.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let outcome = self.outcome();
+        let retry_after = self.retry_after();
+        let message = self.to_string();
+        let envelope = ErrorEnvelope::new(message, self.field_errors());
+        let body = serde_json::to_vec(&envelope).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(seconds) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+            .extensions_mut()
+            .insert(RequestRecord::new(outcome));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_match_the_spec_table() {
+        let cases = [
+            (ApiError::MalformedJson("x".into()), 400),
+            (ApiError::Validation(vec![]), 400),
+            (ApiError::BodyTooLarge { limit: 1 }, 413),
+            (ApiError::UnsupportedMediaType, 415),
+            (ApiError::IdempotencyConflict, 422),
+            (ApiError::GatewayUnreachable, 502),
+            (ApiError::GatewayNotJson(200), 502),
+            (ApiError::Overloaded, 503),
+            (ApiError::Draining, 503),
+            (ApiError::DeadlineExceeded, 504),
+            (ApiError::AttemptsTimedOut, 504),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn shed_answers_carry_retry_after() {
+        let response = ApiError::Overloaded.into_response();
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let response = ApiError::Validation(vec![]).into_response();
+        assert!(response.headers().get(RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn conflict_names_the_message_id_field() {
+        let errors = ApiError::IdempotencyConflict.field_errors().unwrap();
+        assert_eq!(errors[0].field, "messageId");
+    }
+}

@@ -1,0 +1,213 @@
+//! The `lipachat-relay` binary: parses the command line and dispatches (SPEC "Binary and
+//! commands"). `healthcheck` runs before any configuration is read, so the probe works in an
+//! image without the secret. Bad configuration prints one line and exits 2.
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use lipachat_relay::config::{ApiKey, Config, ENV_LISTEN, GATEWAY_MEDIA_PATH, KeyRequirement};
+use lipachat_relay::{AppState, mock, serve, shutdown, telemetry};
+use tokio::net::TcpListener;
+
+/// Sends WhatsApp media through the Lipachat gateway on behalf of local services, which never
+/// hold the gateway's secret. Configuration comes from the environment (see the README).
+#[derive(Parser)]
+#[command(name = "lipachat-relay", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (the default).
+    Serve {
+        /// Run against an in-process mock gateway: no key or network needed.
+        #[arg(long)]
+        mock_upstream: bool,
+    },
+    /// Run only the mock gateway (for integration tests and the compose demo).
+    MockGateway {
+        /// Listen address.
+        #[arg(long, env = "MOCK_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+    },
+    /// Probe a running relay's /healthz: exit 0 if it answers 200 within 2 s, 1 otherwise.
+    Healthcheck {
+        /// URL to probe [default: /healthz on RELAY_LISTEN's port, on 127.0.0.1].
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve {
+        mock_upstream: false,
+    });
+    if let Command::Healthcheck { url } = command {
+        return healthcheck(url);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(1, &format!("cannot start the runtime: {error}")),
+    };
+    runtime.block_on(async {
+        match command {
+            Command::MockGateway { listen } => run_mock_gateway(listen).await,
+            Command::Serve { mock_upstream } => run_relay(mock_upstream).await,
+            Command::Healthcheck { .. } => ExitCode::SUCCESS,
+        }
+    })
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("lipachat-relay: {message}");
+    ExitCode::from(code)
+}
+
+async fn run_relay(mock_upstream: bool) -> ExitCode {
+    let started = Instant::now();
+    let keys = if mock_upstream {
+        KeyRequirement::Optional
+    } else {
+        KeyRequirement::Required
+    };
+    let mut config = match Config::from_env(keys) {
+        Ok(config) => config,
+        Err(error) => return fail(2, &error.to_string()),
+    };
+    if let Err(error) = telemetry::init(config.log_format) {
+        return fail(2, &error.to_string());
+    }
+    if mock_upstream {
+        match start_mock_upstream().await {
+            Ok((base_url, key)) => {
+                config.media_url = base_url
+                    .join(GATEWAY_MEDIA_PATH)
+                    .unwrap_or(base_url.clone());
+                config.base_url = base_url;
+                config.api_key = Some(key);
+            }
+            Err(error) => return fail(1, &format!("cannot start the mock gateway: {error}")),
+        }
+    }
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            return fail(
+                1,
+                &format!("{ENV_LISTEN}: cannot listen on {}: {error}", config.listen),
+            );
+        }
+    };
+    tracing::info!(config = ?config, mock_upstream, "starting");
+    let state = match AppState::new(config) {
+        Ok(state) => state,
+        Err(error) => return fail(1, &error.to_string()),
+    };
+    tracing::info!(
+        listen = %listener.local_addr().map_or_else(|_| String::new(), |a| a.to_string()),
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "ready"
+    );
+    match serve(listener, state, shutdown::signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(1, &format!("server error: {error}")),
+    }
+}
+
+/// Starts the in-process mock on a free loopback port with a random key.
+async fn start_mock_upstream() -> std::io::Result<(url::Url, ApiKey)> {
+    let key = ApiKey::new(format!("mock-{:032x}", fastrand::u128(..)));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let router = mock::router(mock::Accept::Key(key.clone()));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "mock gateway stopped");
+        }
+    });
+    let base = url::Url::parse(&format!("http://{address}/")).map_err(std::io::Error::other)?;
+    tracing::info!(%address, "mock gateway started (in process)");
+    Ok((base, key))
+}
+
+async fn run_mock_gateway(listen: SocketAddr) -> ExitCode {
+    // The mock reads the same variables as the relay, leniently: only the key and log format.
+    let config = Config::from_env(KeyRequirement::Optional);
+    let (accept, format) = match config {
+        Ok(config) => (
+            config
+                .api_key
+                .map_or(mock::Accept::AnyKey, mock::Accept::Key),
+            config.log_format,
+        ),
+        Err(error) => return fail(2, &error.to_string()),
+    };
+    if let Err(error) = telemetry::init(format) {
+        return fail(2, &error.to_string());
+    }
+    let listener = match TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(1, &format!("cannot listen on {listen}: {error}")),
+    };
+    let any = matches!(accept, mock::Accept::AnyKey);
+    tracing::info!(%listen, accepts_any_key = any, "mock gateway ready");
+    match axum::serve(listener, mock::router(accept))
+        .with_graceful_shutdown(shutdown::signal())
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(1, &format!("server error: {error}")),
+    }
+}
+
+/// The probe's default: `/healthz` on RELAY_LISTEN's port, via loopback if it listens on all.
+fn default_health_url() -> String {
+    let listen = std::env::var(ENV_LISTEN)
+        .ok()
+        .and_then(|v| v.parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let host = if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
+    format!("http://{host}/healthz")
+}
+
+fn healthcheck(url: Option<String>) -> ExitCode {
+    let url = url.unwrap_or_else(default_health_url);
+    let probe = async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {}", response.status()))
+        }
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(probe));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(1, &format!("unhealthy: {error}")),
+    }
+}

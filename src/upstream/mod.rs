@@ -1,0 +1,312 @@
+//! The gateway client (SPEC "Retries, timeouts, overload"): the only code that touches the
+//! network or the secret.
+//!
+//! One shared reqwest client (keep-alive pool) sits under a tower stack, outermost first:
+//! deadline (`RELAY_DEADLINE_MS`, in [`GatewayClient::forward`]) → retry (policy + budget, in
+//! [`retry`]) → per-attempt timeout (`RELAY_ATTEMPT_TIMEOUT_MS`) → [`GatewayService`]. The
+//! request is an `Arc` around a `Bytes` body, so cloning it for a retry is a reference count.
+//! A gateway answer is never an error here, whatever its status: the handler passes it on.
+
+pub mod retry;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::util::{BoxCloneSyncService, ServiceExt};
+use tower::{BoxError, Service, ServiceBuilder};
+
+use crate::config::Config;
+use crate::metrics::{Metrics, UpstreamStatus};
+use retry::RetryPolicy;
+
+pub const HEADER_API_KEY: &str = "apikey";
+pub const HEADER_REQUEST_ID: &str = "x-request-id";
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+pub const HEADER_TRACESTATE: &str = "tracestate";
+
+/// Connection set-up gets its own, shorter bound than a whole attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A gateway answer, whatever its status.
+#[derive(Clone, Debug)]
+pub struct GatewayReply {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+    /// Whether the body parses as JSON: a non-JSON answer becomes a 502 of ours.
+    pub is_json: bool,
+    /// The gateway's `Retry-After`, read for the retry policy.
+    pub retry_after: Option<Duration>,
+}
+
+/// Why no usable gateway answer came back. Clone, because coalesced waiters share it.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Connecting, sending or reading failed.
+    #[error("gateway unreachable: {0}")]
+    Unreachable(String),
+    /// The last attempt ran out of `RELAY_ATTEMPT_TIMEOUT_MS`.
+    #[error("gateway attempt timed out")]
+    AttemptTimeout,
+    /// `RELAY_DEADLINE_MS` ran out, back-off included.
+    #[error("request deadline exceeded")]
+    DeadlineExceeded,
+}
+
+impl UpstreamError {
+    fn from_boxed(error: BoxError) -> Self {
+        if error.is::<tower::timeout::error::Elapsed>() {
+            return Self::AttemptTimeout;
+        }
+        match error.downcast::<Self>() {
+            Ok(upstream) => *upstream,
+            Err(other) => Self::Unreachable(other.to_string()),
+        }
+    }
+}
+
+/// What the handler forwards: the normalised body and the headers that travel with it.
+#[derive(Clone, Debug)]
+pub struct UpstreamRequest(Arc<RequestParts>);
+
+#[derive(Debug)]
+struct RequestParts {
+    body: Bytes,
+    request_id: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    tracestate: Option<HeaderValue>,
+    deadline: Instant,
+    attempts: AtomicU32,
+}
+
+impl UpstreamRequest {
+    /// Picks the forwarded headers from the caller's; everything else (a client `apiKey`
+    /// included) stays behind.
+    pub fn new(body: Bytes, caller: &HeaderMap, deadline: Instant) -> Self {
+        let pick = |name: &str| caller.get(name).cloned();
+        Self(Arc::new(RequestParts {
+            body,
+            request_id: pick(HEADER_REQUEST_ID),
+            traceparent: pick(HEADER_TRACEPARENT),
+            tracestate: pick(HEADER_TRACESTATE),
+            deadline,
+            attempts: AtomicU32::new(0),
+        }))
+    }
+
+    /// Attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.0.attempts.load(Ordering::Relaxed)
+    }
+
+    /// When the whole request must be over.
+    pub fn deadline(&self) -> Instant {
+        self.0.deadline
+    }
+}
+
+/// One attempt: POST the body with the secret, read the whole answer.
+#[derive(Clone)]
+pub struct GatewayService {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    api_key: HeaderValue,
+    metrics: Arc<Metrics>,
+}
+
+impl Service<UpstreamRequest> for GatewayService {
+    type Response = GatewayReply;
+    type Error = UpstreamError;
+    type Future = Pin<Box<dyn Future<Output = Result<GatewayReply, UpstreamError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The reqwest pool queues internally; readiness is always immediate.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        request.0.attempts.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        Box::pin(async move {
+            let mut record = AttemptRecord {
+                metrics: &this.metrics,
+                started: Instant::now(),
+                status: None,
+            };
+            let result = this.send(&request).await;
+            record.status = Some(match &result {
+                Ok(reply) => UpstreamStatus::Code(reply.status.as_u16()),
+                Err(_) => UpstreamStatus::Unreachable,
+            });
+            result
+        })
+    }
+}
+
+/// Records one attempt when it ends. An attempt dropped before it ended was cut off by the
+/// attempt timeout (or the deadline) above it, and is counted as a timeout.
+struct AttemptRecord<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+    status: Option<UpstreamStatus>,
+}
+
+impl Drop for AttemptRecord<'_> {
+    fn drop(&mut self) {
+        let status = self.status.unwrap_or(UpstreamStatus::Timeout);
+        self.metrics.record_attempt(status, self.started.elapsed());
+    }
+}
+
+impl GatewayService {
+    async fn send(&self, request: &UpstreamRequest) -> Result<GatewayReply, UpstreamError> {
+        let parts = &request.0;
+        let mut builder = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(
+                HeaderName::from_static(HEADER_API_KEY),
+                self.api_key.clone(),
+            );
+        for (name, value) in [
+            (HEADER_REQUEST_ID, &parts.request_id),
+            (HEADER_TRACEPARENT, &parts.traceparent),
+            (HEADER_TRACESTATE, &parts.tracestate),
+        ] {
+            if let Some(value) = value {
+                builder = builder.header(HeaderName::from_static(name), value.clone());
+            }
+        }
+        let response = builder
+            .body(parts.body.clone())
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unreachable(describe(&e)))?;
+        let status = response.status();
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::Unreachable(describe(&e)))?;
+        let is_json =
+            !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+        Ok(GatewayReply {
+            status,
+            content_type,
+            body,
+            is_json,
+            retry_after,
+        })
+    }
+}
+
+/// The error's kind and its chain of causes, without reqwest's URL prefix.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = String::from(if error.is_connect() {
+        "connect error"
+    } else if error.is_timeout() {
+        "timed out"
+    } else if error.is_body() || error.is_decode() {
+        "error reading the answer"
+    } else {
+        "request error"
+    });
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The whole stack, type-erased (its closure-typed layers cannot be named).
+type Stack = BoxCloneSyncService<UpstreamRequest, GatewayReply, UpstreamError>;
+
+/// The client handlers use: `forward` runs the whole stack under the deadline.
+#[derive(Clone)]
+pub struct GatewayClient {
+    stack: Stack,
+    budget: Arc<TpsBudget>,
+    deadline: Duration,
+}
+
+/// A failure to build the HTTP client (TLS set-up); reported at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the gateway client: {0}")]
+pub struct ClientBuildError(String);
+
+impl GatewayClient {
+    /// Builds the shared client. Without a key (only possible with `--mock-upstream` before
+    /// its key is filled in) the header is empty and the gateway answers 401.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(config.attempt_timeout))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("lipachat-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientBuildError(e.to_string()))?;
+        let mut api_key = config
+            .api_key
+            .as_ref()
+            .map_or(Ok(HeaderValue::from_static("")), |key| {
+                HeaderValue::from_str(key.expose())
+            })
+            .map_err(|_| ClientBuildError("LIPACHAT_API_KEY is not a valid header value".into()))?;
+        api_key.set_sensitive(true);
+        let service = GatewayService {
+            client,
+            url: config.media_url.clone(),
+            api_key,
+            metrics: Arc::clone(&metrics),
+        };
+        let budget = Arc::new(retry::budget());
+        let stack = ServiceBuilder::new()
+            .layer(BoxCloneSyncService::layer())
+            // Retry sits above the attempt timeout so that each attempt gets a fresh timeout
+            // and a timed-out attempt is itself retried.
+            .retry(RetryPolicy::new(
+                config.max_attempts,
+                Arc::clone(&budget),
+                metrics,
+            ))
+            // Timeout boxes its errors; turn them back into ours for the policy.
+            .map_err(UpstreamError::from_boxed)
+            .timeout(config.attempt_timeout)
+            .service(service);
+        Ok(Self {
+            stack,
+            budget,
+            deadline: config.deadline,
+        })
+    }
+
+    /// The deadline a new request gets, from now.
+    pub fn deadline_from_now(&self) -> Instant {
+        Instant::now() + self.deadline
+    }
+
+    /// Sends one request through deadline → retry → timeout → gateway.
+    pub async fn forward(&self, request: UpstreamRequest) -> Result<GatewayReply, UpstreamError> {
+        // Every first attempt earns retry credit; retries spend it (see retry::budget).
+        self.budget.deposit();
+        let remaining = request.deadline().saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, self.stack.clone().oneshot(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::DeadlineExceeded),
+        }
+    }
+}

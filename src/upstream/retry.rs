@@ -1,0 +1,298 @@
+//! When to try the gateway again (SPEC "Retries, timeouts, overload").
+//!
+//! Retried: connection errors, attempt timeouts, 429, 500, 502, 503, 504. Never another
+//! status. Back-off is exponential with full jitter, unless the gateway sent `Retry-After`,
+//! which wins; a wait that would end past the deadline stops retrying and the answer in hand is
+//! returned as is. A shared [`TpsBudget`] caps retries at 20 % of recent first attempts (plus
+//! a small floor), so a failing gateway sees about 1.2× its normal load rather than 3×.
+//! Every attempt resends the same `messageId`, the gateway's own deduplication key.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderValue, StatusCode};
+use tower::retry::Policy;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use super::{GatewayReply, UpstreamError, UpstreamRequest};
+use crate::metrics::Metrics;
+
+/// First back-off ceiling; doubles per attempt.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Back-off ceiling for late attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Retries may add this share of the first attempts seen in the budget window.
+pub const BUDGET_RETRY_RATIO: f32 = 0.2;
+/// Retries always allowed per second, so a quiet sidecar can still retry a lone failure.
+pub const BUDGET_MIN_PER_SEC: u32 = 1;
+/// How long a first attempt's credit lasts.
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// The budget shared by every request of one relay.
+pub fn budget() -> TpsBudget {
+    TpsBudget::new(BUDGET_WINDOW, BUDGET_MIN_PER_SEC, BUDGET_RETRY_RATIO)
+}
+
+/// Statuses worth another attempt: throttling and the gateway's own transient failures.
+pub fn is_retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+}
+
+/// Full-jitter exponential back-off before attempt `attempt + 1` (`attempt` ≥ 1 made so far).
+pub fn backoff(attempt: u32, unit: f64) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(16);
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// `Retry-After` as seconds or an HTTP date; a date in the past means "now".
+pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The per-request retry decision; cloned by tower for every request.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    max_attempts: u32,
+    budget: Arc<TpsBudget>,
+    metrics: Arc<Metrics>,
+}
+
+impl RetryPolicy {
+    pub fn new(max_attempts: u32, budget: Arc<TpsBudget>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            max_attempts,
+            budget,
+            metrics,
+        }
+    }
+
+    /// How long to wait before the next attempt, or `None` to stop with the result in hand.
+    fn next_delay(
+        &self,
+        request: &UpstreamRequest,
+        result: &Result<GatewayReply, UpstreamError>,
+    ) -> Option<Duration> {
+        let retry_after = match result {
+            Ok(reply) if is_retryable_status(reply.status) => reply.retry_after,
+            Ok(_) => return None,
+            Err(UpstreamError::Unreachable(_) | UpstreamError::AttemptTimeout) => None,
+            Err(UpstreamError::DeadlineExceeded) => return None,
+        };
+        let attempts = request.attempts();
+        if attempts >= self.max_attempts {
+            return None;
+        }
+        let delay = retry_after.unwrap_or_else(|| backoff(attempts, fastrand::f64()));
+        if Instant::now() + delay >= request.deadline() {
+            return None;
+        }
+        if !self.budget.withdraw() {
+            self.metrics.record_budget_exhausted();
+            return None;
+        }
+        Some(delay)
+    }
+}
+
+impl Policy<UpstreamRequest, GatewayReply, UpstreamError> for RetryPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        request: &mut UpstreamRequest,
+        result: &mut Result<GatewayReply, UpstreamError>,
+    ) -> Option<Self::Future> {
+        let delay = self.next_delay(request, result)?;
+        tracing::debug!(
+            attempt = request.attempts(),
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "retrying the gateway"
+        );
+        Some(tokio::time::sleep(delay))
+    }
+
+    fn clone_request(&mut self, request: &UpstreamRequest) -> Option<UpstreamRequest> {
+        Some(request.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::HeaderMap;
+    use tower::{Service, ServiceExt};
+    use tower_test::mock;
+
+    fn reply(status: u16, retry_after: Option<Duration>) -> GatewayReply {
+        GatewayReply {
+            status: StatusCode::from_u16(status).unwrap(),
+            content_type: None,
+            body: Bytes::from_static(b"{}"),
+            is_json: true,
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn only_transient_statuses_are_retried() {
+        for s in [429, 500, 502, 503, 504] {
+            assert!(is_retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [200, 400, 401, 403, 404, 409, 422, 501] {
+            assert!(
+                !is_retryable_status(StatusCode::from_u16(s).unwrap()),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitters_below_it() {
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(2, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff(3, 1.0), Duration::from_millis(400));
+        assert_eq!(backoff(30, 1.0), BACKOFF_MAX);
+        assert_eq!(backoff(3, 0.5), Duration::from_millis(200));
+        assert_eq!(backoff(3, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let v = HeaderValue::from_static("7");
+        assert_eq!(parse_retry_after(&v, now), Some(Duration::from_secs(7)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(5));
+        let v = HeaderValue::from_str(&date).unwrap();
+        assert_eq!(parse_retry_after(&v, now), Some(Duration::from_secs(5)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(5));
+        let v = HeaderValue::from_str(&past).unwrap();
+        assert_eq!(parse_retry_after(&v, now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("soon"), now),
+            None
+        );
+    }
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy::new(max_attempts, Arc::new(budget()), Arc::new(Metrics::new()))
+    }
+
+    fn request(deadline: Duration) -> UpstreamRequest {
+        UpstreamRequest::new(Bytes::new(), &HeaderMap::new(), Instant::now() + deadline)
+    }
+
+    /// A mock inner service that counts attempts like `GatewayService` does.
+    fn counting(
+        inner: mock::Mock<UpstreamRequest, GatewayReply>,
+    ) -> impl Service<UpstreamRequest, Response = GatewayReply, Error = UpstreamError, Future: Send>
+    + Clone {
+        tower::service_fn(move |req: UpstreamRequest| {
+            req.0
+                .attempts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut inner = inner.clone();
+            async move {
+                inner
+                    .ready()
+                    .await
+                    .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+                inner
+                    .call(req)
+                    .await
+                    .map_err(|e| UpstreamError::Unreachable(e.to_string()))
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_until_success() {
+        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
+        let service = tower::retry::Retry::new(policy(3), counting(inner));
+        let req = request(Duration::from_secs(30));
+        let pending = tokio::spawn(service.oneshot(req.clone()));
+        for status in [503, 502, 200] {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(reply(status, None));
+        }
+        let answer = pending.await.unwrap().unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(req.attempts(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_errors_are_not_retried() {
+        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
+        let service = tower::retry::Retry::new(policy(3), counting(inner));
+        let req = request(Duration::from_secs(30));
+        let pending = tokio::spawn(service.oneshot(req.clone()));
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(reply(400, None));
+        assert_eq!(
+            pending.await.unwrap().unwrap().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(req.attempts(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn last_answer_is_returned_when_attempts_run_out() {
+        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
+        let service = tower::retry::Retry::new(policy(2), counting(inner));
+        let req = request(Duration::from_secs(30));
+        let pending = tokio::spawn(service.oneshot(req.clone()));
+        for status in [500, 503] {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(reply(status, None));
+        }
+        let answer = pending.await.unwrap().unwrap();
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(req.attempts(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured() {
+        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
+        let service = tower::retry::Retry::new(policy(3), counting(inner));
+        let pending = tokio::spawn(service.oneshot(request(Duration::from_secs(30))));
+        let (_, send) = handle.next_request().await.unwrap();
+        let sent_at = tokio::time::Instant::now();
+        send.send_response(reply(429, Some(Duration::from_secs(4))));
+        let (_, send) = handle.next_request().await.unwrap();
+        assert!(sent_at.elapsed() >= Duration::from_secs(4));
+        send.send_response(reply(200, None));
+        assert_eq!(pending.await.unwrap().unwrap().status, StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_beyond_the_deadline_returns_the_answer_as_is() {
+        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
+        let service = tower::retry::Retry::new(policy(3), counting(inner));
+        let req = request(Duration::from_secs(5));
+        let pending = tokio::spawn(service.oneshot(req.clone()));
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(reply(503, Some(Duration::from_secs(60))));
+        let answer = pending.await.unwrap().unwrap();
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(req.attempts(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_empty_budget_stops_retries() {
+        let policy = policy(10);
+        // Drain the floor: min_per_sec × window retries are allowed with no deposits.
+        while policy.budget.withdraw() {}
+        let req = request(Duration::from_secs(30));
+        req.0
+            .attempts
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(policy.next_delay(&req, &Ok(reply(503, None))), None);
+        assert_eq!(policy.metrics.budget_exhausted(), 1);
+    }
+}

@@ -1,0 +1,235 @@
+//! The binary as users run it: exit codes for bad configuration, SIGTERM drain, and logs that
+//! never carry the secret or a whole phone number.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+use crate::helpers::{
+    EVENT_TIMEOUT, FakeGateway, Step, free_port, media_body, random_key, spawn_binary, terminate,
+    wait_for_status,
+};
+
+async fn exit_of(vars: &[(&str, &str)]) -> (i32, String) {
+    let child = spawn_binary(&["serve"], vars);
+    let output = tokio::time::timeout(EVENT_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the binary did not exit")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_2_naming_the_variable() {
+    let key = random_key();
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![], "LIPACHAT_API_KEY"),
+        (vec![("LIPACHAT_API_KEY", "")], "LIPACHAT_API_KEY"),
+        (
+            vec![("LIPACHAT_API_KEY_FILE", "/nonexistent/secret")],
+            "LIPACHAT_API_KEY_FILE",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("LIPACHAT_API_KEY_FILE", "/x")],
+            "LIPACHAT_API_KEY_FILE",
+        ),
+        (
+            vec![
+                ("LIPACHAT_API_KEY", &key),
+                ("LIPACHAT_BASE_URL", "not a url"),
+            ],
+            "LIPACHAT_BASE_URL",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_LISTEN", "nowhere")],
+            "RELAY_LISTEN",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_MAX_ATTEMPTS", "11")],
+            "RELAY_MAX_ATTEMPTS",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_DEADLINE_MS", "0")],
+            "RELAY_DEADLINE_MS",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_MAX_BODY_BYTES", "lots")],
+            "RELAY_MAX_BODY_BYTES",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_LOG_FORMAT", "xml")],
+            "RELAY_LOG_FORMAT",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("LIPACHAT_DEFAULT_FROM", "1")],
+            "LIPACHAT_DEFAULT_FROM",
+        ),
+    ];
+    for (vars, variable) in cases {
+        let (code, stderr) = exit_of(&vars).await;
+        assert_eq!(code, 2, "{vars:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("lipachat-relay: {variable}")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(&key), "the key leaked: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_when_healthy_and_1_when_not() {
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}/healthz");
+    let probe = |url: String| async move {
+        let child = spawn_binary(&["healthcheck", "--url", &url], &[]);
+        let output = child.wait_with_output().await.unwrap();
+        output.status.code()
+    };
+    assert_eq!(probe(url.clone()).await, Some(1));
+    let _relay = spawn_binary(&["serve", "--mock-upstream"], &[("RELAY_LISTEN", &listen)]);
+    wait_for_status(&url, 200).await;
+    assert_eq!(probe(url).await, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_send_under_way_finish_then_exits_0() {
+    let gateway = FakeGateway::start().await;
+    gateway.script([Step::held()]);
+    let key = random_key();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = gateway.base_url();
+    let mut child = spawn_binary(
+        &["serve"],
+        &[
+            ("LIPACHAT_API_KEY", &key),
+            ("LIPACHAT_BASE_URL", &base),
+            ("RELAY_LISTEN", &listen),
+            ("RELAY_SHUTDOWN_GRACE_SECS", "10"),
+        ],
+    );
+    let relay = format!("http://{listen}");
+    wait_for_status(&format!("{relay}/healthz"), 200).await;
+    let client = reqwest::Client::new();
+    let under_way = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{relay}/media");
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(media_body("term-1").to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    gateway.next_request().await;
+    terminate(&child);
+    wait_for_status(&format!("{relay}/readyz"), 503).await;
+    let refused = client
+        .post(format!("{relay}/media"))
+        .header("content-type", "application/json")
+        .body(media_body("term-2").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+
+    gateway.release(1);
+    assert_eq!(under_way.await.unwrap().status(), 200);
+    let status = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .expect("the relay did not exit after its drain")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(gateway.calls(), 1);
+}
+
+#[tokio::test]
+async fn logs_never_carry_the_key_or_a_whole_phone_number() {
+    let gateway = FakeGateway::start().await;
+    let unauthorised = r#"{"timestamp":"t","data":null,"status":"success","message":"Invalid credentials","errors":null}"#;
+    gateway.script([
+        Step::sent(),
+        Step::body(401, "application/json", unauthorised),
+        Step::delayed(Duration::from_secs(3)),
+    ]);
+    let key = random_key();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = gateway.base_url();
+    let mut child = spawn_binary(
+        &["serve"],
+        &[
+            ("LIPACHAT_API_KEY", &key),
+            ("LIPACHAT_BASE_URL", &base),
+            ("RELAY_LISTEN", &listen),
+            ("RELAY_MAX_ATTEMPTS", "1"),
+            ("RELAY_ATTEMPT_TIMEOUT_MS", "200"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let relay = format!("http://{listen}");
+    wait_for_status(&format!("{relay}/healthz"), 200).await;
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        client
+            .post(format!("{relay}/media"))
+            .header("content-type", "application/json")
+            .header("apiKey", key.as_str())
+            .body(body.to_string())
+            .send()
+    };
+    let mut invalid = media_body("log-2");
+    invalid["mediaUrl"] = json!("http://insecure.example/a.png");
+    let expected = [
+        (media_body("log-1"), 200),
+        (invalid, 400),
+        (media_body("log-3"), 401),
+        (media_body("log-4"), 504),
+        (media_body("log-1"), 200),
+    ];
+    for (body, status) in expected {
+        let response = post(body).await.unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        assert!(!response.text().await.unwrap().contains(&key));
+    }
+    terminate(&child);
+    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let all = stdout + &stderr;
+    assert!(
+        all.contains("\"outcome\":\"replayed\""),
+        "no request lines:\n{all}"
+    );
+    assert!(!all.contains(&key), "the key leaked into the logs");
+    assert!(!all.contains("254712345678"), "a whole phone number leaked");
+    assert!(!all.contains("254110090747"), "a whole phone number leaked");
+    assert!(all.contains("2547******78"), "the masked number is missing");
+    assert!(!all.contains("Your receipt"), "a caption leaked");
+    assert!(!all.contains("cdn.example.com"), "a media URL leaked");
+}

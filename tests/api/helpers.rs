@@ -1,0 +1,404 @@
+//! Test harness: `spawn_app()` starts a scriptable fake gateway and the real relay app on
+//! 127.0.0.1:0; `spawn_binary()` runs the built binary for exit codes, signals and logs.
+//! The fake reports every request it receives on a channel and counts them, so "called exactly
+//! once" is an assertion, and can hold requests at a gate so "in flight" is a state a test
+//! waits for rather than a sleep.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use lipachat_relay::config::{Config, KeyRequirement};
+use lipachat_relay::{AppState, serve};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Upper bound for any single awaited event in a test.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One scripted gateway answer.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub status: u16,
+    /// `None`: a SENT envelope echoing the request's messageId.
+    pub body: Option<String>,
+    pub content_type: &'static str,
+    pub delay: Duration,
+    pub retry_after: Option<String>,
+    /// Wait for a permit from the gateway's gate before answering.
+    pub hold: bool,
+}
+
+impl Step {
+    pub fn sent() -> Self {
+        Self {
+            status: 200,
+            body: None,
+            content_type: "application/json",
+            delay: Duration::ZERO,
+            retry_after: None,
+            hold: false,
+        }
+    }
+
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            body: Some(
+                json!({"timestamp": "2026-11-25T00:00:00Z", "status": status,
+                              "error": "scripted"})
+                .to_string(),
+            ),
+            ..Self::sent()
+        }
+    }
+
+    pub fn body(status: u16, content_type: &'static str, body: &str) -> Self {
+        Self {
+            status,
+            body: Some(body.to_owned()),
+            content_type,
+            ..Self::sent()
+        }
+    }
+
+    pub fn held() -> Self {
+        Self {
+            hold: true,
+            ..Self::sent()
+        }
+    }
+
+    pub fn delayed(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::sent()
+        }
+    }
+
+    pub fn retry_after(mut self, value: &str) -> Self {
+        self.retry_after = Some(value.to_owned());
+        self
+    }
+}
+
+/// A request as the fake gateway received it.
+#[derive(Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Clone)]
+struct FakeState {
+    script: Arc<Mutex<VecDeque<Step>>>,
+    default: Arc<Mutex<Step>>,
+    calls: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
+    received: mpsc::UnboundedSender<Received>,
+}
+
+/// The scriptable fake gateway.
+pub struct FakeGateway {
+    pub address: SocketAddr,
+    state: FakeState,
+    received: tokio::sync::Mutex<mpsc::UnboundedReceiver<Received>>,
+}
+
+impl FakeGateway {
+    pub async fn start() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let state = FakeState {
+            script: Arc::new(Mutex::new(VecDeque::new())),
+            default: Arc::new(Mutex::new(Step::sent())),
+            calls: Arc::new(AtomicUsize::new(0)),
+            gate: Arc::new(Semaphore::new(0)),
+            received: sender,
+        };
+        let router = Router::new()
+            .route("/api/v1/whatsapp/media", post(answer))
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self {
+            address,
+            state,
+            received: tokio::sync::Mutex::new(receiver),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Answers to give, in order, before falling back to the default.
+    pub fn script(&self, steps: impl IntoIterator<Item = Step>) {
+        self.state.script.lock().unwrap().extend(steps);
+    }
+
+    /// The answer once the script is used up.
+    pub fn set_default(&self, step: Step) {
+        *self.state.default.lock().unwrap() = step;
+    }
+
+    pub fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Lets `n` held requests answer.
+    pub fn release(&self, n: usize) {
+        self.state.gate.add_permits(n);
+    }
+
+    /// The next request the gateway receives.
+    pub async fn next_request(&self) -> Received {
+        let mut receiver = self.received.lock().await;
+        tokio::time::timeout(EVENT_TIMEOUT, receiver.recv())
+            .await
+            .expect("the gateway received no request in time")
+            .expect("the fake gateway stopped")
+    }
+}
+
+async fn answer(State(state): State<FakeState>, headers: HeaderMap, body: Bytes) -> Response {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let message_id = body["messageId"].clone();
+    let step = {
+        let next = state.script.lock().unwrap().pop_front();
+        next.unwrap_or_else(|| state.default.lock().unwrap().clone())
+    };
+    let _ = state.received.send(Received { headers, body });
+    if step.hold {
+        state.gate.acquire().await.unwrap().forget();
+    }
+    if !step.delay.is_zero() {
+        tokio::time::sleep(step.delay).await;
+    }
+    let text = step.body.unwrap_or_else(|| {
+        json!({"timestamp": "2026-11-25T00:00:00Z",
+               "data": {"messageId": message_id, "waId": "wamid.TEST", "status": "SENT",
+                        "statusDesc": "sent"},
+               "status": "success", "message": "", "errors": null})
+        .to_string()
+    });
+    let mut response = (
+        StatusCode::from_u16(step.status).unwrap(),
+        [("content-type", step.content_type)],
+        text,
+    )
+        .into_response();
+    if let Some(value) = step.retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", value.parse().unwrap());
+    }
+    response
+}
+
+/// A relay running in this process against a fake gateway.
+pub struct TestApp {
+    pub base_url: String,
+    pub gateway: FakeGateway,
+    pub client: reqwest::Client,
+    pub api_key: String,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// A random key per test, so a leak check cannot pass by accident.
+pub fn random_key() -> String {
+    format!("test-key-{:032x}", fastrand::u128(..))
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the relay with extra environment variables (as `Config::from_vars` reads them).
+pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+    let gateway = FakeGateway::start().await;
+    let api_key = random_key();
+    let base_url = gateway.base_url();
+    let mut all: Vec<(String, String)> = vec![
+        ("LIPACHAT_API_KEY".into(), api_key.clone()),
+        ("LIPACHAT_BASE_URL".into(), base_url),
+        ("RELAY_LISTEN".into(), "127.0.0.1:0".into()),
+    ];
+    all.retain(|(name, _)| !vars.iter().any(|(k, _)| k == name));
+    all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let config = Config::from_vars(all, KeyRequirement::Required).unwrap();
+    let state = AppState::new(config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, state.clone(), async {
+        let _ = signal.await;
+    }));
+    TestApp {
+        base_url: format!("http://{address}"),
+        gateway,
+        client: reqwest::Client::new(),
+        api_key,
+        state,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+/// A valid request body with the given messageId.
+pub fn media_body(message_id: &str) -> Value {
+    json!({
+        "messageId": message_id,
+        "mediaType": "IMAGE",
+        "mediaUrl": "https://cdn.example.com/receipt.png",
+        "caption": "Your receipt",
+        "from": "254110090747",
+        "to": "254712345678"
+    })
+}
+
+impl TestApp {
+    pub async fn post_media(&self, body: &Value) -> reqwest::Response {
+        self.post_raw("/media", "application/json", body.to_string())
+            .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: String,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base_url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the relay did not answer")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await
+            .expect("the relay did not answer")
+    }
+
+    /// Triggers the drain, as SIGTERM would, and waits for `serve` to return.
+    pub async fn shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(EVENT_TIMEOUT, server)
+                .await
+                .expect("serve did not return in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Starts the drain without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+}
+
+/// Reads the relay's envelope and checks its shape.
+pub async fn envelope(response: reqwest::Response) -> Value {
+    let body: Value = response.json().await.expect("the answer is not JSON");
+    assert_eq!(body["status"], "error", "{body}");
+    assert!(body["data"].is_null(), "{body}");
+    assert!(
+        body["timestamp"].as_str().is_some_and(|t| t.contains('T')),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+/// The fields named in an envelope's `errors`.
+pub fn error_fields(envelope: &Value) -> Vec<String> {
+    envelope["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A loopback port nobody listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The built binary, run with exactly these variables (plus PATH), stdout and stderr piped.
+pub fn spawn_binary(args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lipachat-relay"));
+    command
+        .args(args)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command.spawn().expect("cannot run the binary")
+}
+
+/// Waits until `url` answers with `status`, polling (used only to await start-up and
+/// readiness changes of a separate process, which has no event to subscribe to).
+pub async fn wait_for_status(url: &str, status: u16) {
+    let client = reqwest::Client::new();
+    let poll = async {
+        loop {
+            if let Ok(response) = client.get(url).send().await {
+                if response.status().as_u16() == status {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(EVENT_TIMEOUT, poll)
+        .await
+        .unwrap_or_else(|_| panic!("{url} never answered {status}"));
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().expect("the child has exited already");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -1,0 +1,10 @@
+//! Black-box tests over HTTP, one module per SPEC section. One binary, so it links once.
+// A failed unwrap is a failed test here, and the helpers are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod binary;
+mod dedup;
+mod helpers;
+mod media;
+mod operations;
+mod retries;

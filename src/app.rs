@@ -47,13 +47,14 @@ impl AppState {
         // expires if its task were lost.
         let in_flight_limit = config.deadline + config.shutdown_grace + Duration::from_secs(1);
         let dedup = DedupStore::new(config.dedup_capacity, config.dedup_ttl, in_flight_limit);
+        let openapi = Bytes::from(crate::openapi::document_json(config.default_from.is_some()));
         Ok(Self {
             config: Arc::new(config),
             gateway,
             dedup,
             metrics,
             drain: Drain::new(),
-            openapi: Bytes::from(crate::openapi::document_json()),
+            openapi,
         })
     }
 }

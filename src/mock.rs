@@ -116,7 +116,10 @@ fn acceptable(body: &[u8]) -> Option<String> {
         .find(|t| Some(t.as_str()) == text("mediaType"))?;
     let url = text("mediaUrl")?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (url.starts_with("https://") || url.starts_with("http://")).then_some(())?;
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    matches!(scheme.as_deref(), Some("https" | "http")).then_some(())?;
     (text("to").is_some_and(digits) && text("from").is_some_and(digits)).then_some(())?;
     Some(message_id.to_owned())
 }
@@ -141,6 +144,8 @@ mod tests {
     fn the_mock_needs_the_fields_the_gateway_needs() {
         let ok = br#"{"messageId":"a","mediaType":"IMAGE","mediaUrl":"https://x/a","from":"254110090747","to":"254712345678"}"#;
         assert_eq!(acceptable(ok).as_deref(), Some("a"));
+        let upper = br#"{"messageId":"b","mediaType":"IMAGE","mediaUrl":"HTTPS://X","from":"254110090747","to":"254712345678"}"#;
+        assert_eq!(acceptable(upper).as_deref(), Some("b"));
         let bad_type =
             br#"{"messageId":"a","mediaType":"GIF","mediaUrl":"https://x/a","from":"1","to":"2"}"#;
         assert_eq!(acceptable(bad_type), None);

@@ -9,6 +9,7 @@
 )]
 
 use serde::Serialize;
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::ErrorEnvelope;
@@ -19,32 +20,16 @@ use crate::validate::FieldError;
 const PHONE_PATTERN: &str = r"^[ +()-]*([0-9][ +()-]*){8,15}$";
 /// 1–128 characters, none of them a control character.
 const MESSAGE_ID_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]{1,128}$";
-/// `https://` and a host (anything but `/`, `?`, `#`, whitespace or `@` right after it).
-const MEDIA_URL_PATTERN: &str =
-    r"^[Hh][Tt][Tt][Pp][Ss]://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(/[^\s]*)?$";
+/// `https://` (any case), a DNS host whose last label starts with a letter, an optional port,
+/// and a path of printable ASCII without spaces: exactly the shape `validate` accepts.
+const MEDIA_URL_PATTERN: &str = r"^[Hh][Tt][Tt][Pp][Ss]://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[!-~]*)?$";
 
-/// The media kinds; any letter case is accepted, and sent upper-case.
+/// Fields every media send has.
 #[derive(ToSchema)]
-#[schema(as = MediaType)]
-enum MediaTypeDoc {
-    #[schema(rename = "IMAGE")]
-    Image,
-    #[schema(rename = "VIDEO")]
-    Video,
-    #[schema(rename = "AUDIO")]
-    Audio,
-    #[schema(rename = "DOCUMENT")]
-    Document,
-    #[schema(rename = "STICKER")]
-    Sticker,
-}
-
-/// A media send. Unknown fields are forwarded to the gateway unchanged; `apiKey` is not needed.
-#[derive(ToSchema)]
-#[schema(as = MediaRequest)]
 #[serde(rename_all = "camelCase")]
-struct MediaRequestDoc {
-    /// The caller's unique id for this message: the deduplication key.
+struct MediaCommon {
+    /// The caller's unique id for this message: the deduplication key. 1–128 characters, no
+    /// control characters.
     #[schema(
         min_length = 1,
         max_length = 128,
@@ -52,28 +37,18 @@ struct MediaRequestDoc {
         example = "order-1234-receipt"
     )]
     message_id: String,
-    /// IMAGE, VIDEO, AUDIO, DOCUMENT or STICKER (any letter case).
-    #[schema(value_type = String, pattern = "^(?i:image|video|audio|document|sticker)$", example = "IMAGE")]
-    media_type: String,
-    /// Absolute https:// URL of the media, with a host.
+    /// Absolute https:// URL of the media, with a host; percent-encode anything outside
+    /// printable ASCII.
     #[schema(
         max_length = 2048,
-        pattern = "^[Hh][Tt][Tt][Pp][Ss]://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(/[^\\s]*)?$",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[!-~]*)?$",
         example = "https://cdn.example.com/receipt.png"
     )]
     media_url: String,
     /// Shown under the media.
-    #[schema(max_length = 1024, nullable = false)]
+    #[schema(max_length = 1024)]
     caption: Option<String>,
-    /// Only with DOCUMENT; no `/` or `\`.
-    #[schema(
-        min_length = 1,
-        max_length = 240,
-        pattern = r"^[^/\\]{1,240}$",
-        nullable = false
-    )]
-    filename: Option<String>,
-    /// Sender, with country code; defaults to `LIPACHAT_DEFAULT_FROM` when configured.
+    /// Sender, with country code. Required unless the relay has `LIPACHAT_DEFAULT_FROM`.
     #[schema(
         pattern = "^[ +()-]*([0-9][ +()-]*){8,15}$",
         example = "254110090747",
@@ -86,6 +61,55 @@ struct MediaRequestDoc {
         example = "+254 712 345 678"
     )]
     to: String,
+}
+
+/// A DOCUMENT send, which may name the file.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DocumentMediaRequest {
+    #[serde(flatten)]
+    common: MediaCommon,
+    /// DOCUMENT, any letter case.
+    #[schema(pattern = "^[Dd][Oo][Cc][Uu][Mm][Ee][Nn][Tt]$", example = "DOCUMENT")]
+    media_type: String,
+    /// The file name shown to the recipient: 1–240 characters, no `/` or `\`.
+    #[schema(min_length = 1, max_length = 240, pattern = "^[^/\\\\]{1,240}$")]
+    filename: Option<String>,
+}
+
+/// An IMAGE, VIDEO, AUDIO or STICKER send: no filename.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct OtherMediaRequest {
+    #[serde(flatten)]
+    common: MediaCommon,
+    /// IMAGE, VIDEO, AUDIO or STICKER, any letter case.
+    #[schema(
+        pattern = "^([Ii][Mm][Aa][Gg][Ee]|[Vv][Ii][Dd][Ee][Oo]|[Aa][Uu][Dd][Ii][Oo]|[Ss][Tt][Ii][Cc][Kk][Ee][Rr])$",
+        example = "IMAGE"
+    )]
+    media_type: String,
+    /// Only allowed with DOCUMENT.
+    #[schema(schema_with = null_only)]
+    filename: Option<String>,
+}
+
+/// A media send. Unknown fields are forwarded to the gateway unchanged; `apiKey` is not
+/// needed. A JSON null counts as absent.
+#[derive(ToSchema)]
+#[serde(untagged)]
+enum MediaRequest {
+    Document(DocumentMediaRequest),
+    Other(OtherMediaRequest),
+}
+
+fn null_only() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .description(Some(
+            "Not allowed: filename goes only with mediaType DOCUMENT",
+        ))
+        .build()
 }
 
 /// What the gateway says about an accepted send.
@@ -146,7 +170,7 @@ struct Health {
     description = "Validates, deduplicates on messageId, injects the apiKey and forwards to the \
         gateway; returns the gateway's own answer byte for byte. A replayed or coalesced answer \
         carries `idempotent-replayed: true`.",
-    request_body(content = MediaRequestDoc, content_type = "application/json"),
+    request_body(content = MediaRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The gateway's answer (SENT)", body = GatewayEnvelope,
          headers(
@@ -173,7 +197,7 @@ fn media() {}
     path = "/api/v1/whatsapp/media",
     tag = "media",
     summary = "Alias of POST /media, so existing gateway clients only change the base URL",
-    request_body(content = MediaRequestDoc, content_type = "application/json"),
+    request_body(content = MediaRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The gateway's answer (SENT)", body = GatewayEnvelope),
         (status = 400, description = "Malformed JSON or failed validation (relay), or the gateway's own 400", body = BadRequestBody),
@@ -217,8 +241,10 @@ fn openapi() {}
     ),
     paths(media, media_alias, healthz, readyz, metrics, openapi),
     components(schemas(
-        MediaRequestDoc,
-        MediaTypeDoc,
+        MediaRequest,
+        DocumentMediaRequest,
+        OtherMediaRequest,
+        MediaCommon,
         GatewayEnvelope,
         SendResult,
         GatewayBadRequest,
@@ -230,11 +256,20 @@ fn openapi() {}
 )]
 struct ApiDoc;
 
-/// The document as pretty JSON.
-pub fn document_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| String::from("{}"))
+/// The document as pretty JSON. `from` is required unless the relay has a default sender,
+/// so the document served describes this relay's configuration.
+pub fn document_json(has_default_from: bool) -> String {
+    let mut doc = ApiDoc::openapi();
+    if !has_default_from {
+        let common = doc
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("MediaCommon"));
+        if let Some(RefOr::T(Schema::Object(object))) = common {
+            object.required.push("from".to_owned());
+        }
+    }
+    doc.to_pretty_json().unwrap_or_else(|_| String::from("{}"))
 }
 
 #[cfg(test)]
@@ -243,7 +278,7 @@ mod tests {
 
     #[test]
     fn patterns_in_constants_match_the_schema() {
-        let doc = document_json();
+        let doc = document_json(false);
         for pattern in [PHONE_PATTERN, MESSAGE_ID_PATTERN, MEDIA_URL_PATTERN] {
             let escaped = serde_json::to_string(pattern).unwrap();
             assert!(doc.contains(escaped.trim_matches('"')), "{pattern} missing");

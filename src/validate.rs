@@ -383,22 +383,62 @@ fn check_media_url<'a>(url: Cow<'a, str>, errors: &mut Vec<FieldError>) -> Optio
         ));
         return None;
     }
-    let has_https_scheme = url
-        .get(..8)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
-    let parsed = url::Url::parse(&url).ok();
-    let ok = has_https_scheme
-        && parsed
-            .as_ref()
-            .is_some_and(|u| u.scheme() == "https" && u.host_str().is_some_and(|h| !h.is_empty()));
-    if !ok {
+    let parses = || {
+        url::Url::parse(&url)
+            .is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some_and(|h| !h.is_empty()))
+    };
+    if !has_media_url_shape(&url) || !parses() {
         errors.push(FieldError::new(
             "mediaUrl",
-            "must be an absolute https:// URL with a host",
+            "must be an absolute https:// URL with a host (printable ASCII, no spaces)",
         ));
         return None;
     }
     Some(url)
+}
+
+/// The shape the OpenAPI pattern documents: `https://` in any case, a DNS host whose labels
+/// are letters, digits and inner hyphens and whose last label starts with a letter (so it is
+/// never read as an IP address), an optional port up to 65535, then an optional path of
+/// printable ASCII without spaces.
+pub fn has_media_url_shape(url: &str) -> bool {
+    let Some(rest) = url
+        .get(..8)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        .and_then(|_| url.get(8..))
+    else {
+        return false;
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    let label_ok = |label: &str| {
+        let bytes = label.as_bytes();
+        bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+    };
+    let labels_ok = host.split('.').all(label_ok)
+        && host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.as_bytes().first().is_some_and(u8::is_ascii_alphabetic));
+    let port_ok = port.is_none_or(|p| {
+        let digits = p.as_bytes();
+        match digits.len() {
+            1..=4 => digits.iter().all(u8::is_ascii_digit),
+            5 => digits.first() != Some(&b'0') && p.parse::<u32>().is_ok_and(|n| n <= 65_535),
+            _ => false,
+        }
+    });
+    labels_ok && port_ok
 }
 
 fn check_filename<'a>(
@@ -615,6 +655,36 @@ mod tests {
             body["mediaType"] = json!(t);
             let request = run(&body).unwrap();
             assert_eq!(request.media_type.as_str(), t.to_uppercase());
+        }
+    }
+
+    #[test]
+    fn media_url_shape_follows_the_documented_pattern() {
+        for good in [
+            "https://cdn.example.com/a.png",
+            "HTTPS://a",
+            "https://a-b.c1.example:8443/x?y=1#z",
+            "https://x.io:65535",
+            "https://x.io:0",
+        ] {
+            assert!(has_media_url_shape(good), "{good}");
+        }
+        for bad in [
+            "http://x.io",
+            "https://",
+            "https://1.2.3.4/a",
+            "https://-x.io",
+            "https://x-.io",
+            "https://x..io",
+            "https://x.io:65536",
+            "https://x.io:00080",
+            "https://x.io:",
+            "https://x.io/a b",
+            "https://x.io/caf\u{e9}",
+            "https://user@x.io",
+            "https://x.io?q",
+        ] {
+            assert!(!has_media_url_shape(bad), "{bad}");
         }
     }
 

@@ -43,10 +43,7 @@ impl AppState {
     pub fn new(config: Config) -> Result<Self, ClientBuildError> {
         let metrics = Arc::new(Metrics::new());
         let gateway = GatewayClient::new(&config, Arc::clone(&metrics))?;
-        // An in-flight slot outlives any send (deadline plus the drain's grace), so it only
-        // expires if its task were lost.
-        let in_flight_limit = config.deadline + config.shutdown_grace + Duration::from_secs(1);
-        let dedup = DedupStore::new(config.dedup_capacity, config.dedup_ttl, in_flight_limit);
+        let dedup = DedupStore::new(config.dedup_capacity, config.dedup_ttl);
         let openapi = Bytes::from(crate::openapi::document_json(config.default_from.is_some()));
         Ok(Self {
             config: Arc::new(config),

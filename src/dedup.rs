@@ -5,18 +5,17 @@
 //! [`DedupStore::begin`] inserts atomically with moka's `entry().or_insert`, so of N
 //! concurrent identical requests exactly one becomes the leader; [`DedupStore::complete`]
 //! replaces or removes the slot only if it is still the leader's (moka's per-key
-//! `and_compute_with`), so nothing races with a newer send. Per-entry expiry keeps an
-//! in-flight slot for as long as a send may last, and an answer for `RELAY_DEDUP_TTL_SECS`.
+//! `and_compute_with`), so nothing races with a newer send. Entries live
+//! `RELAY_DEDUP_TTL_SECS` from their last write.
 //!
 //! The store is per process: several replicas need a shared store behind the same
 //! [`Deduplicate`] trait.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::Op;
 use tokio::sync::watch;
@@ -38,25 +37,39 @@ impl Fingerprint {
 /// What a send ended with, shared by the leader and every coalesced waiter.
 pub type Outcome = Result<GatewayReply, UpstreamError>;
 
-/// A 2xx answer as remembered: its own allocations, never a view into a connection buffer.
+/// A 2xx answer as remembered: its own allocation, never a view into a connection buffer,
+/// and no more than it needs (the content type is kept only when it is not plain JSON).
 #[derive(Clone, Debug)]
 pub struct StoredReply {
     pub status: StatusCode,
-    pub content_type: Option<HeaderValue>,
+    content_type: Option<Box<[u8]>>,
     pub body: Bytes,
 }
+
+/// The content type nearly every gateway answer has; not stored per entry.
+const JSON: &str = "application/json";
 
 impl StoredReply {
     /// Copies a gateway answer so the cache holds bytes, not the read buffer behind them.
     pub fn copy_of(reply: &GatewayReply) -> Self {
+        let content_type = reply
+            .content_type
+            .as_ref()
+            .filter(|v| v.as_bytes() != JSON.as_bytes())
+            .map(|v| Box::from(v.as_bytes()));
         Self {
             status: reply.status,
-            content_type: reply
-                .content_type
-                .as_ref()
-                .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()),
+            content_type,
             body: Bytes::copy_from_slice(&reply.body),
         }
+    }
+
+    /// The content type to replay.
+    pub fn content_type(&self) -> HeaderValue {
+        self.content_type
+            .as_deref()
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
+            .unwrap_or_else(|| HeaderValue::from_static(JSON))
     }
 }
 
@@ -115,47 +128,16 @@ pub struct DedupStore {
     cache: Cache<Box<str>, Arc<Slot>>,
 }
 
-/// Per-entry lifetimes: in-flight slots live as long as a send may, answers for the TTL.
-struct SlotExpiry {
-    ttl: Duration,
-    in_flight: Duration,
-}
-
-impl SlotExpiry {
-    fn lifetime(&self, slot: &Slot) -> Option<Duration> {
-        Some(match slot.state {
-            SlotState::InFlight(_) => self.in_flight,
-            SlotState::Done(_) => self.ttl,
-        })
-    }
-}
-
-impl Expiry<Box<str>, Arc<Slot>> for SlotExpiry {
-    fn expire_after_create(&self, _: &Box<str>, slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
-        self.lifetime(slot)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &Box<str>,
-        slot: &Arc<Slot>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        self.lifetime(slot)
-    }
-}
-
 impl DedupStore {
-    /// `in_flight_limit` bounds how long a send can hold its `messageId` if its task were
-    /// lost (the request deadline plus a margin, in practice).
-    pub fn new(capacity: u64, ttl: Duration, in_flight_limit: Duration) -> Self {
+    /// One time-to-live for every entry, counted from its last write: a remembered answer
+    /// lives `ttl` from completion, and a send in flight stays joinable for `ttl` (far longer
+    /// than any deadline with the defaults). The table is sized up front so it never rehashes
+    /// while it fills.
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
-            .expire_after(SlotExpiry {
-                ttl,
-                in_flight: in_flight_limit,
-            })
+            .initial_capacity(usize::try_from(capacity.min(1 << 20)).unwrap_or(1 << 20))
+            .time_to_live(ttl)
             .build();
         Self { cache }
     }
@@ -239,7 +221,7 @@ mod tests {
     use super::*;
 
     fn store() -> DedupStore {
-        DedupStore::new(100, Duration::from_secs(60), Duration::from_secs(60))
+        DedupStore::new(100, Duration::from_secs(60))
     }
 
     fn reply(status: u16) -> Outcome {
@@ -313,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn remembered_answers_expire_after_the_ttl() {
-        let store = DedupStore::new(100, Duration::from_millis(50), Duration::from_secs(60));
+        let store = DedupStore::new(100, Duration::from_millis(50));
         let Begin::Lead(ticket) = store.begin("a", fp(1)).await else {
             panic!("expected lead")
         };

@@ -166,7 +166,8 @@ fn answer(outcome: Outcome, replayed: bool) -> Result<Response, ApiError> {
 }
 
 fn replay(stored: StoredReply) -> Response {
-    let mut response = passthrough(stored.status, stored.content_type, stored.body);
+    let content_type = stored.content_type();
+    let mut response = passthrough(stored.status, Some(content_type), stored.body);
     response.headers_mut().insert(
         HeaderName::from_static(HEADER_REPLAYED),
         HeaderValue::from_static("true"),

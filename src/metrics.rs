@@ -65,6 +65,18 @@ impl RequestOutcome {
         Self::Shed,
     ];
 
+    /// What the dedup store decided: `new` (went to the gateway), `replayed`, `coalesced`,
+    /// `conflict`, or `none` for a request refused before the store was asked.
+    pub fn dedup_result(self) -> &'static str {
+        match self {
+            Self::Replayed => "replayed",
+            Self::Coalesced => "coalesced",
+            Self::Conflict => "conflict",
+            Self::Invalid | Self::Shed => "none",
+            Self::Sent | Self::Rejected | Self::UpstreamError | Self::Timeout => "new",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sent => "sent",

@@ -54,7 +54,7 @@ pub fn init(format: LogFormat) -> Result<(), LogSetupError> {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
             .with_span_list(false)
             .try_init(),
         LogFormat::Text => builder.try_init(),
@@ -99,6 +99,7 @@ pub fn log_request(
         message_id = record.message_id.as_deref(),
         to = record.to.as_deref(),
         outcome = record.outcome.as_str(),
+        dedup = record.outcome.dedup_result(),
         status,
         attempts = record.attempts,
         latency_ms,

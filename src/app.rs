@@ -27,9 +27,13 @@ use crate::routes::ops;
 use crate::shutdown::Drain;
 use crate::upstream::{ClientBuildError, GatewayClient};
 
-/// Cheap handles shared by every request.
+/// What every request shares, behind one `Arc`: extractors clone the state per request, and
+/// a clone should be one reference count, not one per handle.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub gateway: GatewayClient,
     pub dedup: DedupStore,
@@ -45,14 +49,22 @@ impl AppState {
         let gateway = GatewayClient::new(&config, Arc::clone(&metrics))?;
         let dedup = DedupStore::new(config.dedup_capacity, config.dedup_ttl);
         let openapi = Bytes::from(crate::openapi::document_json(config.default_from.is_some()));
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             config: Arc::new(config),
             gateway,
             dedup,
             metrics,
             drain: Drain::new(),
             openapi,
-        })
+        })))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

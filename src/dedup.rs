@@ -145,6 +145,11 @@ impl DedupStore {
 
 impl Deduplicate for DedupStore {
     async fn begin(&self, message_id: &str, fingerprint: Fingerprint) -> Begin {
+        // Replays and duplicates are answered from a plain lookup, which allocates nothing;
+        // only a miss pays for the slot, its channel and the key.
+        if let Some(existing) = self.cache.get(message_id).await {
+            return held_by(&existing, fingerprint);
+        }
         let (sender, receiver) = watch::channel(None);
         let slot = Arc::new(Slot {
             fingerprint,
@@ -162,14 +167,7 @@ impl Deduplicate for DedupStore {
                 sender,
             });
         }
-        let existing = entry.into_value();
-        if existing.fingerprint != fingerprint {
-            return Begin::Conflict;
-        }
-        match &existing.state {
-            SlotState::InFlight(receiver) => Begin::Wait(receiver.clone()),
-            SlotState::Done(reply) => Begin::Replay(reply.clone()),
-        }
+        held_by(&entry.into_value(), fingerprint)
     }
 
     async fn complete(&self, ticket: Ticket, outcome: Outcome) {
@@ -206,6 +204,17 @@ impl Deduplicate for DedupStore {
         // moka counts lazily; settle its pending inserts and expiries first (scrape only).
         self.cache.run_pending_tasks().await;
         self.cache.entry_count()
+    }
+}
+
+/// What to do about a `messageId` an existing slot holds.
+fn held_by(existing: &Slot, fingerprint: Fingerprint) -> Begin {
+    if existing.fingerprint != fingerprint {
+        return Begin::Conflict;
+    }
+    match &existing.state {
+        SlotState::InFlight(receiver) => Begin::Wait(receiver.clone()),
+        SlotState::Done(reply) => Begin::Replay(reply.clone()),
     }
 }
 

@@ -11,6 +11,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::LogFormat;
 use crate::metrics::RequestOutcome;
+use crate::validate::PhoneNumber;
 
 /// What the handler learnt about a request, carried to the log layer in the response's
 /// extensions.
@@ -18,7 +19,8 @@ use crate::metrics::RequestOutcome;
 pub struct RequestRecord {
     pub outcome: RequestOutcome,
     pub message_id: Option<Box<str>>,
-    pub to: Option<String>,
+    /// Masked only when a line is written.
+    pub to: Option<PhoneNumber>,
     pub attempts: u32,
 }
 
@@ -92,12 +94,16 @@ pub fn log_request(
     latency: Duration,
     record: &RequestRecord,
 ) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
     let latency_ms = latency.as_secs_f64() * 1000.0;
+    let to = record.to.as_ref().map(|number| mask_phone(number.digits()));
     tracing::info!(
         request_id,
         trace_id,
         message_id = record.message_id.as_deref(),
-        to = record.to.as_deref(),
+        to = to.as_deref(),
         outcome = record.outcome.as_str(),
         dedup = record.outcome.dedup_result(),
         status,

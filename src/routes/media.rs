@@ -83,7 +83,7 @@ async fn relay(
     })?;
     let request = validate::validate(&body, state.config.default_from.as_ref())?;
     record.message_id = Some(request.message_id.clone());
-    record.to = Some(telemetry::mask_phone(request.to.digits()));
+    record.to = Some(request.to.clone());
     match state
         .dedup
         .begin(&request.message_id, request.fingerprint)

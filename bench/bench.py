@@ -1,0 +1,674 @@
+#!/usr/bin/env python3
+"""lipachat-relay benchmark driver, run by bench/run.sh (which installs the tools and builds).
+
+Targets, all on 127.0.0.1, each behind the same fast fake gateway (nginx `return 200`):
+  direct        load generator -> fake gateway (the limit)
+  nginx         a header-injecting nginx reverse proxy (what an SRE would set up instead)
+  relay         the relay's forward path, a new messageId per request
+  relay-replay  the relay's replay path, one messageId again and again
+
+Method (see PERFORMANCE.md in the project's shared notes): the load generator is pinned to
+core 0, the fake gateway and the target to core 1, so a target's throughput is set by its CPU
+cost per request. Throughput: wrk -t1 -c64 -d10s, BENCH_ROUNDS rounds interleaved across
+targets, median and spread. CPU us/request: user+sys ticks of the target's processes during
+the run / requests. Latency: an open-loop generator at a fixed 2,000 req/s (bench/openloop.rs,
+the same for every target; oha, when installed, as a cross-check on the fixed-body targets).
+Memory: RSS with 0, 10k, 100k and 1M remembered messageIds. Start-up: exec to the first 200
+on /healthz, median of 5.
+
+Environment: BENCH_TARGETS (default "direct nginx relay relay-replay"; the memory and
+start-up sections run when a relay target is selected), BENCH_ROUNDS (3), BENCH_SECONDS (10),
+BENCH_RATE (2000), BENCH_FILL ("10000 100000 1000000"), BENCH_OUT (BENCHMARKS.md at the top).
+Everything started here is stopped by PID on exit, SIGINT, SIGTERM or SIGHUP.
+"""
+
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RELAY = ROOT / "target" / "release" / "lipachat-relay"
+ALL_TARGETS = ("direct", "nginx", "relay", "relay-replay")
+TARGETS = [t for t in os.environ.get("BENCH_TARGETS", " ".join(ALL_TARGETS)).split()]
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+RATE = int(os.environ.get("BENCH_RATE", "2000"))
+FILL = [int(n) for n in os.environ.get("BENCH_FILL", "10000 100000 1000000").split()]
+OUT = Path(os.environ.get("BENCH_OUT", ROOT / "BENCHMARKS.md"))
+T0 = float(os.environ.get("BENCH_T0", time.time()))  # run.sh start: installs and builds included
+MEASURE_T0 = time.time()
+LOAD_CORE, SERVER_CORE = "0", "1"
+TICK = os.sysconf("SC_CLK_TCK")
+API_KEY = "bench-key-not-a-secret"
+TMP = Path(tempfile.mkdtemp(prefix="lipachat-bench-"))
+CHILDREN = []
+COMMANDS = []  # one example of each command line, for BENCHMARKS.md
+
+# A Lipachat-style success envelope (the documented 200 answer), served by the fake gateway.
+ENVELOPE = ('{"timestamp":"2026-11-25T08:00:00.000Z","data":{"messageId":"bench-0001",'
+            '"waId":"wamid.HBgMMjU0NzEyMzQ1Njc4FQIAERgSNUQ4RjM2QjNFQjY2Q0Q3NkE0AA==",'
+            '"status":"SENT","statusDesc":"Message sent"},"status":"success","message":"",'
+            '"errors":null}')
+
+for name in TARGETS:
+    if name not in ALL_TARGETS:
+        sys.exit(f"bench: unknown target {name!r} in BENCH_TARGETS (known: {' '.join(ALL_TARGETS)})")
+RELAY_WANTED = any(t.startswith("relay") for t in TARGETS)
+
+
+def log(text):
+    print(f"[{time.time() - T0:6.0f} s] {text}", flush=True)
+
+
+def note(cmd):
+    """Remembers a command line (with the temp dir and ports made generic) for the report."""
+    text = " ".join(shlex.quote(str(c)) if " " in str(c) or '"' in str(c) else str(c) for c in cmd).replace(str(TMP), "$TMP").replace(str(ROOT) + "/", "")
+    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", text)
+    text = re.sub(r"--port \d+", "--port PORT", text)
+    if text not in COMMANDS:
+        COMMANDS.append(text)
+
+
+# ---------------------------------------------------------------- processes
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args, env=None, core=SERVER_CORE):
+    proc = subprocess.Popen(["taskset", "-c", core, *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    CHILDREN.append(proc)
+    return proc
+
+
+def stop(proc):
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+
+def stop_all():
+    for proc in reversed(CHILDREN):
+        stop(proc)
+    shutil.rmtree(TMP, ignore_errors=True)
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def http_get(port, path, timeout=2.0):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return r.status, r.read().decode()
+
+
+def wait_http(port, path="/healthz", timeout=10.0, proc=None):
+    """Polls until GET path answers 200; returns the seconds it took (0.2 ms resolution)."""
+    begin = time.perf_counter()
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    while time.perf_counter() - begin < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before answering")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(request)
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return time.perf_counter() - begin
+        except OSError:
+            pass
+        time.sleep(0.0002)
+    raise RuntimeError(f"port {port} did not answer 200 on {path} within {timeout} s")
+
+
+# ---------------------------------------------------------------- the servers
+
+def nginx(conf_text, name):
+    conf = TMP / f"{name}.conf"
+    conf.write_text(conf_text.replace("@TMP@", str(TMP)).replace("@NAME@", name))
+    cmd = ["nginx", "-c", conf, "-p", TMP]
+    note(["taskset", "-c", SERVER_CORE, *cmd])
+    return start(cmd)
+
+
+def gateway_conf(port):
+    return f"""
+worker_processes 1; daemon off; pid @TMP@/@NAME@.pid; error_log @TMP@/@NAME@.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path @TMP@/@NAME@-body;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /api/v1/whatsapp/media {{
+      default_type application/json;
+      return 200 '{ENVELOPE}';
+    }}
+    location = /healthz {{ return 200 'ok'; }}
+  }}
+}}"""
+
+
+def proxy_conf(port, gateway_port):
+    return f"""
+worker_processes 1; daemon off; pid @TMP@/@NAME@.pid; error_log @TMP@/@NAME@.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path @TMP@/@NAME@-body; proxy_temp_path @TMP@/@NAME@-proxy;
+  upstream gateway {{ server 127.0.0.1:{gateway_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /healthz {{ return 200 'ok'; }}
+    location = /media {{
+      proxy_pass http://gateway/api/v1/whatsapp/media;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header apiKey "{API_KEY}";
+    }}
+  }}
+}}"""
+
+
+def relay_env(port, gateway_port, **extra):
+    env = {"PATH": os.environ["PATH"], "LIPACHAT_API_KEY": API_KEY,
+           "LIPACHAT_BASE_URL": f"http://127.0.0.1:{gateway_port}",
+           "RELAY_LISTEN": f"127.0.0.1:{port}", "RUST_LOG": "warn"}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def start_relay(port, gateway_port, **extra):
+    env = relay_env(port, gateway_port, **extra)
+    note([*(f"{k}={v}" for k, v in env.items() if k != "PATH"), "taskset", "-c", SERVER_CORE, RELAY, "serve"])
+    return start([RELAY, "serve"], env=env)
+
+
+# ---------------------------------------------------------------- /proc
+
+def _stat(pid):
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def tree_pids(pid):
+    """The process and its direct children (nginx master + worker; the relay is one process)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(entry.name)[1]) == pid:
+                    pids.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
+def tree_ticks(pid):
+    """user+sys clock ticks of a process tree."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            fields = _stat(p)
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def rss(pid):
+    """(VmRSS, RssAnon) in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    value = lambda key: int(re.search(rf"{key}:\s+(\d+)", status).group(1)) * 1024
+    return value("VmRSS"), value("RssAnon")
+
+
+def tree_rss(pid):
+    totals = [rss(p) for p in tree_pids(pid)]
+    return sum(t[0] for t in totals), sum(t[1] for t in totals)
+
+
+def machine_ticks():
+    """(busy, steal) clock ticks of the whole machine, all cores. Busy counts irq and softirq
+    too: the kernel charges a process's loopback traffic to its own time."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:3]) + fields[5] + fields[6], fields[7]
+
+
+def own_ticks(servers):
+    """Clock ticks used by this script, its finished children (the load generators) and the
+    servers it runs."""
+    t = os.times()
+    mine = round((t.user + t.system + t.children_user + t.children_system) * TICK)
+    return mine + sum(tree_ticks(p.pid) for p in servers)
+
+
+def cpu_busy(seconds=1.0):
+    """Share of all cores busy over `seconds` (from /proc/stat)."""
+    def sample():
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields[:8]) - idle, sum(fields[:8])
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+# ---------------------------------------------------------------- load generators
+
+def wrk(port, script, seconds=SECONDS, connections=64):
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+           "-s", BENCH / script, f"http://127.0.0.1:{port}"]
+    note(cmd)
+    out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, check=True,
+                         timeout=seconds + 60).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if non2xx or errors:
+        raise RuntimeError(f"wrk saw failures on port {port} ({script}):\n{out}")
+    return requests
+
+
+def openloop(port, path, unique):
+    cmd = ["taskset", "-c", LOAD_CORE, OPENLOOP, "--port", port, "--path", path, "--rate", RATE,
+           "--seconds", SECONDS, "--connections", 16] + (["--unique"] if unique else [])
+    note([c if c is not OPENLOOP else "openloop" for c in cmd])
+    out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, check=True,
+                         timeout=SECONDS + 60).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    if result["errors"] or result["ok"] != result["sent"]:
+        raise RuntimeError(f"open-loop run on port {port}{path} had failures: {result}")
+    return result
+
+
+def oha(port, path):
+    if not shutil.which("oha"):
+        return None
+    body = TMP / "oha-body.json"
+    body.write_text('{"messageId":"oha-fixed","mediaType":"IMAGE","mediaUrl":"https://cdn.example.com/img/1.png",'
+                    '"caption":"hello","from":"254110090747","to":"254712345678"}')
+    cmd = ["taskset", "-c", LOAD_CORE, "oha", "--no-tui", "--output-format", "json",
+           "-q", RATE, "-c", 16, "-z", f"{SECONDS}s", "--latency-correction",
+           "-m", "POST", "-H", "content-type: application/json", "-D", body,
+           f"http://127.0.0.1:{port}{path}"]
+    note(cmd)
+    out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=SECONDS + 60)
+    if out.returncode != 0:
+        log(f"oha failed on port {port}: {out.stderr.strip()[:200]}")
+        return None
+    data = json.loads(out.stdout)
+    codes = data.get("statusCodeDistribution", {})
+    # A request still in flight when -z runs out is reported as "aborted due to deadline".
+    errors = {k: v for k, v in (data.get("errorDistribution") or {}).items() if "deadline" not in k}
+    if set(codes) - {"200"} or errors:
+        raise RuntimeError(f"oha saw failures on port {port}{path}: {codes} {errors}")
+    pct = data.get("latencyPercentiles", {})
+    us = lambda k: round(pct[k] * 1e6) if pct.get(k) is not None else None
+    return {"p50_us": us("p50"), "p99_us": us("p99"), "p999_us": us("p99.9")}
+
+
+def metrics(port):
+    return http_get(port, "/metrics")[1]
+
+
+def dedup_entries(port):
+    return int(re.search(r"^lipachat_relay_dedup_entries (\d+)", metrics(port), re.M).group(1))
+
+
+def outcomes(port):
+    return {m.group(1): int(float(m.group(2))) for m in
+            re.finditer(r'^lipachat_relay_requests_total\{outcome="([a-z_]+)"\} (\S+)', metrics(port), re.M)}
+
+
+def fill(port, count):
+    """Sends unique messageIds as fast as it can until the relay holds `count` of them.
+
+    wrk cannot stop after exactly N requests (a reconnect uses up an id), so fill.lua sends a
+    little more than `count` unique ids, then only health probes, and wrk is stopped here once
+    the relay's gauge says so (or the gauge has stood still for 3 s)."""
+    env = dict(os.environ, FILL_COUNT=str(count + count // 100 + 256),
+               FILL_PREFIX=f"fill{count}x{os.getpid()}x{int(time.time() * 1000)}")
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c64", "-d600s", "-s", BENCH / "fill.lua",
+           f"http://127.0.0.1:{port}"]
+    note(["FILL_COUNT=N", "FILL_PREFIX=...", *cmd])
+    proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    CHILDREN.append(proc)
+    begin = time.monotonic()
+    last, still_since = -1, time.monotonic()
+    try:
+        while time.monotonic() - begin < 600:
+            entries = dedup_entries(port)
+            if entries >= count:
+                break
+            if entries != last:
+                last, still_since = entries, time.monotonic()
+            elif time.monotonic() - still_since > 3:
+                log(f"fill {count:,}: the store stopped growing at {entries:,}")
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"wrk exited early while filling {count:,} messageIds")
+            time.sleep(0.1)
+    finally:
+        stop(proc)
+    took = time.monotonic() - begin
+    return dedup_entries(port), took
+
+
+def startup_ms(gateway_port, runs=5):
+    times = []
+    for _ in range(runs):
+        port = free_port()
+        begin = time.perf_counter()
+        proc = start_relay(port, gateway_port)
+        wait_http(port, timeout=5, proc=proc)
+        times.append((time.perf_counter() - begin) * 1000)
+        stop(proc)
+    return statistics.median(times), times
+
+
+# ---------------------------------------------------------------- the run
+
+def main():
+    global OPENLOOP
+    OPENLOOP = Path(sys.argv[1])
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    if RELAY_WANTED and not RELAY.exists():
+        sys.exit(f"bench: {RELAY} is missing (cargo build --release)")
+
+    busy = cpu_busy()
+    log(f"targets: {' '.join(TARGETS)}; machine {busy:.0%} busy before the start")
+    if busy > 0.10:
+        log("WARNING: something else is using the CPU; the numbers will be off")
+
+    gateway_port, proxy_port, relay_port = free_port(), free_port(), free_port()
+    gateway = nginx(gateway_conf(gateway_port), "gateway")
+    wait_http(gateway_port, proc=gateway)
+    proxy = relay = None
+    if "nginx" in TARGETS:
+        proxy = nginx(proxy_conf(proxy_port, gateway_port), "proxy")
+        wait_http(proxy_port, proc=proxy)
+    if RELAY_WANTED:
+        relay = start_relay(relay_port, gateway_port)
+        wait_http(relay_port, proc=relay)
+        # Remember the replay entry and open the relay's upstream connection.
+        subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{relay_port}/media",
+                        "-H", "content-type: application/json", "--data-binary",
+                        "@" + str(BENCH / "body.json")], check=True)
+    idle = {}
+    if proxy:
+        idle["nginx"] = tree_rss(proxy.pid)
+    if relay:
+        idle["relay"] = rss(relay.pid)
+
+    table = {
+        "direct": (gateway_port, "direct.lua", gateway),
+        "nginx": (proxy_port, "replay.lua", proxy),
+        "relay": (relay_port, "forward.lua", relay),
+        "relay-replay": (relay_port, "replay.lua", relay),
+    }
+    targets = {name: table[name] for name in ALL_TARGETS if name in TARGETS}
+
+    # Warm-up, not counted: every pool and cache reaches its steady size.
+    for name, (port, script, _) in targets.items():
+        wrk(port, script, seconds=2)
+    log("warm-up done")
+
+    throughput = {name: [] for name in targets}
+    cpu = {name: [] for name in targets}
+    servers = [p for p in (gateway, proxy, relay) if p]
+    foreign = steal = 0  # ticks others (processes, the hypervisor) took during the rounds
+    for round_ in range(ROUNDS):
+        for name, (port, script, proc) in targets.items():
+            busy0, steal0 = machine_ticks()
+            own0 = own_ticks(servers)
+            before = tree_ticks(proc.pid)
+            requests = wrk(port, script)
+            used = tree_ticks(proc.pid) - before
+            busy1, steal1 = machine_ticks()
+            other = max(0, (busy1 - busy0) - (own_ticks(servers) - own0))
+            foreign, steal = foreign + other, steal + steal1 - steal0
+            if other > 0.03 * SECONDS * TICK or steal1 - steal0 > 0.03 * SECONDS * TICK:
+                log(f"WARNING: other processes used {other / TICK:.1f} s and the hypervisor took "
+                    f"{(steal1 - steal0) / TICK:.1f} s of CPU during this round")
+            throughput[name].append(requests / SECONDS)
+            cpu[name].append(used / TICK / requests * 1e6)
+            log(f"round {round_ + 1} {name:13s} {requests / SECONDS:9.0f} req/s "
+                f"{cpu[name][-1]:6.1f} µs CPU/req")
+
+    fixed_path = {"direct": "/api/v1/whatsapp/media"}
+    latency, oha_latency = {}, {}
+    for name, (port, _, _) in targets.items():
+        latency[name] = openloop(port, fixed_path.get(name, "/media"), unique=(name == "relay"))
+        log(f"open loop {name:13s} p50/p99/p99.9 {latency[name]['p50_us']}/{latency[name]['p99_us']}/"
+            f"{latency[name]['p999_us']} µs at {latency[name]['rate']} req/s")
+    for name, (port, _, _) in targets.items():
+        if name != "relay":  # oha sends one fixed body: on the relay that is the replay path
+            oha_latency[name] = oha(port, fixed_path.get(name, "/media"))
+            if oha_latency[name]:
+                o = oha_latency[name]
+                log(f"oha       {name:13s} p50/p99/p99.9 {o['p50_us']}/{o['p99_us']}/{o['p999_us']} µs")
+    loaded = {}
+    if proxy:
+        loaded["nginx"] = tree_rss(proxy.pid)
+    if relay:
+        loaded["relay"] = rss(relay.pid)
+    relay_outcomes = outcomes(relay_port) if relay else {}
+    if relay:
+        stop(relay)
+
+    memory, start = [], None
+    if RELAY_WANTED:
+        for count in [0, *FILL]:
+            capacity = max(100_000, count)
+            port = free_port()
+            proc = start_relay(port, gateway_port, RELAY_DEDUP_CAPACITY=capacity)
+            wait_http(port, proc=proc)
+            entries, took = fill(port, count) if count else (dedup_entries(port), 0.0)
+            time.sleep(0.5)
+            memory.append((count, capacity, entries, *rss(proc.pid)))
+            log(f"memory {count:>9,} asked, {entries:>9,} held (capacity {capacity:,}): "
+                f"VmRSS {memory[-1][3] / 1e6:.1f} MB, RssAnon {memory[-1][4] / 1e6:.1f} MB"
+                + (f", filled in {took:.0f} s" if count else ""))
+            stop(proc)
+        start = startup_ms(gateway_port)
+        log(f"start-up {start[0]:.1f} ms (runs: {', '.join(f'{t:.1f}' for t in start[1])})")
+
+    others = (foreign / TICK, steal / TICK, ROUNDS * len(targets) * SECONDS)
+    report(throughput, cpu, latency, oha_latency, idle, loaded, memory, start, relay_outcomes, busy, others)
+
+
+# ---------------------------------------------------------------- the report
+
+def report(throughput, cpu, latency, oha_latency, idle, loaded, memory, start, relay_outcomes, busy, others):
+    mb = lambda b: f"{b / 1e6:.1f} MB"
+    tp = {k: (statistics.median(v), min(v), max(v)) for k, v in throughput.items()}
+    cp = {k: (statistics.median(v), min(v), max(v)) for k, v in cpu.items()}
+    ratio = lambda name, base: (f"{tp[name][0] / tp[base][0]:.2f}×" if base in tp else "—")
+    ratio3 = lambda name, base: f"{tp[name][0] / tp[base][0]:.3f}×"
+    lat = lambda d: f"{d['p50_us']} / {d['p99_us']} / {d['p999_us']}" if d else "—"
+    added = lambda name: (f"{latency[name]['p50_us'] - latency['direct']['p50_us']:+d} / "
+                          f"{latency[name]['p99_us'] - latency['direct']['p99_us']:+d}"
+                          if "direct" in latency and name != "direct" else "—")
+    lines = []
+    add = lines.append
+    add(f"| target | req/s, median of {ROUNDS} | spread | × nginx | × direct | CPU µs/req (spread) "
+        f"| p50 / p99 / p99.9 µs at {RATE:,} req/s | added p50 / p99 vs direct | oha p50 / p99 / p99.9 µs |")
+    add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in tp:
+        median, low, high = tp[name]
+        add(f"| {name} | {median:,.0f} | {low:,.0f}–{high:,.0f} | {ratio(name, 'nginx')} | "
+            f"{ratio(name, 'direct')} | {cp[name][0]:.1f} ({cp[name][1]:.1f}–{cp[name][2]:.1f}) | "
+            f"{lat(latency[name])} | {added(name)} | {lat(oha_latency.get(name))} |")
+    main_table = "\n".join(lines)
+
+    lines = []
+    add = lines.append
+    add("| process | when | VmRSS | RssAnon | bytes per entry |")
+    add("| --- | --- | ---: | ---: | ---: |")
+    if "nginx" in idle:
+        add(f"| nginx proxy (master + worker) | idle | {mb(idle['nginx'][0])} | {mb(idle['nginx'][1])} | |")
+        add(f"| nginx proxy (master + worker) | after the throughput and latency runs | {mb(loaded['nginx'][0])} | {mb(loaded['nginx'][1])} | |")
+    if "relay" in idle:
+        add(f"| relay | idle (one request served) | {mb(idle['relay'][0])} | {mb(idle['relay'][1])} | |")
+        add(f"| relay | after the throughput and latency runs (100k window full) | {mb(loaded['relay'][0])} | {mb(loaded['relay'][1])} | |")
+    base = memory[0][4] if memory else 0
+    for count, capacity, entries, vmrss, anon in memory:
+        per = f"{(anon - base) / entries:.0f}" if count and entries else ""
+        add(f"| relay, fresh, `RELAY_DEDUP_CAPACITY={capacity}` | {entries:,} messageIds remembered | "
+            f"{mb(vmrss)} | {mb(anon)} | {per} |")
+    memory_table = "\n".join(lines)
+
+    checks = []
+    if "relay" in tp and "nginx" in tp:
+        checks += [
+            ("forward throughput ≥ 1.0× nginx", tp["relay"][0] >= tp["nginx"][0], ratio3("relay", "nginx")),
+            ("forward CPU µs/req ≤ nginx's", cp["relay"][0] <= cp["nginx"][0],
+             f"{cp['relay'][0]:.1f} vs {cp['nginx'][0]:.1f} µs"),
+            (f"forward p99 at {RATE:,} req/s ≤ nginx's p99", latency["relay"]["p99_us"] <= latency["nginx"]["p99_us"],
+             f"{latency['relay']['p99_us']} vs {latency['nginx']['p99_us']} µs"),
+        ]
+    if "relay-replay" in tp and "nginx" in tp:
+        checks.append(("replay throughput ≥ 2× nginx", tp["relay-replay"][0] >= 2 * tp["nginx"][0],
+                       ratio3("relay-replay", "nginx")))
+    if memory:
+        idle_rss = memory[0][3]
+        checks.append(("RSS ≤ 20 MB idle", idle_rss <= 20e6, f"{mb(idle_rss)} (fresh relay, VmRSS)"))
+        at100k = [m for m in memory if m[0] == 100_000]
+        if at100k:
+            checks.append(("RSS ≤ 80 MB with 100k remembered", at100k[0][3] <= 80e6, f"{mb(at100k[0][3])} (VmRSS)"))
+    if start:
+        checks.append(("start-up ≤ 50 ms", start[0] <= 50, f"{start[0]:.1f} ms"))
+    lines = ["| target | met? | measured |", "| --- | --- | --- |"]
+    lines += [f"| {what} | {'yes' if ok else '**no**'} | {value} |" for what, ok, value in checks]
+    check_table = "\n".join(lines) if checks else ""
+
+    startup_line = (f"Start-up, exec to the first 200 on `GET /healthz` (median of {len(start[1])}): "
+                    f"**{start[0]:.1f} ms** (runs: {', '.join(f'{t:.1f}' for t in start[1])})." if start else "")
+    printed = "\n\n".join(t for t in (main_table, memory_table, startup_line, check_table) if t)
+    print("\n" + printed + "\n", flush=True)
+
+    cpu_model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                      if l.startswith("model name")), "unknown")
+    version = "not run"
+    if RELAY_WANTED:
+        version = subprocess.run([str(RELAY), "--version"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    wrk_version = wrk_version.split(" Copyright")[0].strip()
+    oha_version = (subprocess.run(["oha", "--version"], capture_output=True, text=True).stdout.strip()
+                   if shutil.which("oha") else "oha not installed")
+    outcome_line = ", ".join(f"{k} {v:,}" for k, v in sorted(relay_outcomes.items()) if v)
+    runtime, measuring = time.time() - T0, time.time() - MEASURE_T0
+    commands = "\n".join(f"    {c}" for c in COMMANDS)
+    doc = f"""# Benchmarks
+
+Written by `bash bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {measuring / 60:.1f} minutes of
+measuring ({runtime / 60:.1f} minutes with the build). Numbers move ±5–10 % from run to run: compare targets within one run.
+
+- Machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}; {busy:.0%} of the CPU busy just before the start;
+  during the {others[2]} s of throughput rounds, other processes used {others[0]:.1f} s of CPU and the hypervisor took
+  {others[1]:.1f} s (steal).
+- Relay: {version}, commit {commit}, `cargo build --release --locked`.
+- Tools: {nginx_version}; {wrk_version}; {oha_version}.
+
+## Results
+
+{main_table}
+
+Ratios are of median throughput. Latency: the same open-loop generator for every target, so
+the columns compare; "added" is the difference from **direct** in this run.
+
+{memory_table}
+
+{startup_line}
+
+{check_table}
+
+{('Relay outcomes over the throughput and latency runs (from `/metrics`): ' + outcome_line + '.') if outcome_line else ''}
+
+## Method
+
+- Everything on 127.0.0.1. The load generator is pinned to core 0, the fake gateway and the
+  target to core 1 (`taskset -c`), so a target's throughput is set by its CPU cost per request
+  and the generator never limits it. tokio sizes its pool from the affinity mask: the relay
+  runs one worker thread, nginx one worker process.
+- Fake gateway: nginx, one worker, `return 200` with a {len(ENVELOPE)}-byte Lipachat `SENT` envelope,
+  `Content-Type: application/json`, on `location = /api/v1/whatsapp/media`.
+- **direct**: load generator → fake gateway. **nginx**: a header-injecting reverse proxy
+  (`proxy_set_header apiKey`, upstream `keepalive 64`, `proxy_http_version 1.1`,
+  `proxy_set_header Connection ""`, one worker, no access log).
+  **relay**: `lipachat-relay serve` with `RUST_LOG=warn` (no per-request log line, like nginx
+  without its access log) and default settings otherwise (`RELAY_DEDUP_CAPACITY=100000`),
+  a new messageId per request (`bench/forward.lua`: the prefix holds the time, a random number
+  and the wrk thread's number, so rounds, threads and runs never collide), so the dedup window
+  fills during the warm-up and first round and evicts from then on.
+  **relay-replay**: one fixed body (`bench/replay.lua`), the same messageId again and again;
+  every answer after the first is a replay.
+- Throughput: `wrk -t1 -c64 -d{SECONDS}s`, after a 2 s warm-up per target, {ROUNDS} rounds interleaved
+  ({', '.join(tp)}, then again); median and spread (min–max). A run with any non-2xx answer
+  or socket error aborts the benchmark.
+- CPU µs per request: user+sys ticks (`/proc/PID/stat`, {TICK} Hz) of the target's process tree
+  during the round ÷ requests served. For **nginx** and the **relay** this is the proxy alone
+  (the fake gateway's share is not included); for **direct** it is the fake gateway.
+- Latency: `bench/openloop.rs`, an open-loop generator: {RATE:,} req/s for {SECONDS} s over 16 connections,
+  each latency measured from the request's intended send time, so a stall counts in full (no
+  coordinated omission). It is used for every target because it is the one that can send a new
+  messageId per request (oha sends one fixed body, which on the relay is the replay path).
+  oha (`-q {RATE} -c 16 -z {SECONDS}s --latency-correction`) is run on the fixed-body targets as a
+  cross-check.
+- Order: warm-up, throughput rounds, then the latency runs (direct, nginx, relay, relay-replay,
+  then oha), all against the same processes, so the relay's latency is measured with its
+  100,000-entry window full and evicting, as in a long-running sidecar. The "after the runs"
+  memory rows are read at the end of this phase, before the relay is stopped. Then the memory
+  points and the start-up runs, each with a fresh relay.
+- Memory: VmRSS and RssAnon from `/proc/PID/status`. For each point a fresh relay, filled with
+  unique messageIds as fast as wrk sends them (`bench/fill.lua`) until the
+  `lipachat_relay_dedup_entries` gauge reaches the count; `RELAY_DEDUP_CAPACITY` is the larger of
+  100,000 and the count. Bytes per entry = (RssAnon − RssAnon of the empty relay) ÷ entries.
+- Start-up: from just before exec (`taskset` → `lipachat-relay serve`) to the first 200 on
+  `GET /healthz`, polled every 0.2 ms; median of 5.
+
+Commands, as run (ports and the temp dir replaced by placeholders):
+
+{commands}
+
+Rerun: `bash bench/run.sh` from the repository root (as root on Debian: it installs nginx,
+wrk and oha when missing). `BENCH_TARGETS="direct nginx"` limits the targets.
+"""
+    OUT.write_text(doc)
+    log(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()

@@ -5,7 +5,7 @@
 #
 # No image can be pulled here, so it first builds local stand-ins for the Dockerfile's two base
 # images and passes them as build args:
-#   - builder: a minimal Debian bookworm (debootstrap, with gcc) plus this machine's Rust
+#   - builder: a minimal Debian bookworm (debootstrap, with gcc and make) plus this machine's Rust
 #     toolchain (`rustc --print sysroot`), in place of rust:1-bookworm;
 #   - runtime: glibc, CA certificates and /etc/passwd with user 65532 only, in place of
 #     gcr.io/distroless/cc-debian12:nonroot.
@@ -58,7 +58,7 @@ if ! docker buildx version >/dev/null 2>&1; then
   export DOCKER_BUILDKIT=0
 fi
 
-STANDIN_VERSION=1
+STANDIN_VERSION=2
 CACHE=${LIPACHAT_CI_CACHE:-/var/cache/lipachat-relay-ci}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 RUST_VERSION=$(rustc --version | awk '{print $2}')
@@ -126,7 +126,7 @@ prepare_rootfs() {
   say "debootstrap bookworm into $ROOTFS (once; log in $CACHE/debootstrap.log)"
   rm -rf "$ROOTFS"
   mkdir -p "$CACHE"
-  timeout 1800 nice debootstrap --variant=minbase --include=gcc,libc6-dev,ca-certificates \
+  timeout 1800 nice debootstrap --variant=minbase --include=gcc,libc6-dev,make,ca-certificates \
     bookworm "$ROOTFS" "$DEBIAN_MIRROR" >"$CACHE/debootstrap.log" 2>&1 ||
     { tail -20 "$CACHE/debootstrap.log"; fail "debootstrap"; }
   touch "$ROOTFS/.complete"

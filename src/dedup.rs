@@ -12,7 +12,8 @@
 //! anyway. Both orders are one queue per shard, because every entry has the same TTL.
 //!
 //! The store is built for bytes per entry, not kilobytes: one allocation holds the
-//! `messageId` and the answer's body, the table is sized up front, and a lock is held for a
+//! `messageId` and the answer's body, the tables grow with what they hold (so memory is linear
+//! in entries, and an idle relay with a large window stays small), and a lock is held for a
 //! lookup or an insert, never across an `.await`.
 //!
 //! The store is per process: several replicas need a shared store behind the same
@@ -185,8 +186,8 @@ fn hash_of(key: &[u8]) -> u64 {
 impl DedupStore {
     /// At most `capacity` messageIds, each for `ttl` from its last write. Large windows are
     /// split into up to 16 shards (at least 1,024 entries each), each holding its share of
-    /// the capacity, so the bound is never exceeded; the tables are sized up front so they
-    /// never rehash while they fill.
+    /// the capacity, so the bound is never exceeded. A table grows by doubling; with 16
+    /// shards a resize moves at most a sixteenth of the window.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         let mut shard_count = 16;
@@ -198,7 +199,7 @@ impl DedupStore {
                 // The shares add up to the capacity exactly.
                 let share = capacity / shard_count + usize::from(index < capacity % shard_count);
                 Mutex::new(Shard {
-                    table: HashTable::with_capacity(share.min(1 << 20)),
+                    table: HashTable::new(),
                     capacity: share,
                     order: VecDeque::new(),
                 })

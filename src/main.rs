@@ -58,10 +58,7 @@ fn main() -> ExitCode {
     if let Command::Healthcheck { url } = command {
         return healthcheck(url);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(1, &format!("cannot start the runtime: {error}")),
     };
@@ -191,6 +188,19 @@ fn default_health_url() -> String {
         listen
     };
     format!("http://{host}/healthz")
+}
+
+/// One thread when the process may use one CPU (a sidecar's usual quota; std reads the
+/// cgroup's CPU limit and the affinity mask), a worker per CPU otherwise. With one CPU the
+/// single-threaded scheduler costs ~10 % less CPU per forwarded request than a one-worker
+/// pool plus the main thread (measured with bench/run.sh's setup: 28 vs 31 µs).
+fn runtime_builder() -> tokio::runtime::Builder {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
 }
 
 fn healthcheck(url: Option<String>) -> ExitCode {

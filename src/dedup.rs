@@ -96,7 +96,7 @@ pub trait Deduplicate {
         fingerprint: Fingerprint,
     ) -> impl Future<Output = Begin> + Send;
     /// Records the outcome (remember a 2xx, forget anything else) and wakes the waiters.
-    fn complete(&self, ticket: Ticket, outcome: Outcome) -> impl Future<Output = ()> + Send;
+    fn complete(&self, ticket: Ticket, outcome: &Outcome) -> impl Future<Output = ()> + Send;
     /// How many `messageId`s are held (in flight or remembered), after expiring old ones.
     fn entries(&self) -> impl Future<Output = u64> + Send;
 }
@@ -157,7 +157,7 @@ struct Shard {
     /// This shard's share of `RELAY_DEDUP_CAPACITY`.
     capacity: usize,
     /// Oldest write first. A slot whose entry was rewritten or removed since is stale and
-    /// skipped; the queue is compacted when stale slots outnumber live ones.
+    /// skipped; the queue is compacted when it holds three times as many slots as entries.
     order: VecDeque<Written>,
 }
 
@@ -261,9 +261,10 @@ impl Shard {
 
     fn record(&mut self, written: Written) {
         self.order.push_back(written);
-        // Stale slots (rewritten or removed entries) are dropped once they outnumber the
-        // live ones, so the queue stays within twice the table plus a constant.
-        if self.order.len() > 2 * self.table.len() + 1024 {
+        // Every completed send leaves one stale slot (its in-flight write) until the front
+        // passes it, so a full window runs at about two slots per entry. Compacting at three
+        // keeps the queue bounded (~24 bytes a slot) without ever walking it in steady state.
+        if self.order.len() > 3 * self.table.len() + 1024 {
             let table = &self.table;
             self.order
                 .retain(|w| table.find(w.hash, |e| e.seq == w.seq).is_some());
@@ -315,13 +316,13 @@ impl Deduplicate for DedupStore {
         })
     }
 
-    async fn complete(&self, ticket: Ticket, outcome: Outcome) {
+    async fn complete(&self, ticket: Ticket, outcome: &Outcome) {
         let Ticket {
             message_id,
             seq,
             sender,
         } = ticket;
-        let remembered = match &outcome {
+        let remembered = match outcome {
             Ok(reply) if reply.status.is_success() && reply.is_json => Some(reply),
             _ => None,
         };
@@ -364,8 +365,12 @@ impl Deduplicate for DedupStore {
             }
         }
         // Waiters are woken after the store is updated, so a caller that gets its answer and
-        // retries at once sees the remembered answer, not an empty slot.
-        sender.send_replace(Some(outcome));
+        // retries at once sees the remembered answer, not an empty slot. Every waiter took its
+        // receiver under the shard lock, and the store's own receiver went with the entry's
+        // update above, so no receiver means no waiter: nothing to clone or wake.
+        if sender.receiver_count() > 0 {
+            sender.send_replace(Some(outcome.clone()));
+        }
     }
 
     async fn entries(&self) -> u64 {
@@ -426,7 +431,7 @@ mod tests {
         let Begin::Wait(receiver) = store.begin("a", fp(1)).await else {
             panic!("expected wait")
         };
-        store.complete(ticket, reply(200)).await;
+        store.complete(ticket, &reply(200)).await;
         let outcome = wait(receiver).await.unwrap().unwrap();
         assert_eq!(outcome.status, StatusCode::OK);
     }
@@ -437,7 +442,7 @@ mod tests {
         let Begin::Lead(ticket) = store.begin("a", fp(1)).await else {
             panic!("expected lead")
         };
-        store.complete(ticket, reply(200)).await;
+        store.complete(ticket, &reply(200)).await;
         let Begin::Replay(stored) = store.begin("a", fp(1)).await else {
             panic!("expected replay")
         };
@@ -451,7 +456,7 @@ mod tests {
             panic!("expected lead")
         };
         assert!(matches!(store.begin("a", fp(2)).await, Begin::Conflict));
-        store.complete(ticket, reply(200)).await;
+        store.complete(ticket, &reply(200)).await;
         assert!(matches!(store.begin("a", fp(2)).await, Begin::Conflict));
     }
 
@@ -462,7 +467,7 @@ mod tests {
             let Begin::Lead(ticket) = store.begin("a", fp(1)).await else {
                 panic!("expected lead")
             };
-            store.complete(ticket, outcome).await;
+            store.complete(ticket, &outcome).await;
         }
         assert!(matches!(store.begin("a", fp(1)).await, Begin::Lead(_)));
     }
@@ -473,7 +478,7 @@ mod tests {
         let Begin::Lead(ticket) = store.begin("a", fp(1)).await else {
             panic!("expected lead")
         };
-        store.complete(ticket, reply(200)).await;
+        store.complete(ticket, &reply(200)).await;
         assert!(matches!(store.begin("a", fp(1)).await, Begin::Replay(_)));
         // moka reads the wall clock; the TTL is 50 ms, so this waits for the expiry itself.
         tokio::time::sleep(Duration::from_millis(120)).await;
@@ -494,7 +499,7 @@ mod tests {
         store
             .complete(
                 ticket,
-                Ok(GatewayReply {
+                &Ok(GatewayReply {
                     status: StatusCode::ACCEPTED,
                     content_type: Some(HeaderValue::from_static("application/json;charset=UTF-8")),
                     body: Bytes::from_static(b"{\"x\":1}"),
@@ -516,11 +521,11 @@ mod tests {
         let store = DedupStore::new(3, Duration::from_secs(60));
         for id in ["a", "b", "c"] {
             let ticket = lead(&store, id).await;
-            store.complete(ticket, reply(200)).await;
+            store.complete(ticket, &reply(200)).await;
         }
         // "d" pushes out the oldest write, "a".
         let ticket = lead(&store, "d").await;
-        store.complete(ticket, reply(200)).await;
+        store.complete(ticket, &reply(200)).await;
         assert_eq!(store.entries().await, 3);
         for id in ["b", "c", "d"] {
             assert!(
@@ -536,8 +541,8 @@ mod tests {
         let store = DedupStore::new(2, Duration::from_secs(60));
         let slow = lead(&store, "slow").await;
         let fast = lead(&store, "fast").await;
-        store.complete(fast, reply(200)).await;
-        store.complete(slow, reply(200)).await;
+        store.complete(fast, &reply(200)).await;
+        store.complete(slow, &reply(200)).await;
         // "fast" was written before "slow" completed, so it is the one a newcomer evicts.
         let _new = lead(&store, "new").await;
         assert!(matches!(store.begin("slow", fp(1)).await, Begin::Replay(_)));
@@ -550,9 +555,9 @@ mod tests {
         let old = lead(&store, "a").await;
         let _b = lead(&store, "b").await; // evicts "a" while it is in flight
         let newer = lead(&store, "a").await; // evicts "b"; "a" is claimed again
-        store.complete(old, reply(503)).await; // must not remove the newer claim
+        store.complete(old, &reply(503)).await; // must not remove the newer claim
         assert!(matches!(store.begin("a", fp(1)).await, Begin::Wait(_)));
-        store.complete(newer, reply(200)).await;
+        store.complete(newer, &reply(200)).await;
         assert!(matches!(store.begin("a", fp(1)).await, Begin::Replay(_)));
     }
 
@@ -562,7 +567,7 @@ mod tests {
         let store = DedupStore::new(capacity, Duration::from_secs(60));
         for n in 0..(3 * capacity) {
             let ticket = lead(&store, &format!("m-{n}")).await;
-            store.complete(ticket, reply(200)).await;
+            store.complete(ticket, &reply(200)).await;
         }
         let held = store.entries().await;
         assert!(held <= capacity, "{held} > {capacity}");
@@ -582,7 +587,7 @@ mod tests {
         let store = DedupStore::new(100, Duration::from_secs(60));
         for _ in 0..10_000 {
             let ticket = lead(&store, "a").await;
-            store.complete(ticket, reply(503)).await;
+            store.complete(ticket, &reply(503)).await;
         }
         let shard = store.inner.shards[0].lock().unwrap();
         assert_eq!(shard.table.len(), 0);

@@ -126,7 +126,7 @@ async fn lead(
     let send = async move {
         let _guard = guard;
         let outcome = gateway.forward(upstream.clone()).await;
-        store.complete(ticket, outcome.clone()).await;
+        store.complete(ticket, &outcome).await;
         (outcome, upstream.attempts())
     };
     DetachedSend::new(request.message_id, Box::pin(send.in_current_span())).await

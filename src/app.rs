@@ -5,26 +5,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{Request, State};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
-use http::{HeaderValue, Request};
+use http::{HeaderValue, Request as HttpRequest};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
 use crate::config::Config;
-use crate::dedup::DedupStore;
+use crate::dedup::Dedup;
+use crate::dedup::memory::MemoryWindow;
+use crate::dedup::redis::RedisWindow;
+use crate::limit::Limits;
 use crate::metrics::Metrics;
-use crate::routes::media::{self, PATH_MEDIA, PATH_MEDIA_ALIAS};
 use crate::routes::ops;
+use crate::routes::send::{self, Slot};
+use crate::sends::SEND_TYPES;
 use crate::shutdown::Drain;
+use crate::store::{SharedStore, StoreSetupError};
 use crate::upstream::{ClientBuildError, GatewayClient};
 
 /// What every request shares, behind one `Arc`: extractors clone the state per request, and
@@ -36,27 +39,58 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub config: Arc<Config>,
     pub gateway: GatewayClient,
-    pub dedup: DedupStore,
+    pub dedup: Dedup,
+    pub limits: Limits,
+    /// The shared store, when `RELAY_REDIS_URL` is set.
+    pub store: Option<SharedStore>,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
     pub openapi: Bytes,
+    /// `RELAY_MAX_IN_FLIGHT` slots.
+    slots: Arc<Semaphore>,
+}
+
+/// Why the state could not be built; reported at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    #[error(transparent)]
+    Store(#[from] StoreSetupError),
 }
 
 impl AppState {
-    /// Builds the state for a configuration; fails only if the HTTP client cannot be built.
-    pub fn new(config: Config) -> Result<Self, ClientBuildError> {
+    /// Builds the state for a configuration. Makes no connection: the gateway's and the
+    /// shared store's are opened on first use.
+    pub fn new(config: Config) -> Result<Self, StateError> {
         let metrics = Arc::new(Metrics::new());
         let gateway = GatewayClient::new(&config, Arc::clone(&metrics))?;
-        let dedup = DedupStore::new(config.dedup_capacity, config.dedup_ttl);
+        let store = SharedStore::new(&config.redis, Arc::clone(&metrics))?;
+        let memory = MemoryWindow::new(config.dedup_capacity, config.dedup_ttl);
+        let shared = store
+            .clone()
+            .map(|store| RedisWindow::new(store, config.dedup_ttl));
+        let dedup = Dedup::new(memory, shared, Arc::clone(&metrics));
+        let limits = Limits::new(config.limits);
         let openapi = Bytes::from(crate::openapi::document_json(config.default_from.is_some()));
+        let slots = Arc::new(Semaphore::new(config.max_in_flight));
         Ok(Self(Arc::new(Shared {
             config: Arc::new(config),
             gateway,
             dedup,
+            limits,
+            store,
             metrics,
             drain: Drain::new(),
             openapi,
+            slots,
         })))
+    }
+
+    /// A `RELAY_MAX_IN_FLIGHT` slot, or `None` when all are taken.
+    pub fn take_slot(&self) -> Option<Slot> {
+        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
+        Some(Slot::new(permit, self.metrics.in_flight()))
     }
 }
 
@@ -73,7 +107,7 @@ impl std::ops::Deref for AppState {
 pub struct MakeRandomId;
 
 impl MakeRequestId for MakeRandomId {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+    fn make_request_id<B>(&mut self, _: &HttpRequest<B>) -> Option<RequestId> {
         let id = format!("{:032x}", fastrand::u128(..));
         HeaderValue::from_str(&id).ok().map(RequestId::new)
     }
@@ -81,33 +115,24 @@ impl MakeRequestId for MakeRandomId {
 
 /// The router. Does no I/O.
 pub fn app(state: AppState) -> Router {
-    let limit = Arc::new(Semaphore::new(state.config.max_in_flight));
-    let media = Router::new()
-        .route(PATH_MEDIA, post(media::send_media))
-        .route(PATH_MEDIA_ALIAS, post(media::send_media))
-        .layer(
-            ServiceBuilder::new()
-                // Outermost: every /media answer, shed ones included, gets its log line and
-                // its count.
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    media::log_request,
-                ))
-                // Turns the load-shed error below into our 503 envelope with Retry-After.
-                .layer(HandleErrorLayer::new(media::overloaded))
-                // Refuses at once instead of queueing when the limit below is reached.
-                .load_shed()
-                // One semaphore for both paths (a per-route limit would double the total).
-                .layer(GlobalConcurrencyLimitLayer::with_semaphore(limit))
-                // Read by the `Bytes` extractor, whose 413 rejection the handler maps.
-                .layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
-        );
-    let ops = Router::new()
+    let mut router = Router::new();
+    for send_type in &SEND_TYPES {
+        let kind = send_type.kind;
+        // One handler per type, on its own path and on the gateway's (the alias). Only POST
+        // reaches it: other methods get axum's 405 and are neither logged nor counted.
+        let handler =
+            post(move |state: State<AppState>, request: Request| send::send(state, kind, request));
+        router = router
+            .route(send_type.path, handler.clone())
+            .route(send_type.gateway_path, handler);
+    }
+    // The ops routes take no slot, so they keep answering under overload and while draining.
+    let router = router
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi));
-    media.merge(ops).with_state(state).layer(
+    router.with_state(state).layer(
         ServiceBuilder::new()
             // The caller's x-request-id, or a new one, before anything logs.
             .layer(SetRequestIdLayer::x_request_id(MakeRandomId))

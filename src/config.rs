@@ -2,9 +2,15 @@
 //!
 //! envy collects the raw strings; every typed parse and range check is ours, keyed by the full
 //! variable name, so a bad value stops start-up with one line such as
-//! `RELAY_MAX_ATTEMPTS: must be between 1 and 10, got "0"`. `Config::from_env()` is
-//! `Config::from_vars(std::env::vars())`, and tests call `from_vars` with a literal list.
+//! `RELAY_MAX_ATTEMPTS: must be between 1 and 10, got "0"`. The environment is read with
+//! `vars_os`: a variable of ours that is not UTF-8 is an error naming it (never its value),
+//! anything else is ignored. `Config::from_env()` is `Config::from_vars(std::env::vars_os())`,
+//! and tests call `from_vars` with a literal list.
+//!
+//! Secrets never reach an error or `Debug`: the API key is an [`ApiKey`], the Redis URLs (which
+//! may carry a password) are [`RedisUrls`], and errors about either never quote the value.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::validate::PhoneNumber;
+use crate::phone::PhoneNumber;
 
 pub const ENV_API_KEY: &str = "LIPACHAT_API_KEY";
 pub const ENV_API_KEY_FILE: &str = "LIPACHAT_API_KEY_FILE";
@@ -29,11 +35,58 @@ pub const ENV_MAX_IN_FLIGHT: &str = "RELAY_MAX_IN_FLIGHT";
 pub const ENV_MAX_BODY_BYTES: &str = "RELAY_MAX_BODY_BYTES";
 pub const ENV_SHUTDOWN_GRACE_SECS: &str = "RELAY_SHUTDOWN_GRACE_SECS";
 pub const ENV_LOG_FORMAT: &str = "RELAY_LOG_FORMAT";
+pub const ENV_REDIS_URL: &str = "RELAY_REDIS_URL";
+pub const ENV_REDIS_URL_FILE: &str = "RELAY_REDIS_URL_FILE";
+pub const ENV_REDIS_CLUSTER: &str = "RELAY_REDIS_CLUSTER";
+pub const ENV_REDIS_PREFIX: &str = "RELAY_REDIS_PREFIX";
+pub const ENV_REDIS_TIMEOUT_MS: &str = "RELAY_REDIS_TIMEOUT_MS";
+pub const ENV_REDIS_FAILURE: &str = "RELAY_REDIS_FAILURE";
+pub const ENV_SENDER_RATE: &str = "RELAY_SENDER_RATE";
+pub const ENV_PAIR_INTERVAL_MS: &str = "RELAY_PAIR_INTERVAL_MS";
+pub const ENV_PAIR_BURST: &str = "RELAY_PAIR_BURST";
+pub const ENV_RATE_MAX_WAIT_MS: &str = "RELAY_RATE_MAX_WAIT_MS";
+pub const ENV_HEADER_TIMEOUT_MS: &str = "RELAY_HEADER_TIMEOUT_MS";
+pub const ENV_BODY_TIMEOUT_MS: &str = "RELAY_BODY_TIMEOUT_MS";
+pub const ENV_IDLE_TIMEOUT_SECS: &str = "RELAY_IDLE_TIMEOUT_SECS";
+pub const ENV_MAX_CONNECTIONS: &str = "RELAY_MAX_CONNECTIONS";
+
+/// Every variable the relay reads. Only these must be UTF-8.
+pub const VARIABLES: [&str; 30] = [
+    ENV_API_KEY,
+    ENV_API_KEY_FILE,
+    ENV_BASE_URL,
+    ENV_DEFAULT_FROM,
+    ENV_LISTEN,
+    ENV_DEDUP_TTL_SECS,
+    ENV_DEDUP_CAPACITY,
+    ENV_MAX_ATTEMPTS,
+    ENV_ATTEMPT_TIMEOUT_MS,
+    ENV_DEADLINE_MS,
+    ENV_MAX_IN_FLIGHT,
+    ENV_MAX_BODY_BYTES,
+    ENV_SHUTDOWN_GRACE_SECS,
+    ENV_LOG_FORMAT,
+    ENV_REDIS_URL,
+    ENV_REDIS_URL_FILE,
+    ENV_REDIS_CLUSTER,
+    ENV_REDIS_PREFIX,
+    ENV_REDIS_TIMEOUT_MS,
+    ENV_REDIS_FAILURE,
+    ENV_SENDER_RATE,
+    ENV_PAIR_INTERVAL_MS,
+    ENV_PAIR_BURST,
+    ENV_RATE_MAX_WAIT_MS,
+    ENV_HEADER_TIMEOUT_MS,
+    ENV_BODY_TIMEOUT_MS,
+    ENV_IDLE_TIMEOUT_SECS,
+    ENV_MAX_CONNECTIONS,
+    "RUST_LOG",
+    "MOCK_LISTEN",
+];
 
 pub const DEFAULT_BASE_URL: &str = "https://gateway.lipachat.com";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// The path the relay appends to `LIPACHAT_BASE_URL`.
-pub const GATEWAY_MEDIA_PATH: &str = "api/v1/whatsapp/media";
+pub const DEFAULT_REDIS_PREFIX: &str = "lipachat-relay";
 
 /// The gateway secret. Its `Debug` is redacted, it has no `Display` and no `Serialize`; the
 /// only way out is [`ApiKey::expose`], called where the upstream header is built.
@@ -72,14 +125,102 @@ pub enum LogFormat {
     Text,
 }
 
+/// What to do when the shared store cannot be reached (`RELAY_REDIS_FAILURE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Go on with this process's memory only.
+    Open,
+    /// Refuse new sends with 503 and `Retry-After`.
+    Closed,
+}
+
+impl FailureMode {
+    /// The variable's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// The Redis URL(s): one for a standalone server, the seed nodes for a Cluster. They may
+/// carry a password, so `Debug` and [`RedisUrls::redacted`] show only scheme, host and port.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrls(Vec<Url>);
+
+impl RedisUrls {
+    /// The URLs, for the client. Call sites: the shared store's connection set-up only.
+    pub fn expose(&self) -> &[Url] {
+        &self.0
+    }
+
+    /// `redis://host:port` for each URL, comma-separated: safe to log.
+    pub fn redacted(&self) -> String {
+        self.0
+            .iter()
+            .map(|url| {
+                let host = url.host_str().unwrap_or_default();
+                match url.port() {
+                    Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                    None => format!("{}://{host}", url.scheme()),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl fmt::Debug for RedisUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrls({})", self.redacted())
+    }
+}
+
+/// The shared store (SPEC "Shared deduplication"). Without URLs, everything stays in memory.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    pub urls: Option<RedisUrls>,
+    pub cluster: bool,
+    /// Prefix of every key, so several relays can share one Redis.
+    pub prefix: Box<str>,
+    /// Bound of one round trip.
+    pub timeout: Duration,
+    pub failure: FailureMode,
+}
+
+/// WhatsApp's rate limits, as the relay keeps them (SPEC "Rate limits that match WhatsApp's").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Sends per second per `from`; 0 = no limit.
+    pub sender_rate: u32,
+    /// Mean spacing of sends from one `from` to one `to`; zero = no limit.
+    pub pair_interval: Duration,
+    /// Sends to one pair that may go at once before the spacing applies.
+    pub pair_burst: u32,
+    /// Longest wait for a slot before a 429; zero = never wait.
+    pub max_wait: Duration,
+}
+
+/// Client connections (SPEC "Connections and slow clients").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// Time for a client to send its whole request head.
+    pub header_timeout: Duration,
+    /// Time for a client to send its whole body, from the head (408 after it).
+    pub body_timeout: Duration,
+    /// A keep-alive connection idle this long is closed.
+    pub idle_timeout: Duration,
+    /// Open client connections at most.
+    pub max_connections: usize,
+}
+
 /// The typed configuration: parsed once, nothing downstream parses again.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub api_key: Option<ApiKey>,
-    /// `LIPACHAT_BASE_URL` as given (for the start-up line).
+    /// `LIPACHAT_BASE_URL`: the gateway origin, to which each send type appends its path.
     pub base_url: Url,
-    /// `{base}/api/v1/whatsapp/media`, the one URL the relay posts to.
-    pub media_url: Url,
     pub default_from: Option<PhoneNumber>,
     pub listen: SocketAddr,
     pub dedup_ttl: Duration,
@@ -91,32 +232,47 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub redis: RedisConfig,
+    pub limits: RateLimitConfig,
+    pub connections: ConnectionConfig,
 }
 
-/// A configuration error: always names the variable.
+/// A configuration error: always names the variable, never quotes a secret.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{0}: is required (or set {ENV_API_KEY_FILE})")]
     Missing(&'static str),
     #[error("{0}: must not be empty")]
     Empty(&'static str),
-    #[error("{ENV_API_KEY_FILE}: cannot be used together with {ENV_API_KEY}; set only one")]
-    BothKeySources,
-    #[error("{ENV_API_KEY_FILE}: cannot read {path}: {reason}")]
-    KeyFile { path: String, reason: String },
+    #[error("{file}: cannot be used together with {inline}; set only one")]
+    BothSources {
+        file: &'static str,
+        inline: &'static str,
+    },
+    #[error("{var}: cannot read {path}: {reason}")]
+    File {
+        var: &'static str,
+        path: String,
+        reason: String,
+    },
     #[error("{var}: {reason}, got {value:?}")]
     Invalid {
         var: &'static str,
         reason: String,
         value: String,
     },
+    /// A value that may hold a secret: the reason only.
+    #[error("{var}: {reason}")]
+    InvalidSecret { var: &'static str, reason: String },
+    #[error("{0}: is not valid UTF-8")]
+    NotUtf8(&'static str),
     #[error("the environment could not be read: {0}")]
     Environment(String),
 }
 
 /// The raw strings, as envy collects them (it lowercases variable names to match the
-/// fields). Every field is optional text; `Config::from_vars`
-/// does the typing so that errors name the variable.
+/// fields). Every field is optional text; `Config::from_vars` does the typing so that errors
+/// name the variable.
 #[derive(Deserialize, Default)]
 struct RawVars {
     lipachat_api_key: Option<String>,
@@ -133,33 +289,67 @@ struct RawVars {
     relay_max_body_bytes: Option<String>,
     relay_shutdown_grace_secs: Option<String>,
     relay_log_format: Option<String>,
+    relay_redis_url: Option<String>,
+    relay_redis_url_file: Option<String>,
+    relay_redis_cluster: Option<String>,
+    relay_redis_prefix: Option<String>,
+    relay_redis_timeout_ms: Option<String>,
+    relay_redis_failure: Option<String>,
+    relay_sender_rate: Option<String>,
+    relay_pair_interval_ms: Option<String>,
+    relay_pair_burst: Option<String>,
+    relay_rate_max_wait_ms: Option<String>,
+    relay_header_timeout_ms: Option<String>,
+    relay_body_timeout_ms: Option<String>,
+    relay_idle_timeout_secs: Option<String>,
+    relay_max_connections: Option<String>,
 }
 
 impl fmt::Debug for RawVars {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print the raw key: this struct holds it before it becomes an `ApiKey`.
+        // Never print the raw key or Redis URL: this struct holds them before they are typed.
         f.write_str("RawVars { .. }")
     }
+}
+
+/// Keeps the relay's own variables, as strings; a non-UTF-8 one is an error naming it.
+fn own_variables<I, K, V>(vars: I) -> Result<Vec<(String, String)>, ConfigError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut own = Vec::new();
+    for (name, value) in vars {
+        // A name that is not UTF-8 cannot be one of ours.
+        let Some(var) = name
+            .as_ref()
+            .to_str()
+            .and_then(|name| VARIABLES.iter().find(|v| **v == name))
+        else {
+            continue;
+        };
+        let value = value.as_ref().to_str().ok_or(ConfigError::NotUtf8(var))?;
+        own.push(((*var).to_owned(), value.to_owned()));
+    }
+    Ok(own)
 }
 
 impl Config {
     /// Reads the process environment.
     pub fn from_env(keys: KeyRequirement) -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars(), keys)
+        Self::from_vars(std::env::vars_os(), keys)
     }
 
     /// Parses a list of `(name, value)` pairs; unrelated variables are ignored.
     pub fn from_vars<I, K, V>(vars: I, keys: KeyRequirement) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<str>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
     {
-        let pairs = vars
-            .into_iter()
-            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()));
-        let raw: RawVars =
-            envy::from_iter(pairs).map_err(|e| ConfigError::Environment(e.to_string()))?;
+        let raw: RawVars = envy::from_iter(own_variables(vars)?)
+            .map_err(|e| ConfigError::Environment(e.to_string()))?;
 
         let api_key = api_key(
             raw.lipachat_api_key.as_deref(),
@@ -168,8 +358,6 @@ impl Config {
         if api_key.is_none() && keys == KeyRequirement::Required {
             return Err(ConfigError::Missing(ENV_API_KEY));
         }
-        let base_url = base_url(raw.lipachat_base_url.as_deref())?;
-        let media_url = media_url(&base_url)?;
         let default_from = match raw.lipachat_default_from.as_deref() {
             None => None,
             Some(v) => Some(
@@ -188,12 +376,10 @@ impl Config {
                 reason: "must be an address such as 127.0.0.1:8080".to_owned(),
                 value: listen_text.to_owned(),
             })?;
-
         let max_attempts = number(ENV_MAX_ATTEMPTS, raw.relay_max_attempts.as_deref(), 3, 10)?;
         Ok(Self {
             api_key,
-            base_url,
-            media_url,
+            base_url: base_url(raw.lipachat_base_url.as_deref())?,
             default_from,
             listen,
             dedup_ttl: secs(
@@ -226,47 +412,69 @@ impl Config {
                 25,
             )?,
             log_format: log_format(raw.relay_log_format.as_deref())?,
+            redis: redis(&raw)?,
+            limits: limits(&raw)?,
+            connections: connections(&raw)?,
         })
     }
 }
 
 fn api_key(inline: Option<&str>, file: Option<&str>) -> Result<Option<ApiKey>, ConfigError> {
     match (inline, file) {
-        (Some(_), Some(_)) => Err(ConfigError::BothKeySources),
+        (Some(_), Some(_)) => Err(ConfigError::BothSources {
+            file: ENV_API_KEY_FILE,
+            inline: ENV_API_KEY,
+        }),
         (Some(key), None) if key.trim().is_empty() => Err(ConfigError::Empty(ENV_API_KEY)),
         (Some(key), None) => Ok(Some(ApiKey::new(key))),
-        (None, Some(path)) => read_key_file(path).map(Some),
+        (None, Some(path)) => {
+            read_secret_file(ENV_API_KEY_FILE, path).map(|k| Some(ApiKey::new(k)))
+        }
         (None, None) => Ok(None),
     }
 }
 
-fn read_key_file(path: &str) -> Result<ApiKey, ConfigError> {
+/// A secret mounted as a file: trailing newlines trimmed, nothing else.
+fn read_secret_file(var: &'static str, path: &str) -> Result<String, ConfigError> {
     if path.is_empty() {
-        return Err(ConfigError::Empty(ENV_API_KEY_FILE));
+        return Err(ConfigError::Empty(var));
     }
-    let text = std::fs::read_to_string(PathBuf::from(path)).map_err(|e| ConfigError::KeyFile {
+    let text = std::fs::read_to_string(PathBuf::from(path)).map_err(|e| ConfigError::File {
+        var,
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    // Secrets mounted from files usually end with a newline; nothing else is trimmed.
-    let key = text.trim_end_matches(['\n', '\r']);
-    if key.trim().is_empty() {
-        return Err(ConfigError::KeyFile {
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.trim().is_empty() {
+        return Err(ConfigError::File {
+            var,
             path: path.to_owned(),
             reason: "the file is empty".to_owned(),
         });
     }
-    Ok(ApiKey::new(key))
+    Ok(secret.to_owned())
 }
 
 fn base_url(value: Option<&str>) -> Result<Url, ConfigError> {
     let text = value.unwrap_or(DEFAULT_BASE_URL);
+    // Parse first: a URL with credentials must never be quoted back.
+    let url = Url::parse(text).map_err(|e| ConfigError::InvalidSecret {
+        var: ENV_BASE_URL,
+        reason: format!("not a URL ({e})"),
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::InvalidSecret {
+            var: ENV_BASE_URL,
+            reason: "must not carry credentials (user:password@); the relay authenticates \
+                     with LIPACHAT_API_KEY"
+                .to_owned(),
+        });
+    }
     let invalid = |reason: &str| ConfigError::Invalid {
         var: ENV_BASE_URL,
         reason: reason.to_owned(),
         value: text.to_owned(),
     };
-    let url = Url::parse(text).map_err(|e| invalid(&format!("not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("must start with http:// or https://"));
     }
@@ -279,22 +487,189 @@ fn base_url(value: Option<&str>) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-/// Appends the gateway path, keeping any path prefix of the base URL.
-fn media_url(base: &Url) -> Result<Url, ConfigError> {
+/// `{base}/{path}`, keeping any path prefix of the base URL.
+pub fn join_path(base: &Url, path: &str) -> Result<Url, url::ParseError> {
     let mut text = base.as_str().trim_end_matches('/').to_owned();
     text.push('/');
-    text.push_str(GATEWAY_MEDIA_PATH);
-    Url::parse(&text).map_err(|e| ConfigError::Invalid {
-        var: ENV_BASE_URL,
-        reason: format!("cannot append the media path ({e})"),
-        value: base.as_str().to_owned(),
+    text.push_str(path.trim_start_matches('/'));
+    Url::parse(&text)
+}
+
+fn redis(raw: &RawVars) -> Result<RedisConfig, ConfigError> {
+    let text = match (
+        raw.relay_redis_url.as_deref(),
+        raw.relay_redis_url_file.as_deref(),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::BothSources {
+                file: ENV_REDIS_URL_FILE,
+                inline: ENV_REDIS_URL,
+            });
+        }
+        (Some(text), None) => Some((ENV_REDIS_URL, text.to_owned())),
+        (None, Some(path)) => Some((
+            ENV_REDIS_URL_FILE,
+            read_secret_file(ENV_REDIS_URL_FILE, path)?,
+        )),
+        (None, None) => None,
+    };
+    let cluster = boolean(ENV_REDIS_CLUSTER, raw.relay_redis_cluster.as_deref())?;
+    let urls = match text {
+        Some((var, text)) => Some(redis_urls(var, &text, cluster)?),
+        None => None,
+    };
+    let prefix = raw
+        .relay_redis_prefix
+        .as_deref()
+        .unwrap_or(DEFAULT_REDIS_PREFIX);
+    if prefix.is_empty() {
+        return Err(ConfigError::Empty(ENV_REDIS_PREFIX));
+    }
+    if prefix.contains(['{', '}']) || prefix.chars().any(char::is_control) {
+        return Err(ConfigError::Invalid {
+            var: ENV_REDIS_PREFIX,
+            reason: "must not contain { } (Cluster hash tags) or control characters".to_owned(),
+            value: prefix.to_owned(),
+        });
+    }
+    let failure = match raw.relay_redis_failure.as_deref().map(str::trim) {
+        None => FailureMode::Open,
+        Some(v) if v.eq_ignore_ascii_case("open") => FailureMode::Open,
+        Some(v) if v.eq_ignore_ascii_case("closed") => FailureMode::Closed,
+        Some(v) => {
+            return Err(ConfigError::Invalid {
+                var: ENV_REDIS_FAILURE,
+                reason: "must be open or closed".to_owned(),
+                value: v.to_owned(),
+            });
+        }
+    };
+    Ok(RedisConfig {
+        urls,
+        cluster,
+        prefix: prefix.into(),
+        timeout: millis(
+            ENV_REDIS_TIMEOUT_MS,
+            raw.relay_redis_timeout_ms.as_deref(),
+            250,
+        )?,
+        failure,
     })
 }
 
-fn number(
+/// One URL, or a comma-separated list of Cluster seed nodes. Errors never quote the text:
+/// it may carry a password.
+fn redis_urls(var: &'static str, text: &str, cluster: bool) -> Result<RedisUrls, ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidSecret { var, reason };
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    if parts.len() > 1 && !cluster {
+        return Err(invalid(format!(
+            "lists several URLs; set {ENV_REDIS_CLUSTER}=true for Redis Cluster seed nodes"
+        )));
+    }
+    let mut urls = Vec::with_capacity(parts.len());
+    for (index, part) in parts.into_iter().enumerate() {
+        let which = if urls.is_empty() && index == 0 {
+            String::from("the URL")
+        } else {
+            format!("URL {}", index + 1)
+        };
+        if part.is_empty() {
+            return Err(invalid(format!("{which} is empty")));
+        }
+        let url = Url::parse(part).map_err(|e| {
+            invalid(format!(
+                "{which} is not a URL ({e}); the value is not shown"
+            ))
+        })?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(invalid(format!(
+                "{which} must start with redis:// or rediss://"
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(format!("{which} must have a host")));
+        }
+        urls.push(url);
+    }
+    Ok(RedisUrls(urls))
+}
+
+fn limits(raw: &RawVars) -> Result<RateLimitConfig, ConfigError> {
+    let sender_rate = number_or_zero(
+        ENV_SENDER_RATE,
+        raw.relay_sender_rate.as_deref(),
+        80,
+        u64::from(u32::MAX),
+    )?;
+    let pair_burst = number(
+        ENV_PAIR_BURST,
+        raw.relay_pair_burst.as_deref(),
+        45,
+        u64::from(u32::MAX),
+    )?;
+    Ok(RateLimitConfig {
+        sender_rate: u32::try_from(sender_rate).unwrap_or(u32::MAX),
+        pair_interval: Duration::from_millis(number_or_zero(
+            ENV_PAIR_INTERVAL_MS,
+            raw.relay_pair_interval_ms.as_deref(),
+            6_000,
+            MAX_SECS * 1000,
+        )?),
+        pair_burst: u32::try_from(pair_burst).unwrap_or(u32::MAX),
+        max_wait: Duration::from_millis(number_or_zero(
+            ENV_RATE_MAX_WAIT_MS,
+            raw.relay_rate_max_wait_ms.as_deref(),
+            5_000,
+            MAX_SECS * 1000,
+        )?),
+    })
+}
+
+fn connections(raw: &RawVars) -> Result<ConnectionConfig, ConfigError> {
+    Ok(ConnectionConfig {
+        header_timeout: millis(
+            ENV_HEADER_TIMEOUT_MS,
+            raw.relay_header_timeout_ms.as_deref(),
+            5_000,
+        )?,
+        body_timeout: millis(
+            ENV_BODY_TIMEOUT_MS,
+            raw.relay_body_timeout_ms.as_deref(),
+            10_000,
+        )?,
+        idle_timeout: secs(
+            ENV_IDLE_TIMEOUT_SECS,
+            raw.relay_idle_timeout_secs.as_deref(),
+            75,
+        )?,
+        max_connections: size(
+            ENV_MAX_CONNECTIONS,
+            raw.relay_max_connections.as_deref(),
+            4096,
+        )?,
+    })
+}
+
+fn boolean(var: &'static str, value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(str::trim) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+        Some(v) => Err(ConfigError::Invalid {
+            var,
+            reason: "must be true or false".to_owned(),
+            value: v.to_owned(),
+        }),
+    }
+}
+
+/// A whole number from `min` to `max`.
+fn ranged(
     var: &'static str,
     value: Option<&str>,
     default: u64,
+    min: u64,
     max: u64,
 ) -> Result<u64, ConfigError> {
     let Some(text) = value else {
@@ -302,12 +677,13 @@ fn number(
     };
     let out_of_range = || ConfigError::Invalid {
         var,
-        reason: format!("must be between 1 and {max}"),
+        reason: format!("must be between {min} and {max}"),
         value: text.to_owned(),
     };
-    let parsed: u64 = text.trim().parse().map_err(|_| {
+    let trimmed = text.trim();
+    let parsed: u64 = trimmed.parse().map_err(|_| {
         // A number too large for u64 is still a number: say "range", not "not a number".
-        if !text.trim().is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()) {
+        if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
             out_of_range()
         } else {
             ConfigError::Invalid {
@@ -317,10 +693,29 @@ fn number(
             }
         }
     })?;
-    if parsed == 0 || parsed > max {
+    if parsed < min || parsed > max {
         return Err(out_of_range());
     }
     Ok(parsed)
+}
+
+fn number(
+    var: &'static str,
+    value: Option<&str>,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    ranged(var, value, default, 1, max)
+}
+
+/// For the variables the SPEC documents with `0` (= off, or never wait).
+fn number_or_zero(
+    var: &'static str,
+    value: Option<&str>,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    ranged(var, value, default, 0, max)
 }
 
 /// Limits chosen so that every duration fits in `Instant` arithmetic (about 30 years).
@@ -355,6 +750,8 @@ fn log_format(value: Option<&str>) -> Result<LogFormat, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
 
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_vars(vars.iter().copied(), KeyRequirement::Required)
@@ -363,10 +760,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_spec() {
         let config = parse(&[(ENV_API_KEY, "k")]).unwrap();
-        assert_eq!(
-            config.media_url.as_str(),
-            "https://gateway.lipachat.com/api/v1/whatsapp/media"
-        );
+        assert_eq!(config.base_url.as_str(), "https://gateway.lipachat.com/");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.dedup_ttl, Duration::from_secs(86_400));
         assert_eq!(config.dedup_capacity, 100_000);
@@ -378,6 +772,29 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::from_secs(25));
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(config.default_from.is_none());
+        assert!(config.redis.urls.is_none());
+        assert!(!config.redis.cluster);
+        assert_eq!(&*config.redis.prefix, "lipachat-relay");
+        assert_eq!(config.redis.timeout, Duration::from_millis(250));
+        assert_eq!(config.redis.failure, FailureMode::Open);
+        assert_eq!(
+            config.limits,
+            RateLimitConfig {
+                sender_rate: 80,
+                pair_interval: Duration::from_millis(6_000),
+                pair_burst: 45,
+                max_wait: Duration::from_millis(5_000),
+            }
+        );
+        assert_eq!(
+            config.connections,
+            ConnectionConfig {
+                header_timeout: Duration::from_millis(5_000),
+                body_timeout: Duration::from_millis(10_000),
+                idle_timeout: Duration::from_secs(75),
+                max_connections: 4096,
+            }
+        );
     }
 
     #[test]
@@ -388,7 +805,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            config.media_url.as_str(),
+            join_path(&config.base_url, "api/v1/whatsapp/media")
+                .unwrap()
+                .as_str(),
             "http://127.0.0.1:9/prefix/api/v1/whatsapp/media"
         );
     }
@@ -414,7 +833,10 @@ mod tests {
     #[test]
     fn both_key_sources_are_rejected() {
         let err = parse(&[(ENV_API_KEY, "k"), (ENV_API_KEY_FILE, "/x")]).unwrap_err();
-        assert_eq!(err, ConfigError::BothKeySources);
+        assert!(
+            err.to_string().starts_with("LIPACHAT_API_KEY_FILE:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -456,7 +878,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_is_rejected_everywhere() {
+    fn zero_is_rejected_where_the_spec_does_not_allow_it() {
         for var in [
             ENV_DEDUP_TTL_SECS,
             ENV_DEDUP_CAPACITY,
@@ -465,10 +887,30 @@ mod tests {
             ENV_MAX_IN_FLIGHT,
             ENV_MAX_BODY_BYTES,
             ENV_SHUTDOWN_GRACE_SECS,
+            ENV_REDIS_TIMEOUT_MS,
+            ENV_PAIR_BURST,
+            ENV_HEADER_TIMEOUT_MS,
+            ENV_BODY_TIMEOUT_MS,
+            ENV_IDLE_TIMEOUT_SECS,
+            ENV_MAX_CONNECTIONS,
         ] {
             let err = parse(&[(ENV_API_KEY, "k"), (var, "0")]).unwrap_err();
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn zero_switches_off_the_rate_limits_and_the_wait() {
+        let config = parse(&[
+            (ENV_API_KEY, "k"),
+            (ENV_SENDER_RATE, "0"),
+            (ENV_PAIR_INTERVAL_MS, "0"),
+            (ENV_RATE_MAX_WAIT_MS, "0"),
+        ])
+        .unwrap();
+        assert_eq!(config.limits.sender_rate, 0);
+        assert_eq!(config.limits.pair_interval, Duration::ZERO);
+        assert_eq!(config.limits.max_wait, Duration::ZERO);
     }
 
     #[test]
@@ -477,6 +919,20 @@ mod tests {
         assert!(err.to_string().starts_with("LIPACHAT_BASE_URL:"));
         let err = parse(&[(ENV_API_KEY, "k"), (ENV_LISTEN, "localhost")]).unwrap_err();
         assert!(err.to_string().starts_with("RELAY_LISTEN:"));
+    }
+
+    #[test]
+    fn a_base_url_with_credentials_is_rejected_without_quoting_it() {
+        for url in [
+            "http://user:pw-secret@gw.example",
+            "https://pw-secret@gw.example",
+        ] {
+            let err = parse(&[(ENV_API_KEY, "k"), (ENV_BASE_URL, url)]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with("LIPACHAT_BASE_URL:"), "{text}");
+            assert!(text.contains("credentials"), "{text}");
+            assert!(!text.contains("pw-secret"), "{text}");
+        }
     }
 
     #[test]
@@ -492,10 +948,110 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_never_contains_the_key() {
-        let config = parse(&[(ENV_API_KEY, "very-secret-key-123")]).unwrap();
+    fn debug_output_never_contains_the_key_or_the_redis_password() {
+        let config = parse(&[
+            (ENV_API_KEY, "very-secret-key-123"),
+            (ENV_REDIS_URL, "redis://:redis-pw-456@127.0.0.1:6379/0"),
+        ])
+        .unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains("very-secret-key-123"));
         assert!(printed.contains("ApiKey(<redacted>)"));
+        assert!(!printed.contains("redis-pw-456"), "{printed}");
+        assert!(printed.contains("redis://127.0.0.1:6379"), "{printed}");
+    }
+
+    #[test]
+    fn a_non_utf8_variable_of_ours_is_named_and_not_quoted() {
+        let vars = vec![
+            (
+                OsString::from(ENV_API_KEY),
+                OsString::from_vec(b"se\xffcret".to_vec()),
+            ),
+            (OsString::from("X"), OsString::from_vec(vec![0xff])),
+        ];
+        let err = Config::from_vars(vars, KeyRequirement::Required).unwrap_err();
+        assert_eq!(err, ConfigError::NotUtf8(ENV_API_KEY));
+        assert_eq!(err.to_string(), "LIPACHAT_API_KEY: is not valid UTF-8");
+    }
+
+    #[test]
+    fn a_non_utf8_variable_of_someone_else_is_ignored() {
+        let vars = vec![
+            (OsString::from(ENV_API_KEY), OsString::from("k")),
+            (OsString::from("X"), OsString::from_vec(vec![0xff])),
+            (OsString::from_vec(vec![0xfe]), OsString::from("y")),
+        ];
+        assert!(Config::from_vars(vars, KeyRequirement::Required).is_ok());
+    }
+
+    #[test]
+    fn redis_urls_are_checked_without_quoting_them() {
+        let cases = [
+            ("http://:pw-789@h:1", "redis:// or rediss://"),
+            ("redis://:pw-789@h:1,redis://h:2", "RELAY_REDIS_CLUSTER"),
+            ("not a url pw-789", "not a URL"),
+        ];
+        for (url, reason) in cases {
+            let err = parse(&[(ENV_API_KEY, "k"), (ENV_REDIS_URL, url)]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with("RELAY_REDIS_URL:"), "{text}");
+            assert!(text.contains(reason), "{text}");
+            assert!(!text.contains("pw-789"), "{text}");
+        }
+    }
+
+    #[test]
+    fn cluster_seed_nodes_are_a_comma_separated_list() {
+        let config = parse(&[
+            (ENV_API_KEY, "k"),
+            (
+                ENV_REDIS_URL,
+                "redis://a:7000, redis://b:7001,rediss://c:7002",
+            ),
+            (ENV_REDIS_CLUSTER, "true"),
+        ])
+        .unwrap();
+        let urls = config.redis.urls.unwrap();
+        assert_eq!(urls.expose().len(), 3);
+        assert_eq!(
+            urls.redacted(),
+            "redis://a:7000,redis://b:7001,rediss://c:7002"
+        );
+    }
+
+    #[test]
+    fn the_redis_url_may_come_from_a_file_but_not_from_both() {
+        let path = std::env::temp_dir().join(format!("relay-redis-{}", std::process::id()));
+        std::fs::write(&path, "redis://:pw@127.0.0.1:6379\n").unwrap();
+        let file = path.to_str().unwrap();
+        let config = parse(&[(ENV_API_KEY, "k"), (ENV_REDIS_URL_FILE, file)]).unwrap();
+        assert_eq!(
+            config.redis.urls.unwrap().expose()[0].password(),
+            Some("pw")
+        );
+        let err = parse(&[
+            (ENV_API_KEY, "k"),
+            (ENV_REDIS_URL_FILE, file),
+            (ENV_REDIS_URL, "redis://h"),
+        ])
+        .unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            err.to_string().starts_with("RELAY_REDIS_URL_FILE:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn redis_failure_mode_and_prefix_are_checked() {
+        let err = parse(&[(ENV_API_KEY, "k"), (ENV_REDIS_FAILURE, "maybe")]).unwrap_err();
+        assert!(err.to_string().starts_with("RELAY_REDIS_FAILURE:"));
+        let err = parse(&[(ENV_API_KEY, "k"), (ENV_REDIS_PREFIX, "")]).unwrap_err();
+        assert!(err.to_string().starts_with("RELAY_REDIS_PREFIX:"));
+        let err = parse(&[(ENV_API_KEY, "k"), (ENV_REDIS_PREFIX, "a{b}")]).unwrap_err();
+        assert!(err.to_string().starts_with("RELAY_REDIS_PREFIX:"));
+        let config = parse(&[(ENV_API_KEY, "k"), (ENV_REDIS_FAILURE, "closed")]).unwrap();
+        assert_eq!(config.redis.failure, FailureMode::Closed);
     }
 }

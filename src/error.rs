@@ -11,14 +11,15 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::metrics::RequestOutcome;
-use crate::telemetry::RequestRecord;
-use crate::upstream::UpstreamError;
+use crate::outcome::{LimitScope, SendFailure, UpstreamError};
 use crate::validate::{FieldError, Invalid};
 
 /// Seconds a shed caller should wait before retrying.
 pub const RETRY_AFTER_OVERLOADED_SECS: u32 = 1;
 /// Seconds a caller refused during a drain should wait (another replica will answer).
 pub const RETRY_AFTER_DRAINING_SECS: u32 = 5;
+/// Seconds a caller refused while the shared store is down (closed mode) should wait.
+pub const RETRY_AFTER_STORE_SECS: u32 = 1;
 
 /// The relay's own answers.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,9 @@ pub enum ApiError {
     /// 400: the body could not be read from the connection.
     #[error("the request body could not be read")]
     UnreadableBody,
+    /// 408: the body did not arrive within `RELAY_BODY_TIMEOUT_MS` of the head.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// 413: over `RELAY_MAX_BODY_BYTES`.
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
@@ -41,9 +45,18 @@ pub enum ApiError {
     /// 422: the `messageId` is held by a different payload.
     #[error("messageId was already used with a different payload")]
     IdempotencyConflict,
+    /// 429: a rate limit had no slot within `RELAY_RATE_MAX_WAIT_MS` and the deadline.
+    #[error("{}", rate_limit_message(*scope))]
+    RateLimited {
+        scope: LimitScope,
+        retry_after: std::time::Duration,
+    },
     /// 502: connecting to or reading from the gateway failed.
     #[error("the gateway could not be reached")]
     GatewayUnreachable,
+    /// 502: the send leading this request ended without an outcome.
+    #[error("the send this request waited on ended without an answer; retry")]
+    Abandoned,
     /// 502: the gateway answered, but not with JSON.
     #[error("the gateway answered with something that is not JSON (HTTP {0})")]
     GatewayNotJson(u16),
@@ -53,6 +66,9 @@ pub enum ApiError {
     /// 503: shutting down.
     #[error("the relay is shutting down; retry on another instance")]
     Draining,
+    /// 503: the shared store is unreachable and `RELAY_REDIS_FAILURE=closed`.
+    #[error("the shared deduplication store is unavailable; retry shortly")]
+    StoreUnavailable,
     /// 504: `RELAY_DEADLINE_MS` ran out.
     #[error("the gateway did not answer within the request deadline")]
     DeadlineExceeded,
@@ -68,11 +84,17 @@ impl ApiError {
             Self::MalformedJson(_) | Self::Validation(_) | Self::UnreadableBody => {
                 StatusCode::BAD_REQUEST
             }
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::GatewayUnreachable | Self::GatewayNotJson(_) => StatusCode::BAD_GATEWAY,
-            Self::Overloaded | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::GatewayUnreachable | Self::GatewayNotJson(_) | Self::Abandoned => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::Overloaded | Self::Draining | Self::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::DeadlineExceeded | Self::AttemptsTimedOut => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -83,11 +105,16 @@ impl ApiError {
             Self::MalformedJson(_)
             | Self::Validation(_)
             | Self::UnreadableBody
+            | Self::BodyTimeout(_)
             | Self::BodyTooLarge { .. }
             | Self::UnsupportedMediaType => RequestOutcome::Invalid,
             Self::IdempotencyConflict => RequestOutcome::Conflict,
-            Self::GatewayUnreachable | Self::GatewayNotJson(_) => RequestOutcome::UpstreamError,
+            Self::RateLimited { .. } => RequestOutcome::RateLimited,
+            Self::GatewayUnreachable | Self::GatewayNotJson(_) | Self::Abandoned => {
+                RequestOutcome::UpstreamError
+            }
             Self::Overloaded | Self::Draining => RequestOutcome::Shed,
+            Self::StoreUnavailable => RequestOutcome::StoreUnavailable,
             Self::DeadlineExceeded | Self::AttemptsTimedOut => RequestOutcome::Timeout,
         }
     }
@@ -95,18 +122,28 @@ impl ApiError {
     fn field_errors(self) -> Option<Vec<FieldError>> {
         match self {
             Self::Validation(errors) => Some(errors),
-            Self::IdempotencyConflict => Some(vec![FieldError {
-                field: "messageId",
-                message: "was already used with a different payload".into(),
-            }]),
+            Self::IdempotencyConflict => Some(vec![FieldError::new(
+                "messageId",
+                "was already used with a different payload",
+            )]),
+            Self::RateLimited { scope, .. } => Some(vec![FieldError::new(
+                scope.field(),
+                match scope {
+                    LimitScope::Sender => "this sender is over RELAY_SENDER_RATE",
+                    LimitScope::Pair => "this sender and recipient are over the pair rate limit",
+                },
+            )]),
             _ => None,
         }
     }
 
-    fn retry_after(&self) -> Option<u32> {
+    /// Whole seconds, rounded up.
+    fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::Overloaded => Some(RETRY_AFTER_OVERLOADED_SECS),
-            Self::Draining => Some(RETRY_AFTER_DRAINING_SECS),
+            Self::Overloaded => Some(RETRY_AFTER_OVERLOADED_SECS.into()),
+            Self::Draining => Some(RETRY_AFTER_DRAINING_SECS.into()),
+            Self::StoreUnavailable => Some(RETRY_AFTER_STORE_SECS.into()),
+            Self::RateLimited { retry_after, .. } => Some(whole_seconds(*retry_after).max(1)),
             _ => None,
         }
     }
@@ -129,6 +166,40 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::DeadlineExceeded => Self::DeadlineExceeded,
         }
     }
+}
+
+impl From<SendFailure> for ApiError {
+    fn from(failure: SendFailure) -> Self {
+        match failure {
+            SendFailure::Upstream(error) => error.into(),
+            SendFailure::RateLimited { scope, retry_after } => {
+                Self::RateLimited { scope, retry_after }
+            }
+            SendFailure::StoreUnavailable => Self::StoreUnavailable,
+            SendFailure::Conflict => Self::IdempotencyConflict,
+            SendFailure::Abandoned => Self::Abandoned,
+            SendFailure::Draining => Self::Draining,
+        }
+    }
+}
+
+fn rate_limit_message(scope: LimitScope) -> &'static str {
+    match scope {
+        LimitScope::Sender => {
+            "the sender's rate limit has no slot within the wait allowed; retry after Retry-After"
+        }
+        LimitScope::Pair => {
+            "the pair rate limit (sender to this recipient) has no slot within the wait allowed; \
+             retry after Retry-After"
+        }
+    }
+}
+
+/// Whole seconds of `duration`, rounded up, saturating.
+pub fn whole_seconds(duration: std::time::Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
 }
 
 /// The relay envelope: the gateway's shape with `status: "error"`.
@@ -181,9 +252,7 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
-        response
-            .extensions_mut()
-            .insert(RequestRecord::new(outcome));
+        response.extensions_mut().insert(outcome);
         response
     }
 }
@@ -197,7 +266,20 @@ mod tests {
         let cases = [
             (ApiError::MalformedJson("x".into()), 400),
             (ApiError::Validation(vec![]), 400),
+            (
+                ApiError::BodyTimeout(std::time::Duration::from_secs(1)),
+                408,
+            ),
             (ApiError::BodyTooLarge { limit: 1 }, 413),
+            (
+                ApiError::RateLimited {
+                    scope: LimitScope::Pair,
+                    retry_after: std::time::Duration::from_millis(1),
+                },
+                429,
+            ),
+            (ApiError::Abandoned, 502),
+            (ApiError::StoreUnavailable, 503),
             (ApiError::UnsupportedMediaType, 415),
             (ApiError::IdempotencyConflict, 422),
             (ApiError::GatewayUnreachable, 502),
@@ -218,6 +300,28 @@ mod tests {
         assert_eq!(response.headers()[RETRY_AFTER], "1");
         let response = ApiError::Validation(vec![]).into_response();
         assert!(response.headers().get(RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn rate_limited_answers_name_the_field_and_round_retry_after_up() {
+        let response = ApiError::RateLimited {
+            scope: LimitScope::Sender,
+            retry_after: std::time::Duration::from_millis(1_200),
+        }
+        .into_response();
+        assert_eq!(response.headers()[RETRY_AFTER], "2");
+        let errors = ApiError::RateLimited {
+            scope: LimitScope::Pair,
+            retry_after: std::time::Duration::ZERO,
+        }
+        .field_errors()
+        .unwrap();
+        assert_eq!(errors[0].field, "to");
+        assert_eq!(
+            whole_seconds(std::time::Duration::MAX),
+            u64::MAX,
+            "saturates"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use lipachat_relay::config::{ApiKey, Config, ENV_LISTEN, GATEWAY_MEDIA_PATH, KeyRequirement};
+use lipachat_relay::config::{ApiKey, Config, ENV_LISTEN, KeyRequirement};
 use lipachat_relay::{AppState, mock, serve, shutdown, telemetry};
 use tokio::net::TcpListener;
 
@@ -19,8 +19,8 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Sends WhatsApp media through the Lipachat gateway on behalf of local services, which never
-/// hold the gateway's secret. Configuration comes from the environment (see the README).
+/// Sends WhatsApp messages through the Lipachat gateway on behalf of local services, which
+/// never hold the gateway's secret. Configuration comes from the environment (see the README).
 #[derive(Parser)]
 #[command(name = "lipachat-relay", version, about)]
 struct Cli {
@@ -93,9 +93,6 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
     if mock_upstream {
         match start_mock_upstream().await {
             Ok((base_url, key)) => {
-                config.media_url = base_url
-                    .join(GATEWAY_MEDIA_PATH)
-                    .unwrap_or(base_url.clone());
                 config.base_url = base_url;
                 config.api_key = Some(key);
             }
@@ -111,7 +108,7 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
             );
         }
     };
-    tracing::info!(config = ?config, mock_upstream, "starting");
+    log_start(&config, mock_upstream);
     let state = match AppState::new(config) {
         Ok(state) => state,
         Err(error) => return fail(1, &error.to_string()),
@@ -128,6 +125,36 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
         }
         Err(error) => fail(1, &format!("server error: {error}")),
     }
+}
+
+/// The start-up line: the effective settings, as an operator reads them (no secret).
+fn log_start(config: &Config, mock_upstream: bool) {
+    let redis = config.redis.urls.as_ref().map(|urls| urls.redacted());
+    tracing::info!(
+        gateway = %config.base_url,
+        mock_upstream,
+        listen = %config.listen,
+        default_from = config.default_from.as_ref().map(|n| n.masked()),
+        dedup_ttl_secs = config.dedup_ttl.as_secs(),
+        dedup_capacity = config.dedup_capacity,
+        max_attempts = config.max_attempts,
+        attempt_timeout_ms = ms(config.attempt_timeout),
+        deadline_ms = ms(config.deadline),
+        max_in_flight = config.max_in_flight,
+        redis = redis.as_deref().unwrap_or("none (this process's memory only)"),
+        redis_cluster = config.redis.cluster,
+        redis_failure = config.redis.failure.as_str(),
+        sender_rate = config.limits.sender_rate,
+        pair_interval_ms = ms(config.limits.pair_interval),
+        pair_burst = config.limits.pair_burst,
+        rate_max_wait_ms = ms(config.limits.max_wait),
+        max_connections = config.connections.max_connections,
+        "starting"
+    );
+}
+
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Starts the in-process mock on a free loopback port with a random key.

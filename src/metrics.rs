@@ -3,7 +3,8 @@
 //! prometheus-client rather than the `metrics` facade: its registry is a value, not a global
 //! recorder, so two relays in one test binary keep separate counts. Per-outcome counters are
 //! resolved once at start-up, so recording a request is an atomic add, not a label lookup.
-//! Labels are low-cardinality by construction: an outcome, or a gateway status code.
+//! Labels are low-cardinality by construction: a send type, an outcome, a gateway status code,
+//! a store operation or a rate-limit scope; never a messageId, phone number or URL.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -14,14 +15,24 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
+
+use crate::outcome::LimitScope;
+use crate::sends::SendKind;
 
 pub const METRIC_REQUESTS: &str = "lipachat_relay_requests";
 pub const METRIC_UPSTREAM_ATTEMPTS: &str = "lipachat_relay_upstream_attempts";
 pub const METRIC_REQUEST_DURATION: &str = "lipachat_relay_request_duration";
 pub const METRIC_UPSTREAM_DURATION: &str = "lipachat_relay_upstream_duration";
 pub const METRIC_IN_FLIGHT: &str = "lipachat_relay_in_flight";
+pub const METRIC_DETACHED: &str = "lipachat_relay_detached_sends";
 pub const METRIC_DEDUP_ENTRIES: &str = "lipachat_relay_dedup_entries";
 pub const METRIC_BUDGET_EXHAUSTED: &str = "lipachat_relay_retry_budget_exhausted";
+pub const METRIC_STORE_OPERATIONS: &str = "lipachat_relay_store_operations";
+pub const METRIC_STORE_DURATION: &str = "lipachat_relay_store_duration";
+pub const METRIC_STORE_FAIL_OPEN: &str = "lipachat_relay_store_fail_open";
+pub const METRIC_RATE_LIMITED: &str = "lipachat_relay_rate_limited";
+pub const METRIC_RATE_WAIT: &str = "lipachat_relay_rate_wait";
 pub const METRIC_BUILD_INFO: &str = "lipachat_relay_build_info";
 
 /// OpenTelemetry's advised boundaries for HTTP durations, in seconds.
@@ -29,18 +40,25 @@ pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// How a `/media` request ended: the `outcome` label and the log field.
+/// Boundaries for shared-store round trips: a local Redis answers in well under a
+/// millisecond, `RELAY_REDIS_TIMEOUT_MS` is 250 ms by default.
+pub const STORE_BUCKETS: [f64; 10] = [
+    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+
+/// How a request ended: the `outcome` label and the log field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequestOutcome {
     /// The gateway answered 2xx.
     Sent,
-    /// Answered from the dedup store without calling the gateway.
+    /// Answered from the dedup window without calling the gateway.
     Replayed,
     /// Waited on an identical request already in flight.
     Coalesced,
     /// Same `messageId`, different payload (422).
     Conflict,
-    /// Malformed JSON, validation failure, wrong content type or too large (400/413/415).
+    /// Malformed JSON, validation failure, wrong content type, too large or too slow
+    /// (400/408/413/415).
     Invalid,
     /// The gateway answered with a 4xx of its own, passed through.
     Rejected,
@@ -50,10 +68,14 @@ pub enum RequestOutcome {
     Timeout,
     /// Load shed or draining (503).
     Shed,
+    /// Refused by a rate limit (429).
+    RateLimited,
+    /// The shared store was unreachable with `RELAY_REDIS_FAILURE=closed` (503).
+    StoreUnavailable,
 }
 
 impl RequestOutcome {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::Sent,
         Self::Replayed,
         Self::Coalesced,
@@ -63,17 +85,24 @@ impl RequestOutcome {
         Self::UpstreamError,
         Self::Timeout,
         Self::Shed,
+        Self::RateLimited,
+        Self::StoreUnavailable,
     ];
 
-    /// What the dedup store decided: `new` (went to the gateway), `replayed`, `coalesced`,
-    /// `conflict`, or `none` for a request refused before the store was asked.
+    /// What the dedup window decided: `new` (went on to the gateway or its rate limit),
+    /// `replayed`, `coalesced`, `conflict`, or `none` for a request refused before it was
+    /// asked.
     pub fn dedup_result(self) -> &'static str {
         match self {
             Self::Replayed => "replayed",
             Self::Coalesced => "coalesced",
             Self::Conflict => "conflict",
-            Self::Invalid | Self::Shed => "none",
-            Self::Sent | Self::Rejected | Self::UpstreamError | Self::Timeout => "new",
+            Self::Invalid | Self::Shed | Self::StoreUnavailable => "none",
+            Self::Sent
+            | Self::Rejected
+            | Self::UpstreamError
+            | Self::Timeout
+            | Self::RateLimited => "new",
         }
     }
 
@@ -88,12 +117,19 @@ impl RequestOutcome {
             Self::UpstreamError => "upstream_error",
             Self::Timeout => "timeout",
             Self::Shed => "shed",
+            Self::RateLimited => "rate_limited",
+            Self::StoreUnavailable => "store_unavailable",
         }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
     }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
+struct RequestLabels {
+    r#type: &'static str,
     outcome: &'static str,
 }
 
@@ -122,21 +158,99 @@ struct StatusLabels {
     status: UpstreamStatus,
 }
 
+/// A kind of shared-store round trip: the `op` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreOp {
+    /// Claiming a `messageId` (or reading what holds it).
+    Claim,
+    /// Recording a send's outcome (remember or release).
+    Complete,
+    /// Taking a rate-limit slot.
+    Limit,
+}
+
+impl StoreOp {
+    pub const ALL: [Self; 3] = [Self::Claim, Self::Complete, Self::Limit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Claim => "claim",
+            Self::Complete => "complete",
+            Self::Limit => "limit",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+/// How a store round trip ended: the `result` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreResult {
+    Ok,
+    Error,
+    Timeout,
+}
+
+impl StoreResult {
+    pub const ALL: [Self; 3] = [Self::Ok, Self::Error, Self::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    op: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    scope: &'static str,
+    action: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
 
-/// The relay's metrics and their registry.
+/// The relay's metrics and their registry. Every labelled series the request path touches is
+/// resolved here, at start-up, so recording is an atomic add, not a label lookup.
 pub struct Metrics {
     registry: Registry,
-    requests: [Counter; RequestOutcome::ALL.len()],
+    /// `[send type][outcome]`.
+    requests: Vec<[Counter; RequestOutcome::ALL.len()]>,
     upstream_attempts: Family<StatusLabels, Counter>,
     request_duration: Histogram,
     upstream_duration: Histogram,
     in_flight: Gauge,
+    detached: Counter,
     dedup_entries: Gauge,
     budget_exhausted: Counter,
+    /// `[op][result]`.
+    store_operations: [[Counter; StoreResult::ALL.len()]; StoreOp::ALL.len()],
+    store_duration: [Histogram; StoreOp::ALL.len()],
+    store_fail_open: [Counter; StoreOp::ALL.len()],
+    /// `[scope][delayed, refused]`.
+    rate_limited: [[Counter; 2]; LimitScope::ALL.len()],
+    rate_wait: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -154,15 +268,25 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let by_outcome = Family::<OutcomeLabels, Counter>::default();
-        let requests = RequestOutcome::ALL.map(|outcome| {
-            by_outcome
-                .get_or_create(&OutcomeLabels {
-                    outcome: outcome.as_str(),
+        let by_outcome = Family::<RequestLabels, Counter>::default();
+        let requests = SendKind::ALL
+            .iter()
+            .map(|kind| {
+                RequestOutcome::ALL.map(|outcome| {
+                    by_outcome
+                        .get_or_create(&RequestLabels {
+                            r#type: kind.name(),
+                            outcome: outcome.as_str(),
+                        })
+                        .clone()
                 })
-                .clone()
-        });
-        registry.register(METRIC_REQUESTS, "Requests to /media by outcome", by_outcome);
+            })
+            .collect();
+        registry.register(
+            METRIC_REQUESTS,
+            "Send requests by send type and outcome",
+            by_outcome,
+        );
         let upstream_attempts = Family::<StatusLabels, Counter>::default();
         registry.register(
             METRIC_UPSTREAM_ATTEMPTS,
@@ -172,7 +296,7 @@ impl Metrics {
         let request_duration = Histogram::new(DURATION_BUCKETS);
         registry.register_with_unit(
             METRIC_REQUEST_DURATION,
-            "Time to answer a /media request",
+            "Time to answer a send request",
             Unit::Seconds,
             request_duration.clone(),
         );
@@ -186,13 +310,19 @@ impl Metrics {
         let in_flight = Gauge::default();
         registry.register(
             METRIC_IN_FLIGHT,
-            "Requests to /media being handled now",
+            "Send requests holding a RELAY_MAX_IN_FLIGHT slot, sends whose caller left included",
             in_flight.clone(),
+        );
+        let detached = Counter::default();
+        registry.register(
+            METRIC_DETACHED,
+            "Sends that went on after their caller disconnected",
+            detached.clone(),
         );
         let dedup_entries = Gauge::default();
         registry.register(
             METRIC_DEDUP_ENTRIES,
-            "messageIds held by the dedup store (in flight or remembered)",
+            "Answers remembered in this process's dedup window",
             dedup_entries.clone(),
         );
         let budget_exhausted = Counter::default();
@@ -200,6 +330,69 @@ impl Metrics {
             METRIC_BUDGET_EXHAUSTED,
             "Retries skipped because the retry budget was empty",
             budget_exhausted.clone(),
+        );
+        let by_store = Family::<StoreLabels, Counter>::default();
+        let store_operations = StoreOp::ALL.map(|op| {
+            StoreResult::ALL.map(|result| {
+                by_store
+                    .get_or_create(&StoreLabels {
+                        op: op.as_str(),
+                        result: result.as_str(),
+                    })
+                    .clone()
+            })
+        });
+        registry.register(
+            METRIC_STORE_OPERATIONS,
+            "Shared-store (Redis) round trips by operation and result",
+            by_store,
+        );
+        let store_duration_family =
+            Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(STORE_BUCKETS));
+        let store_duration = StoreOp::ALL.map(|op| {
+            store_duration_family
+                .get_or_create(&OpLabels { op: op.as_str() })
+                .clone()
+        });
+        registry.register_with_unit(
+            METRIC_STORE_DURATION,
+            "Time of one shared-store round trip",
+            Unit::Seconds,
+            store_duration_family,
+        );
+        let fail_open = Family::<OpLabels, Counter>::default();
+        let store_fail_open = StoreOp::ALL.map(|op| {
+            fail_open
+                .get_or_create(&OpLabels { op: op.as_str() })
+                .clone()
+        });
+        registry.register(
+            METRIC_STORE_FAIL_OPEN,
+            "Sends that went on with this process's memory only because the shared store failed",
+            fail_open,
+        );
+        let by_scope = Family::<LimitLabels, Counter>::default();
+        let rate_limited = LimitScope::ALL.map(|scope| {
+            ["delayed", "refused"].map(|action| {
+                by_scope
+                    .get_or_create(&LimitLabels {
+                        scope: scope.as_str(),
+                        action,
+                    })
+                    .clone()
+            })
+        });
+        registry.register(
+            METRIC_RATE_LIMITED,
+            "Sends delayed or refused by a rate limit, by scope (sender or pair)",
+            by_scope,
+        );
+        let rate_wait = Histogram::new(DURATION_BUCKETS);
+        registry.register_with_unit(
+            METRIC_RATE_WAIT,
+            "Time a delayed send waited for its rate slot",
+            Unit::Seconds,
+            rate_wait.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -215,21 +408,32 @@ impl Metrics {
             request_duration,
             upstream_duration,
             in_flight,
+            detached,
             dedup_entries,
             budget_exhausted,
+            store_operations,
+            store_duration,
+            store_fail_open,
+            rate_limited,
+            rate_wait,
         }
     }
 
-    /// One finished `/media` request.
-    pub fn record_request(&self, outcome: RequestOutcome, latency: Duration) {
-        if let Some(counter) = RequestOutcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .and_then(|i| self.requests.get(i))
+    /// One finished send request.
+    pub fn record_request(&self, kind: SendKind, outcome: RequestOutcome, latency: Duration) {
+        if let Some(counter) = self
+            .requests
+            .get(kind.index())
+            .and_then(|by_outcome| by_outcome.get(outcome.index()))
         {
             counter.inc();
         }
         self.request_duration.observe(latency.as_secs_f64());
+    }
+
+    /// A send that went on after its caller disconnected.
+    pub fn record_detached(&self) {
+        self.detached.inc();
     }
 
     /// One gateway attempt.
@@ -250,29 +454,72 @@ impl Metrics {
         self.budget_exhausted.get()
     }
 
-    /// Tracks one `/media` request while it is handled.
-    pub fn in_flight(&self) -> InFlightGuard<'_> {
+    /// One shared-store round trip.
+    pub fn record_store_operation(&self, op: StoreOp, result: StoreResult, latency: Duration) {
+        if let Some(counter) = self
+            .store_operations
+            .get(op.index())
+            .and_then(|by_result| by_result.get(result.index()))
+        {
+            counter.inc();
+        }
+        if let Some(histogram) = self.store_duration.get(op.index()) {
+            histogram.observe(latency.as_secs_f64());
+        }
+    }
+
+    /// A send that went on without the shared store (`RELAY_REDIS_FAILURE=open`).
+    pub fn record_fail_open(&self, op: StoreOp) {
+        if let Some(counter) = self.store_fail_open.get(op.index()) {
+            counter.inc();
+        }
+    }
+
+    /// A send that waited `wait` for its rate slot.
+    pub fn record_rate_delayed(&self, scope: LimitScope, wait: Duration) {
+        if let Some(counter) = self.rate_limited.get(scope_index(scope)) {
+            counter[0].inc();
+        }
+        self.rate_wait.observe(wait.as_secs_f64());
+    }
+
+    /// A send a rate limit refused (429).
+    pub fn record_rate_refused(&self, scope: LimitScope) {
+        if let Some(counter) = self.rate_limited.get(scope_index(scope)) {
+            counter[1].inc();
+        }
+    }
+
+    /// Takes a `RELAY_MAX_IN_FLIGHT` slot's place in the in-flight gauge until dropped.
+    pub fn in_flight(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.inc();
-        InFlightGuard(&self.in_flight)
+        InFlightGuard(Arc::clone(self))
     }
 
     /// The Prometheus text exposition; `dedup_entries` is sampled now.
     pub fn encode(&self, dedup_entries: u64) -> String {
         self.dedup_entries
             .set(i64::try_from(dedup_entries).unwrap_or(i64::MAX));
-        let mut text = String::with_capacity(8 * 1024);
+        let mut text = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
 }
 
-/// Decrements the in-flight gauge when the request is over, however it ends.
-pub struct InFlightGuard<'a>(&'a Gauge);
+fn scope_index(scope: LimitScope) -> usize {
+    LimitScope::ALL
+        .iter()
+        .position(|s| *s == scope)
+        .unwrap_or(0)
+}
 
-impl Drop for InFlightGuard<'_> {
+/// Decrements the in-flight gauge when dropped, however the request or send ends.
+pub struct InFlightGuard(Arc<Metrics>);
+
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.dec();
+        self.0.in_flight.dec();
     }
 }
 
@@ -283,13 +530,20 @@ mod tests {
     #[test]
     fn exposition_has_every_series_after_traffic() {
         let metrics = Metrics::new();
-        metrics.record_request(RequestOutcome::Replayed, Duration::from_millis(3));
+        metrics.record_request(
+            SendKind::Media,
+            RequestOutcome::Replayed,
+            Duration::from_millis(3),
+        );
+        metrics.record_store_operation(StoreOp::Claim, StoreResult::Timeout, Duration::ZERO);
         metrics.record_attempt(UpstreamStatus::Code(503), Duration::from_millis(30));
         metrics.record_attempt(UpstreamStatus::Timeout, Duration::from_millis(30));
         let text = metrics.encode(7);
         for needle in [
-            "lipachat_relay_requests_total{outcome=\"replayed\"} 1",
-            "lipachat_relay_requests_total{outcome=\"sent\"} 0",
+            "lipachat_relay_requests_total{type=\"media\",outcome=\"replayed\"} 1",
+            "lipachat_relay_requests_total{type=\"media\",outcome=\"sent\"} 0",
+            "lipachat_relay_store_operations_total{op=\"claim\",result=\"timeout\"} 1",
+            "lipachat_relay_rate_limited_total{scope=\"pair\",action=\"refused\"} 0",
             "lipachat_relay_upstream_attempts_total{status=\"503\"} 1",
             "lipachat_relay_upstream_attempts_total{status=\"timeout\"} 1",
             "lipachat_relay_request_duration_seconds_bucket{le=\"0.005\"} 1",
@@ -305,7 +559,7 @@ mod tests {
 
     #[test]
     fn in_flight_guard_restores_the_gauge() {
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         {
             let _guard = metrics.in_flight();
             assert!(metrics.encode(0).contains("lipachat_relay_in_flight 1"));

@@ -1,9 +1,10 @@
 //! The Lipachat-compatible mock gateway (SPEC "Mock gateway"): one fake for users' own
 //! integration tests, the compose demo and `serve --mock-upstream`.
 //!
-//! It answers like the documented gateway: 401 envelope for a missing or wrong `apiKey`, 400
-//! Spring-style for a body it cannot accept, otherwise 200 with a `SENT` envelope. `GET
-//! /mock/sends` lists the accepted messageIds in order, so a test can assert each went out
+//! It answers every send type's gateway path (from the table in [`crate::sends`]) like the
+//! documented gateway: 401 envelope for a missing or wrong `apiKey`, 400 Spring-style for a
+//! body it cannot accept, otherwise 200 with a `SENT` envelope. `GET /mock/sends` lists the
+//! accepted sends in order, with the path each came by, so a test can assert each went out
 //! once. The list keeps the most recent [`MAX_RECORDED_SENDS`] so a long demo cannot grow
 //! without bound.
 
@@ -21,9 +22,9 @@ use serde_json::{Value, json};
 
 use crate::config::ApiKey;
 use crate::error::now_rfc3339;
-use crate::routes::media::PATH_MEDIA_ALIAS;
+use crate::sends::media::{MediaType, has_media_url_shape};
+use crate::sends::{SEND_TYPES, SendKind};
 use crate::upstream::HEADER_API_KEY;
-use crate::validate::MediaType;
 
 pub const PATH_SENDS: &str = "/mock/sends";
 /// Accepted sends remembered for `GET /mock/sends`.
@@ -38,10 +39,17 @@ pub enum Accept {
     AnyKey,
 }
 
+/// One accepted send.
+#[derive(Clone, Debug)]
+struct Sent {
+    message_id: String,
+    path: &'static str,
+}
+
 #[derive(Clone)]
 struct MockState {
     accept: Accept,
-    sends: Arc<Mutex<VecDeque<String>>>,
+    sends: Arc<Mutex<VecDeque<Sent>>>,
 }
 
 /// The mock's router.
@@ -50,8 +58,19 @@ pub fn router(accept: Accept) -> Router {
         accept,
         sends: Arc::new(Mutex::new(VecDeque::new())),
     };
-    Router::new()
-        .route(PATH_MEDIA_ALIAS, post(media))
+    let mut router = Router::new();
+    for send_type in &SEND_TYPES {
+        let kind = send_type.kind;
+        router = router.route(
+            send_type.gateway_path,
+            post(
+                move |state: State<MockState>, headers: HeaderMap, body: Bytes| {
+                    send(state, kind, headers, body)
+                },
+            ),
+        );
+    }
+    router
         .route(PATH_SENDS, get(sends))
         .route(
             "/healthz",
@@ -69,7 +88,13 @@ fn json_response(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
-async fn media(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn send(
+    State(state): State<MockState>,
+    kind: SendKind,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = kind.spec().gateway_path;
     let presented = headers.get(HEADER_API_KEY).and_then(|v| v.to_str().ok());
     let authorised = match (&state.accept, presented) {
         (_, None) => false,
@@ -83,18 +108,21 @@ async fn media(State(state): State<MockState>, headers: HeaderMap, body: Bytes) 
                    "message": "Invalid credentials", "errors": null}),
         );
     }
-    let Some(message_id) = acceptable(&body) else {
+    let Some(message_id) = acceptable(kind, &body) else {
         return json_response(
             StatusCode::BAD_REQUEST,
             json!({"timestamp": now_rfc3339(), "status": 400, "error": "Bad Request",
-                   "path": PATH_MEDIA_ALIAS}),
+                   "path": path}),
         );
     };
     if let Ok(mut sends) = state.sends.lock() {
         if sends.len() == MAX_RECORDED_SENDS {
             sends.pop_front();
         }
-        sends.push_back(message_id.clone());
+        sends.push_back(Sent {
+            message_id: message_id.clone(),
+            path,
+        });
     }
     let wa_id = format!("wamid.{:032X}", fastrand::u128(..));
     json_response(
@@ -107,32 +135,37 @@ async fn media(State(state): State<MockState>, headers: HeaderMap, body: Bytes) 
 }
 
 /// The gateway's own checks: the fields it needs, of the right kind. Returns the messageId.
-fn acceptable(body: &[u8]) -> Option<String> {
+fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let text = |name: &str| value.get(name).and_then(Value::as_str);
     let message_id = text("messageId").filter(|s| !s.is_empty())?;
-    MediaType::ALL
-        .iter()
-        .find(|t| Some(t.as_str()) == text("mediaType"))?;
-    let url = text("mediaUrl")?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let scheme = url
-        .split_once("://")
-        .map(|(scheme, _)| scheme.to_ascii_lowercase());
-    matches!(scheme.as_deref(), Some("https" | "http")).then_some(())?;
     (text("to").is_some_and(digits) && text("from").is_some_and(digits)).then_some(())?;
-    Some(message_id.to_owned())
+    let fits = match kind {
+        SendKind::Media => {
+            MediaType::ALL
+                .iter()
+                .any(|t| Some(t.as_str()) == text("mediaType"))
+                && text("mediaUrl").is_some_and(has_media_url_shape)
+        }
+    };
+    fits.then(|| message_id.to_owned())
 }
 
 async fn sends(State(state): State<MockState>) -> Response {
-    let ids: Vec<String> = state
+    let sent: Vec<Sent> = state
         .sends
         .lock()
         .map(|sends| sends.iter().cloned().collect())
         .unwrap_or_default();
+    let ids: Vec<&str> = sent.iter().map(|s| s.message_id.as_str()).collect();
+    let list: Vec<Value> = sent
+        .iter()
+        .map(|s| json!({"messageId": s.message_id, "path": s.path}))
+        .collect();
     json_response(
         StatusCode::OK,
-        json!({"count": ids.len(), "messageIds": ids}),
+        json!({"count": sent.len(), "messageIds": ids, "sends": list}),
     )
 }
 
@@ -142,13 +175,18 @@ mod tests {
 
     #[test]
     fn the_mock_needs_the_fields_the_gateway_needs() {
-        let ok = br#"{"messageId":"a","mediaType":"IMAGE","mediaUrl":"https://x/a","from":"254110090747","to":"254712345678"}"#;
-        assert_eq!(acceptable(ok).as_deref(), Some("a"));
-        let upper = br#"{"messageId":"b","mediaType":"IMAGE","mediaUrl":"HTTPS://X","from":"254110090747","to":"254712345678"}"#;
-        assert_eq!(acceptable(upper).as_deref(), Some("b"));
-        let bad_type =
-            br#"{"messageId":"a","mediaType":"GIF","mediaUrl":"https://x/a","from":"1","to":"2"}"#;
-        assert_eq!(acceptable(bad_type), None);
-        assert_eq!(acceptable(b"not json"), None);
+        let ok = br#"{"messageId":"a","mediaType":"IMAGE","mediaUrl":"https://x.example/a","from":"254110090747","to":"254712345678"}"#;
+        assert_eq!(acceptable(SendKind::Media, ok).as_deref(), Some("a"));
+        let upper = br#"{"messageId":"b","mediaType":"IMAGE","mediaUrl":"HTTPS://X.example","from":"254110090747","to":"254712345678"}"#;
+        assert_eq!(acceptable(SendKind::Media, upper).as_deref(), Some("b"));
+        let bad_type = br#"{"messageId":"a","mediaType":"GIF","mediaUrl":"https://x.example/a","from":"1","to":"2"}"#;
+        assert_eq!(acceptable(SendKind::Media, bad_type), None);
+        assert_eq!(acceptable(SendKind::Media, b"not json"), None);
+    }
+
+    #[test]
+    fn the_mock_applies_the_documented_https_rule() {
+        let http = br#"{"messageId":"a","mediaType":"IMAGE","mediaUrl":"http://x.example/a","from":"254110090747","to":"254712345678"}"#;
+        assert_eq!(acceptable(SendKind::Media, http), None);
     }
 }

@@ -1,9 +1,10 @@
-//! Logs: subscriber set-up, the one line per `/media` request, and masking (SPEC "Logs").
+//! Logs: subscriber set-up, the one line per send request, and masking (SPEC "Logs").
 //!
-//! Redaction lives here so it can be audited in one place: phone numbers go through
-//! [`mask_phone`], captions and media URLs are never put in a field at info, and the API key
-//! is never handed to this module at all.
+//! Redaction lives here so it can be audited in one place: phone numbers are masked
+//! ([`crate::phone::mask_phone`]), captions, message texts and URLs are never put in a field at
+//! info, and the API key is never handed to this module at all.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
@@ -11,26 +12,31 @@ use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::LogFormat;
 use crate::metrics::RequestOutcome;
-use crate::validate::PhoneNumber;
+use crate::phone::PhoneNumber;
+use crate::sends::SendKind;
 
-/// What the handler learnt about a request, carried to the log layer in the response's
-/// extensions.
+/// What the handler learnt about a request, for its log line and metrics.
 #[derive(Clone, Debug)]
 pub struct RequestRecord {
+    pub kind: SendKind,
     pub outcome: RequestOutcome,
     pub message_id: Option<Box<str>>,
     /// Masked only when a line is written.
     pub to: Option<PhoneNumber>,
     pub attempts: u32,
+    /// Time the send waited for its rate slot.
+    pub rate_wait: Duration,
 }
 
 impl RequestRecord {
-    pub fn new(outcome: RequestOutcome) -> Self {
+    pub fn new(kind: SendKind, outcome: RequestOutcome) -> Self {
         Self {
+            kind,
             outcome,
             message_id: None,
             to: None,
             attempts: 0,
+            rate_wait: Duration::ZERO,
         }
     }
 }
@@ -40,7 +46,8 @@ impl RequestRecord {
 #[error("RUST_LOG: {0}")]
 pub struct LogSetupError(String);
 
-/// Installs the global subscriber: `RUST_LOG` filter (default `info`), JSON or text to stdout.
+/// Installs the global subscriber: `RUST_LOG` filter (default `info`), JSON or text to
+/// stdout. Text has ANSI colours only when stdout is a terminal, never in files or pipes.
 pub fn init(format: LogFormat) -> Result<(), LogSetupError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => {
@@ -59,24 +66,13 @@ pub fn init(format: LogFormat) -> Result<(), LogSetupError> {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
     };
     // A subscriber already installed (a test binary) is fine: logs go there.
     let _ = result;
     Ok(())
-}
-
-/// `254712345678` → `2547******78`: the country and operator prefix and the last two digits.
-pub fn mask_phone(digits: &str) -> String {
-    let count = digits.chars().count();
-    if count <= 6 {
-        return "*".repeat(count);
-    }
-    digits
-        .chars()
-        .enumerate()
-        .map(|(i, c)| if i < 4 || i >= count - 2 { c } else { '*' })
-        .collect()
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed.
@@ -86,43 +82,42 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
-/// Writes the one info line of a finished `/media` request.
+/// Writes the one info line of a finished send request. `detached` marks a send whose caller
+/// had disconnected before it ended.
 pub fn log_request(
-    request_id: &str,
+    request_id: Option<&str>,
     trace_id: Option<&str>,
     status: u16,
     latency: Duration,
     record: &RequestRecord,
+    detached: bool,
 ) {
     if !tracing::enabled!(tracing::Level::INFO) {
         return;
     }
     let latency_ms = latency.as_secs_f64() * 1000.0;
-    let to = record.to.as_ref().map(|number| mask_phone(number.digits()));
+    let rate_wait_ms = record.rate_wait.as_secs_f64() * 1000.0;
+    let to = record.to.as_ref().map(PhoneNumber::masked);
     tracing::info!(
         request_id,
         trace_id,
+        r#type = record.kind.name(),
         message_id = record.message_id.as_deref(),
         to = to.as_deref(),
         outcome = record.outcome.as_str(),
         dedup = record.outcome.dedup_result(),
         status,
         attempts = record.attempts,
+        rate_wait_ms,
         latency_ms,
-        "media request"
+        caller_gone = detached,
+        "send request"
     );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn phone_numbers_are_masked_in_the_middle() {
-        assert_eq!(mask_phone("254712345678"), "2547******78");
-        assert_eq!(mask_phone("25471234"), "2547**34");
-        assert_eq!(mask_phone("12345"), "*****");
-    }
 
     #[test]
     fn trace_id_is_read_from_traceparent() {

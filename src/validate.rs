@@ -1,116 +1,45 @@
-//! Request validation and normalisation (SPEC "POST /media", validation table).
+//! Request validation and normalisation (SPEC "POST /media" validation table, and "Every
+//! Lipachat send": the common fields of every send type).
 //!
 //! Works on the raw JSON object rather than a typed struct: a wrong JSON type is then an
 //! error of that field, every field error is reported at once, and unknown fields are
-//! forwarded unchanged (their raw JSON text is copied, never re-parsed). The output is the
-//! exact body to forward plus its fingerprint, so nothing downstream parses or serialises
-//! the request again.
+//! forwarded unchanged (their raw JSON text is copied, never re-parsed). This module checks
+//! what every send has (`messageId`, `to`, `from`) and hands the rest of the object to the
+//! send type's own check ([`crate::sends`]). The output is the exact body to forward and its
+//! fingerprint, so nothing downstream parses or serialises the request again.
+//!
+//! The forwarded body is written in a fixed order: `messageId`, the fields the type's check
+//! normalised (in its order), `from`, `to`, then every other field sorted by key. A fixed
+//! order makes the fingerprint independent of the caller's key order.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::dedup::Fingerprint;
+use crate::fingerprint::Fingerprint;
+use crate::phone::PhoneNumber;
 
 pub const MAX_MESSAGE_ID_CHARS: usize = 128;
-pub const MAX_MEDIA_URL_CHARS: usize = 2048;
-pub const MAX_CAPTION_CHARS: usize = 1024;
-pub const MAX_FILENAME_CHARS: usize = 240;
-pub const MIN_PHONE_DIGITS: usize = 8;
-pub const MAX_PHONE_DIGITS: usize = 15;
-
-/// The media kinds the gateway accepts, sent upper-case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MediaType {
-    Image,
-    Video,
-    Audio,
-    Document,
-    Sticker,
-}
-
-impl MediaType {
-    pub const ALL: [MediaType; 5] = [
-        Self::Image,
-        Self::Video,
-        Self::Audio,
-        Self::Document,
-        Self::Sticker,
-    ];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Image => "IMAGE",
-            Self::Video => "VIDEO",
-            Self::Audio => "AUDIO",
-            Self::Document => "DOCUMENT",
-            Self::Sticker => "STICKER",
-        }
-    }
-
-    /// Any letter case is accepted.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str().eq_ignore_ascii_case(text))
-    }
-}
-
-/// A phone number with country code, digits only (8–15 of them).
-#[derive(Clone, PartialEq, Eq)]
-pub struct PhoneNumber(Box<str>);
-
-impl PhoneNumber {
-    /// Strips `+`, spaces, dashes and parentheses; what remains must be 8–15 ASCII digits.
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let mut digits = String::with_capacity(text.len());
-        for c in text.chars() {
-            match c {
-                '0'..='9' => digits.push(c),
-                '+' | ' ' | '-' | '(' | ')' => {}
-                _ => {
-                    return Err("must be a phone number: digits, with optional + ( ) - and spaces");
-                }
-            }
-        }
-        if !(MIN_PHONE_DIGITS..=MAX_PHONE_DIGITS).contains(&digits.len()) {
-            return Err("must have 8 to 15 digits, country code included");
-        }
-        Ok(Self(digits.into_boxed_str()))
-    }
-
-    /// The digits, as sent upstream.
-    pub fn digits(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for PhoneNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Phone numbers are personal data: even Debug shows them masked.
-        write!(f, "PhoneNumber({})", crate::telemetry::mask_phone(&self.0))
-    }
-}
 
 /// One failing field and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
-    /// The request field at fault, as spelled in the JSON.
+    /// The request field at fault, as spelled in the JSON (`buttons[1].title` when nested).
     #[schema(value_type = String, example = "mediaUrl")]
-    pub field: &'static str,
+    pub field: Cow<'static, str>,
     /// What is wrong with it.
-    #[schema(value_type = String, example = "must be an absolute https:// URL with a host")]
+    #[schema(value_type = String, example = "must be an https:// URL")]
     pub message: Cow<'static, str>,
 }
 
 impl FieldError {
-    fn new(field: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    /// An error of `field`.
+    pub fn new(field: impl Into<Cow<'static, str>>, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }
@@ -125,19 +54,50 @@ pub enum Invalid {
     Fields(Vec<FieldError>),
 }
 
-/// A valid, normalised request: the body to forward and what dedup and logs need.
+/// A send type's own rules: what [`validate`] checks beyond the common fields.
+pub struct Rules {
+    /// The send type's name, part of the fingerprint.
+    pub name: &'static str,
+    /// Its own top-level fields (a repeated one is an error; a null one is absent).
+    pub fields: &'static [&'static str],
+    /// Checks those fields, records errors, and says which to forward normalised.
+    pub check: fn(&mut Check<'_>),
+}
+
+/// A valid, normalised send: the body to forward and what dedup, limits and logs need.
 #[derive(Debug, Clone)]
-pub struct MediaRequest {
+pub struct SendRequest {
     pub message_id: Box<str>,
-    pub media_type: MediaType,
+    pub from: PhoneNumber,
     pub to: PhoneNumber,
-    /// The exact JSON sent upstream (known fields normalised, unknown fields sorted by key).
+    /// The exact JSON sent upstream.
     pub body: Bytes,
     pub fingerprint: Fingerprint,
 }
 
-/// The raw object: each key with its raw JSON value, in the caller's order.
-struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// A raw JSON object: each key with its raw JSON value, in the caller's order.
+pub struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    /// Parses an object, or `None` when the text is not a JSON object.
+    pub fn parse(raw: &'a RawValue) -> Option<Self> {
+        serde_json::from_str(raw.get()).ok()
+    }
+
+    /// The value of `name` (the first, if repeated); a JSON `null` counts as absent.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value)
+            .filter(|value| value.get() != "null")
+    }
+
+    /// Every key, in the caller's order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(key, _)| key.as_ref())
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for RawObject<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -158,6 +118,33 @@ impl<'de> serde::Deserialize<'de> for RawObject<'de> {
         }
         deserializer.deserialize_map(ObjectVisitor)
     }
+}
+
+/// A raw JSON array's elements, or `None` when the text is not an array.
+pub fn parse_array(raw: &RawValue) -> Option<Vec<&RawValue>> {
+    struct Elements<'a>(Vec<&'a RawValue>);
+    impl<'de> serde::Deserialize<'de> for Elements<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct ArrayVisitor;
+            impl<'de> Visitor<'de> for ArrayVisitor {
+                type Value = Elements<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON array")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+                    while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                        items.push(item);
+                    }
+                    Ok(Elements(items))
+                }
+            }
+            deserializer.deserialize_seq(ArrayVisitor)
+        }
+    }
+    serde_json::from_str::<Elements<'_>>(raw.get())
+        .ok()
+        .map(|e| e.0)
 }
 
 /// A string borrowed from the input when it has no escapes, owned otherwise.
@@ -185,120 +172,190 @@ impl<'de> serde::Deserialize<'de> for CowStr<'de> {
     }
 }
 
-/// The known fields as found: `None` when absent (or JSON `null`).
-#[derive(Default)]
-struct KnownFields<'a> {
-    message_id: Option<&'a RawValue>,
-    media_type: Option<&'a RawValue>,
-    media_url: Option<&'a RawValue>,
-    caption: Option<&'a RawValue>,
-    filename: Option<&'a RawValue>,
-    to: Option<&'a RawValue>,
-    from: Option<&'a RawValue>,
+/// A field a send type's check wants forwarded in normalised form.
+pub enum Forward<'a> {
+    /// Written as a JSON string.
+    Str(Cow<'a, str>),
+    /// Written as this raw JSON.
+    Raw(&'a RawValue),
 }
 
-/// Validates and normalises one request body.
-pub fn validate(body: &[u8], default_from: Option<&PhoneNumber>) -> Result<MediaRequest, Invalid> {
-    let object: RawObject<'_> = serde_json::from_slice(body)
-        .map_err(|e| Invalid::MalformedJson(describe_json_error(&e)))?;
+/// Where a send type's check records its errors and normalised fields.
+pub struct Check<'a> {
+    /// The caller's object (common fields included).
+    pub object: &'a RawObject<'a>,
+    errors: Vec<FieldError>,
+    forward: Vec<(&'static str, Forward<'a>)>,
+}
 
-    let mut known = KnownFields::default();
-    let mut unknown: Vec<(&str, &RawValue)> = Vec::new();
-    let mut errors = Vec::new();
-    for (key, value) in &object.0 {
-        let slot = match key.as_ref() {
-            "messageId" => &mut known.message_id,
-            "mediaType" => &mut known.media_type,
-            "mediaUrl" => &mut known.media_url,
-            "caption" => &mut known.caption,
-            "filename" => &mut known.filename,
-            "to" => &mut known.to,
-            "from" => &mut known.from,
-            other => {
-                unknown.push((other, value));
-                continue;
-            }
-        };
-        if slot.is_some() {
-            errors.push(FieldError::new(field_name(key), "must appear only once"));
-        }
-        *slot = (value.get() != "null").then_some(*value);
+impl<'a> Check<'a> {
+    /// The value of a top-level field; `null` counts as absent.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.object.get(name)
     }
 
-    let message_id = required_string("messageId", known.message_id, &mut errors)
-        .and_then(|id| check_message_id(id, &mut errors));
-    let media_type = required_string("mediaType", known.media_type, &mut errors).and_then(|t| {
-        let parsed = MediaType::parse(&t);
-        if parsed.is_none() {
-            errors.push(FieldError::new(
-                "mediaType",
-                "must be one of IMAGE, VIDEO, AUDIO, DOCUMENT, STICKER",
-            ));
+    /// Records an error.
+    pub fn error(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    /// Forwards `field` with this normalised value instead of the caller's text.
+    pub fn forward(&mut self, field: &'static str, value: Forward<'a>) {
+        self.forward.push((field, value));
+    }
+
+    /// A required string: "is required" when absent, "must be a string" when not one.
+    pub fn required_string(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        value: Option<&'a RawValue>,
+    ) -> Option<Cow<'a, str>> {
+        let field = field.into();
+        match value {
+            None => {
+                self.error(field, "is required");
+                None
+            }
+            Some(raw) => self.string(field, raw),
         }
-        parsed
-    });
-    let media_url = required_string("mediaUrl", known.media_url, &mut errors)
-        .and_then(|url| check_media_url(url, &mut errors));
-    let caption = optional_string("caption", known.caption, &mut errors).and_then(|c| {
-        if c.chars().count() > MAX_CAPTION_CHARS {
-            errors.push(FieldError::new(
-                "caption",
-                "must be at most 1024 characters",
-            ));
-            return None;
+    }
+
+    /// An optional string: `None` when absent; "must be a string" when not one.
+    pub fn optional_string(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        value: Option<&'a RawValue>,
+    ) -> Option<Cow<'a, str>> {
+        value.and_then(|raw| self.string(field.into(), raw))
+    }
+
+    /// The value as a string, or "must be a string".
+    pub fn string(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        raw: &'a RawValue,
+    ) -> Option<Cow<'a, str>> {
+        match serde_json::from_str::<CowStr<'a>>(raw.get()) {
+            Ok(s) => Some(s.0),
+            Err(_) => {
+                self.error(field, "must be a string");
+                None
+            }
         }
-        Some(c)
-    });
-    let filename = optional_string("filename", known.filename, &mut errors)
-        .and_then(|f| check_filename(f, media_type, &mut errors));
-    let to =
-        required_string("to", known.to, &mut errors).and_then(|t| phone("to", &t, &mut errors));
-    let from = match known.from {
+    }
+
+    /// The value as an object, or "must be an object".
+    pub fn object_of(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        raw: &'a RawValue,
+    ) -> Option<RawObject<'a>> {
+        let object = RawObject::parse(raw);
+        if object.is_none() {
+            self.error(field, "must be an object");
+        }
+        object
+    }
+
+    /// The value as an array, or "must be an array".
+    pub fn array_of(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        raw: &'a RawValue,
+    ) -> Option<Vec<&'a RawValue>> {
+        let items = parse_array(raw);
+        if items.is_none() {
+            self.error(field, "must be an array");
+        }
+        items
+    }
+}
+
+/// Validates and normalises one request body under a send type's rules.
+pub fn validate(
+    spec: &Rules,
+    body: &[u8],
+    default_from: Option<&PhoneNumber>,
+) -> Result<SendRequest, Invalid> {
+    let object: RawObject<'_> = serde_json::from_slice(body)
+        .map_err(|e| Invalid::MalformedJson(describe_json_error(&e)))?;
+    let mut check = Check {
+        object: &object,
+        errors: Vec::new(),
+        forward: Vec::new(),
+    };
+    for (index, key) in object.keys().enumerate() {
+        let known = COMMON_FIELDS.contains(&key) || spec.fields.contains(&key);
+        if known && object.keys().take(index).any(|earlier| earlier == key) {
+            check.error(key.to_owned(), "must appear only once");
+        }
+    }
+
+    let message_id = check
+        .required_string("messageId", object.get("messageId"))
+        .and_then(|id| check_message_id(id, &mut check));
+    (spec.check)(&mut check);
+    let to = check
+        .required_string("to", object.get("to"))
+        .and_then(|t| phone("to", &t, &mut check));
+    let from = match object.get("from") {
         None => match default_from {
             Some(number) => Some(number.clone()),
             None => {
-                errors.push(FieldError::new(
+                check.error(
                     "from",
                     "is required (no LIPACHAT_DEFAULT_FROM is configured)",
-                ));
+                );
                 None
             }
         },
-        some => {
-            required_string("from", some, &mut errors).and_then(|f| phone("from", &f, &mut errors))
-        }
+        some => check
+            .required_string("from", some)
+            .and_then(|f| phone("from", &f, &mut check)),
     };
 
-    let (Some(message_id), Some(media_type), Some(media_url), Some(to), Some(from), true) = (
-        message_id,
-        media_type,
-        media_url,
-        to,
-        from,
-        errors.is_empty(),
-    ) else {
+    let Check {
+        mut errors,
+        forward,
+        ..
+    } = check;
+    let (Some(message_id), Some(to), Some(from), true) = (message_id, to, from, errors.is_empty())
+    else {
+        // Field order in the answer: the order the SPEC's tables list them.
+        errors.sort_by_key(|e| field_rank(spec.fields, &e.field));
         return Err(Invalid::Fields(errors));
     };
 
-    unknown.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let body = encode(&Normalised {
-        message_id: &message_id,
-        media_type,
-        media_url: &media_url,
-        caption: caption.as_deref(),
-        filename: filename.as_deref(),
-        from: &from,
-        to: &to,
-        unknown: &unknown,
-    });
-    let fingerprint = Fingerprint::of(&body);
-    Ok(MediaRequest {
+    let body = encode(&object, &message_id, &forward, &from, &to, spec.fields);
+    let fingerprint = Fingerprint::of(spec.name, &body);
+    Ok(SendRequest {
         message_id: message_id.into_owned().into_boxed_str(),
-        media_type,
+        from,
         to,
         body: Bytes::from(body),
         fingerprint,
     })
+}
+
+/// The fields every send has.
+pub const COMMON_FIELDS: [&str; 3] = ["messageId", "from", "to"];
+
+/// messageId first, the type's fields in their order, then to and from, then the rest.
+fn field_rank(fields: &[&str], field: &str) -> usize {
+    let top = field.split(['.', '[']).next().unwrap_or(field);
+    match top {
+        "messageId" => 0,
+        "to" => fields.len() + 1,
+        "from" => fields.len() + 2,
+        _ => fields
+            .iter()
+            .position(|f| *f == top)
+            .map_or(fields.len() + 3, |i| i + 1),
+    }
 }
 
 /// serde_json's message, without the position noise for a body that is not an object.
@@ -310,205 +367,70 @@ fn describe_json_error(error: &serde_json::Error) -> String {
     }
 }
 
-/// The static name of a known field (for error entries).
-fn field_name(key: &str) -> &'static str {
-    match key {
-        "messageId" => "messageId",
-        "mediaType" => "mediaType",
-        "mediaUrl" => "mediaUrl",
-        "caption" => "caption",
-        "filename" => "filename",
-        "to" => "to",
-        _ => "from",
-    }
-}
-
-fn required_string<'a>(
-    field: &'static str,
-    value: Option<&'a RawValue>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Cow<'a, str>> {
-    match value {
-        None => {
-            errors.push(FieldError::new(field, "is required"));
-            None
-        }
-        Some(raw) => string_value(field, raw, errors),
-    }
-}
-
-fn optional_string<'a>(
-    field: &'static str,
-    value: Option<&'a RawValue>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Cow<'a, str>> {
-    value.and_then(|raw| string_value(field, raw, errors))
-}
-
-fn string_value<'a>(
-    field: &'static str,
-    raw: &'a RawValue,
-    errors: &mut Vec<FieldError>,
-) -> Option<Cow<'a, str>> {
-    match serde_json::from_str::<CowStr<'a>>(raw.get()) {
-        Ok(s) => Some(s.0),
-        Err(_) => {
-            errors.push(FieldError::new(field, "must be a string"));
-            None
-        }
-    }
-}
-
-fn check_message_id<'a>(id: Cow<'a, str>, errors: &mut Vec<FieldError>) -> Option<Cow<'a, str>> {
+fn check_message_id<'a>(id: Cow<'a, str>, check: &mut Check<'_>) -> Option<Cow<'a, str>> {
     let chars = id.chars().count();
     if chars == 0 || chars > MAX_MESSAGE_ID_CHARS {
-        errors.push(FieldError::new("messageId", "must be 1 to 128 characters"));
+        check.error("messageId", "must be 1 to 128 characters");
         return None;
     }
     if id.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            "messageId",
-            "must not contain control characters",
-        ));
+        check.error("messageId", "must not contain control characters");
         return None;
     }
     Some(id)
 }
 
-fn check_media_url<'a>(url: Cow<'a, str>, errors: &mut Vec<FieldError>) -> Option<Cow<'a, str>> {
-    if url.chars().count() > MAX_MEDIA_URL_CHARS {
-        errors.push(FieldError::new(
-            "mediaUrl",
-            "must be at most 2048 characters",
-        ));
-        return None;
-    }
-    // The documented shape is itself a valid absolute https URL: no second parse needed.
-    if !has_media_url_shape(&url) {
-        errors.push(FieldError::new(
-            "mediaUrl",
-            "must be an absolute https:// URL with a host (printable ASCII, no spaces)",
-        ));
-        return None;
-    }
-    Some(url)
-}
-
-/// The shape the OpenAPI pattern documents: `https://` in any case, a DNS host whose labels
-/// are letters, digits and inner hyphens and whose last label starts with a letter (so it is
-/// never read as an IP address), an optional port up to 65535, then an optional path of
-/// printable ASCII without spaces.
-pub fn has_media_url_shape(url: &str) -> bool {
-    let Some(rest) = url
-        .get(..8)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
-        .and_then(|_| url.get(8..))
-    else {
-        return false;
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    if !path.bytes().all(|b| b.is_ascii_graphic()) {
-        return false;
-    }
-    let (host, port) = match authority.split_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (authority, None),
-    };
-    let label_ok = |label: &str| {
-        let bytes = label.as_bytes();
-        bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-    };
-    let labels_ok = host.split('.').all(label_ok)
-        && host
-            .rsplit('.')
-            .next()
-            .is_some_and(|last| last.as_bytes().first().is_some_and(u8::is_ascii_alphabetic));
-    let port_ok = port.is_none_or(|p| {
-        let digits = p.as_bytes();
-        match digits.len() {
-            1..=4 => digits.iter().all(u8::is_ascii_digit),
-            5 => digits.first() != Some(&b'0') && p.parse::<u32>().is_ok_and(|n| n <= 65_535),
-            _ => false,
-        }
-    });
-    labels_ok && port_ok
-}
-
-fn check_filename<'a>(
-    name: Cow<'a, str>,
-    media_type: Option<MediaType>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Cow<'a, str>> {
-    let message = if media_type.is_some_and(|t| t != MediaType::Document) {
-        "is only allowed with mediaType DOCUMENT"
-    } else if name.is_empty() || name.chars().count() > MAX_FILENAME_CHARS {
-        "must be 1 to 240 characters"
-    } else if name.contains(['/', '\\']) {
-        "must not contain / or \\"
-    } else {
-        return Some(name);
-    };
-    errors.push(FieldError::new("filename", message));
-    None
-}
-
-fn phone(field: &'static str, text: &str, errors: &mut Vec<FieldError>) -> Option<PhoneNumber> {
+fn phone(field: &'static str, text: &str, check: &mut Check<'_>) -> Option<PhoneNumber> {
     PhoneNumber::parse(text)
-        .map_err(|message| errors.push(FieldError::new(field, message)))
+        .map_err(|message| check.error(field, message))
         .ok()
 }
 
-/// What goes upstream, before encoding.
-struct Normalised<'a> {
-    message_id: &'a str,
-    media_type: MediaType,
-    media_url: &'a str,
-    caption: Option<&'a str>,
-    filename: Option<&'a str>,
-    from: &'a PhoneNumber,
-    to: &'a PhoneNumber,
-    unknown: &'a [(&'a str, &'a RawValue)],
-}
-
-/// Writes the forwarded JSON by hand: known fields in a fixed order, then unknown fields with
-/// their raw text. Fixed order makes the fingerprint independent of the caller's key order.
-fn encode(n: &Normalised<'_>) -> Vec<u8> {
+/// Writes the forwarded JSON by hand (see the module doc for the order).
+fn encode(
+    object: &RawObject<'_>,
+    message_id: &str,
+    forward: &[(&'static str, Forward<'_>)],
+    from: &PhoneNumber,
+    to: &PhoneNumber,
+    type_fields: &[&str],
+) -> Vec<u8> {
+    let mut rest: Vec<(&str, &RawValue)> = object
+        .0
+        .iter()
+        .map(|(key, value)| (key.as_ref(), *value))
+        .filter(|(key, value)| {
+            let known = COMMON_FIELDS.contains(key) || type_fields.contains(key);
+            // A known field is written from its normalised value, and a null one is absent.
+            let written = COMMON_FIELDS.contains(key) || forward.iter().any(|(n, _)| n == key);
+            let absent = known && value.get() == "null";
+            !(written || absent)
+        })
+        .collect();
+    rest.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = Vec::with_capacity(
-        160 + n.message_id.len()
-            + n.media_url.len()
-            + n.caption.map_or(0, str::len)
-            + n.unknown
-                .iter()
-                .map(|(k, v)| k.len() + v.get().len() + 4)
-                .sum::<usize>(),
+        64 + object
+            .0
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>(),
     );
     out.push(b'{');
-    string_field(&mut out, "messageId", n.message_id);
-    out.push(b',');
-    string_field(&mut out, "mediaType", n.media_type.as_str());
-    out.push(b',');
-    string_field(&mut out, "mediaUrl", n.media_url);
-    if let Some(caption) = n.caption {
+    string_field(&mut out, "messageId", message_id);
+    for (key, value) in forward {
         out.push(b',');
-        string_field(&mut out, "caption", caption);
-    }
-    if let Some(filename) = n.filename {
-        out.push(b',');
-        string_field(&mut out, "filename", filename);
+        match value {
+            Forward::Str(text) => string_field(&mut out, key, text),
+            Forward::Raw(raw) => raw_field(&mut out, key, raw),
+        }
     }
     out.push(b',');
-    string_field(&mut out, "from", n.from.digits());
+    string_field(&mut out, "from", from.digits());
     out.push(b',');
-    string_field(&mut out, "to", n.to.digits());
-    for (key, value) in n.unknown {
+    string_field(&mut out, "to", to.digits());
+    for (key, value) in rest {
         out.push(b',');
-        json_string(&mut out, key);
-        out.push(b':');
-        out.extend_from_slice(value.get().as_bytes());
+        raw_field(&mut out, key, value);
     }
     out.push(b'}');
     out
@@ -520,6 +442,12 @@ fn string_field(out: &mut Vec<u8>, key: &str, value: &str) {
     json_string(out, value);
 }
 
+fn raw_field(out: &mut Vec<u8>, key: &str, value: &RawValue) {
+    json_string(out, key);
+    out.push(b':');
+    out.extend_from_slice(value.get().as_bytes());
+}
+
 fn json_string(out: &mut Vec<u8>, value: &str) {
     // Writing a &str into a Vec cannot fail: serde_json only errors on I/O or non-string keys.
     let _ = serde_json::to_writer(&mut *out, value);
@@ -528,6 +456,7 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sends::SendKind;
     use serde_json::{Value, json};
 
     fn valid() -> Value {
@@ -541,45 +470,44 @@ mod tests {
         })
     }
 
-    fn run(value: &Value) -> Result<MediaRequest, Invalid> {
-        validate(value.to_string().as_bytes(), None)
+    fn run(value: &Value) -> Result<SendRequest, Invalid> {
+        validate(SendKind::Media.rules(), value.to_string().as_bytes(), None)
     }
 
-    fn field_errors(value: &Value) -> Vec<FieldError> {
+    fn fields(value: &Value) -> Vec<String> {
         match run(value) {
-            Err(Invalid::Fields(errors)) => errors,
+            Err(Invalid::Fields(errors)) => errors.into_iter().map(|e| e.field.into()).collect(),
             other => panic!("expected field errors, got {other:?}"),
         }
     }
 
-    fn fields(value: &Value) -> Vec<&'static str> {
-        field_errors(value).iter().map(|e| e.field).collect()
-    }
-
     #[test]
-    fn valid_request_is_normalised() {
+    fn common_fields_are_normalised() {
         let request = run(&valid()).unwrap();
         let sent: Value = serde_json::from_slice(&request.body).unwrap();
-        assert_eq!(sent["mediaType"], "IMAGE");
         assert_eq!(sent["from"], "254110090747");
         assert_eq!(sent["to"], "254712345678");
-        assert_eq!(sent["caption"], "hi");
         assert_eq!(&*request.message_id, "m-1");
+        assert_eq!(request.to.digits(), "254712345678");
     }
 
     #[test]
     fn unknown_fields_are_forwarded_unchanged() {
-        let mut body = valid();
-        body["extra"] = json!({"nested": [1, 2.50, "x"]});
-        let request = run(&body).unwrap();
-        let sent: Value = serde_json::from_slice(&request.body).unwrap();
-        assert_eq!(sent["extra"], json!({"nested": [1, 2.50, "x"]}));
+        let body = br#"{"messageId":"m-1","mediaType":"IMAGE","mediaUrl":"https://x.example/a",
+            "extra": {"nested": [1, 2.50, "x"]},"from":"254110090747","to":"254712345678"}"#;
+        let request = validate(SendKind::Media.rules(), body, None).unwrap();
+        let text = std::str::from_utf8(&request.body).unwrap();
+        assert!(
+            text.ends_with(r#","extra":{"nested": [1, 2.50, "x"]}}"#),
+            "{text}"
+        );
     }
 
     #[test]
-    fn fingerprint_ignores_case_phone_format_and_key_order() {
+    fn fingerprint_ignores_phone_format_and_key_order() {
         let a = run(&valid()).unwrap();
         let b = validate(
+            SendKind::Media.rules(),
             br#"{"to":"254712345678","from":"254110090747","caption":"hi",
                 "mediaUrl":"https://cdn.example.com/a.png","mediaType":"IMAGE","messageId":"m-1"}"#,
             None,
@@ -590,42 +518,15 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_changes_with_the_payload() {
-        let mut other = valid();
-        other["caption"] = json!("bye");
-        assert_ne!(
-            run(&valid()).unwrap().fingerprint,
-            run(&other).unwrap().fingerprint
-        );
-    }
-
-    #[test]
     fn malformed_json_is_not_a_field_error() {
         assert!(matches!(
-            validate(b"{not json", None),
+            validate(SendKind::Media.rules(), b"{not json", None),
             Err(Invalid::MalformedJson(_))
         ));
         assert!(matches!(
-            validate(b"[1,2]", None),
+            validate(SendKind::Media.rules(), b"[1,2]", None),
             Err(Invalid::MalformedJson(m)) if m.contains("JSON object")
         ));
-    }
-
-    #[test]
-    fn every_failing_field_is_reported_together() {
-        let body = json!({"mediaType": "GIF", "mediaUrl": "http://x.example", "to": "12"});
-        assert_eq!(
-            fields(&body),
-            ["messageId", "mediaType", "mediaUrl", "to", "from"]
-        );
-    }
-
-    #[test]
-    fn wrong_json_type_is_an_error_of_that_field() {
-        let mut body = valid();
-        body["to"] = json!(254712345678u64);
-        let errors = field_errors(&body);
-        assert_eq!(errors, [FieldError::new("to", "must be a string")]);
     }
 
     #[test]
@@ -635,6 +536,7 @@ mod tests {
             json!("a".repeat(129)),
             json!("a\nb"),
             json!("\u{85}"),
+            json!(7),
         ] {
             let mut body = valid();
             body["messageId"] = bad;
@@ -643,82 +545,6 @@ mod tests {
         let mut body = valid();
         body["messageId"] = json!("é".repeat(128));
         assert!(run(&body).is_ok(), "128 characters, more bytes, is allowed");
-    }
-
-    #[test]
-    fn media_type_accepts_any_case_of_the_five() {
-        for t in ["image", "Video", "AUDIO", "document", "sticker"] {
-            let mut body = valid();
-            body["mediaType"] = json!(t);
-            let request = run(&body).unwrap();
-            assert_eq!(request.media_type.as_str(), t.to_uppercase());
-        }
-    }
-
-    #[test]
-    fn media_url_shape_follows_the_documented_pattern() {
-        for good in [
-            "https://cdn.example.com/a.png",
-            "HTTPS://a",
-            "https://a-b.c1.example:8443/x?y=1#z",
-            "https://x.io:65535",
-            "https://x.io:0",
-        ] {
-            assert!(has_media_url_shape(good), "{good}");
-        }
-        for bad in [
-            "http://x.io",
-            "https://",
-            "https://1.2.3.4/a",
-            "https://-x.io",
-            "https://x-.io",
-            "https://x..io",
-            "https://x.io:65536",
-            "https://x.io:00080",
-            "https://x.io:",
-            "https://x.io/a b",
-            "https://x.io/caf\u{e9}",
-            "https://user@x.io",
-            "https://x.io?q",
-        ] {
-            assert!(!has_media_url_shape(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn media_url_must_be_https_with_a_host_and_short() {
-        for bad in [
-            json!("http://cdn.example.com/a.png"),
-            json!("https://"),
-            json!("cdn.example.com/a.png"),
-            json!(format!("https://cdn.example.com/{}", "a".repeat(2040))),
-        ] {
-            let mut body = valid();
-            body["mediaUrl"] = bad;
-            assert_eq!(fields(&body), ["mediaUrl"]);
-        }
-    }
-
-    #[test]
-    fn caption_is_limited_to_1024_characters() {
-        let mut body = valid();
-        body["caption"] = json!("c".repeat(1025));
-        assert_eq!(fields(&body), ["caption"]);
-        body["caption"] = json!("c".repeat(1024));
-        assert!(run(&body).is_ok());
-    }
-
-    #[test]
-    fn filename_only_with_document_and_without_slashes() {
-        let mut body = valid();
-        body["filename"] = json!("a.pdf");
-        assert_eq!(fields(&body), ["filename"]);
-        body["mediaType"] = json!("DOCUMENT");
-        assert!(run(&body).is_ok());
-        for bad in [json!("a/b.pdf"), json!("a\\b.pdf"), json!("f".repeat(241))] {
-            body["filename"] = bad;
-            assert_eq!(fields(&body), ["filename"]);
-        }
     }
 
     #[test]
@@ -736,7 +562,12 @@ mod tests {
         body.as_object_mut().unwrap().remove("from");
         assert_eq!(fields(&body), ["from"]);
         let default = PhoneNumber::parse("254700000001").unwrap();
-        let request = validate(body.to_string().as_bytes(), Some(&default)).unwrap();
+        let request = validate(
+            SendKind::Media.rules(),
+            body.to_string().as_bytes(),
+            Some(&default),
+        )
+        .unwrap();
         let sent: Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(sent["from"], "254700000001");
     }
@@ -745,16 +576,28 @@ mod tests {
     fn duplicate_known_fields_are_rejected() {
         let body = br#"{"messageId":"a","messageId":"b","mediaType":"IMAGE",
             "mediaUrl":"https://x.example/a","from":"254110090747","to":"254712345678"}"#;
-        assert!(
-            matches!(validate(body, None), Err(Invalid::Fields(e)) if e[0].field == "messageId")
-        );
+        assert!(matches!(
+            validate(SendKind::Media.rules(), body, None),
+            Err(Invalid::Fields(e)) if e[0].field == "messageId"
+        ));
     }
 
     #[test]
     fn escaped_strings_are_decoded() {
         let body = br#"{"messageId":"a\u0062c","mediaType":"IMAGE",
             "mediaUrl":"https:\/\/x.example\/a","from":"254110090747","to":"254712345678"}"#;
-        let request = validate(body, None).unwrap();
+        let request = validate(SendKind::Media.rules(), body, None).unwrap();
         assert_eq!(&*request.message_id, "abc");
+    }
+
+    #[test]
+    fn arrays_and_objects_are_read_raw() {
+        let raw: Box<RawValue> = serde_json::from_str(r#"[{"a":1}, "x", null]"#).unwrap();
+        let items = parse_array(&raw).unwrap();
+        assert_eq!(items.len(), 3);
+        let object = RawObject::parse(items[0]).unwrap();
+        assert_eq!(object.get("a").map(RawValue::get), Some("1"));
+        assert!(parse_array(items[1]).is_none());
+        assert!(RawObject::parse(items[1]).is_none());
     }
 }

@@ -1,4 +1,4 @@
-//! HTTP handlers: `media` for the relay itself, `ops` for health, metrics and the API document.
+//! HTTP handlers: `send` for every send type, `ops` for health, metrics and the API document.
 
-pub mod media;
 pub mod ops;
+pub mod send;

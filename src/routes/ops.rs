@@ -8,7 +8,6 @@ use http::StatusCode;
 use http::header::CONTENT_TYPE;
 
 use crate::app::AppState;
-use crate::dedup::Deduplicate;
 
 /// The content type of the OpenMetrics text that prometheus-client writes; Prometheus reads it.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -29,7 +28,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.encode(state.dedup.entries().await);
+    let text = state.metrics.encode(state.dedup.entries());
     ([(CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 

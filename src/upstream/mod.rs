@@ -17,13 +17,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::{BoxCloneSyncService, ServiceExt};
 use tower::{BoxError, Service, ServiceBuilder};
 
-use crate::config::Config;
+use crate::config::{Config, join_path};
 use crate::metrics::{Metrics, UpstreamStatus};
+pub use crate::outcome::{GatewayReply, UpstreamError};
+use crate::sends::{SEND_TYPES, SendKind};
 use retry::RetryPolicy;
 
 pub const HEADER_API_KEY: &str = "apikey";
@@ -34,41 +36,14 @@ pub const HEADER_TRACESTATE: &str = "tracestate";
 /// Connection set-up gets its own, shorter bound than a whole attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A gateway answer, whatever its status.
-#[derive(Clone, Debug)]
-pub struct GatewayReply {
-    pub status: StatusCode,
-    pub content_type: Option<HeaderValue>,
-    pub body: Bytes,
-    /// Whether the body parses as JSON: a non-JSON answer becomes a 502 of ours.
-    pub is_json: bool,
-    /// The gateway's `Retry-After`, read for the retry policy.
-    pub retry_after: Option<Duration>,
-}
-
-/// Why no usable gateway answer came back. Clone, because coalesced waiters share it.
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// Connecting, sending or reading failed.
-    #[error("gateway unreachable: {0}")]
-    Unreachable(String),
-    /// The last attempt ran out of `RELAY_ATTEMPT_TIMEOUT_MS`.
-    #[error("gateway attempt timed out")]
-    AttemptTimeout,
-    /// `RELAY_DEADLINE_MS` ran out, back-off included.
-    #[error("request deadline exceeded")]
-    DeadlineExceeded,
-}
-
-impl UpstreamError {
-    fn from_boxed(error: BoxError) -> Self {
-        if error.is::<tower::timeout::error::Elapsed>() {
-            return Self::AttemptTimeout;
-        }
-        match error.downcast::<Self>() {
-            Ok(upstream) => *upstream,
-            Err(other) => Self::Unreachable(other.to_string()),
-        }
+/// The timeout layer boxes its errors; turn them back into ours for the retry policy.
+fn from_boxed(error: BoxError) -> UpstreamError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        return UpstreamError::AttemptTimeout;
+    }
+    match error.downcast::<UpstreamError>() {
+        Ok(upstream) => *upstream,
+        Err(other) => UpstreamError::Unreachable(other.to_string()),
     }
 }
 
@@ -78,6 +53,7 @@ pub struct UpstreamRequest(Arc<RequestParts>);
 
 #[derive(Debug)]
 struct RequestParts {
+    kind: SendKind,
     body: Bytes,
     request_id: Option<HeaderValue>,
     traceparent: Option<HeaderValue>,
@@ -89,9 +65,10 @@ struct RequestParts {
 impl UpstreamRequest {
     /// Picks the forwarded headers from the caller's; everything else (a client `apiKey`
     /// included) stays behind.
-    pub fn new(body: Bytes, caller: &HeaderMap, deadline: Instant) -> Self {
+    pub fn new(kind: SendKind, body: Bytes, caller: &HeaderMap, deadline: Instant) -> Self {
         let pick = |name: &str| caller.get(name).cloned();
         Self(Arc::new(RequestParts {
+            kind,
             body,
             request_id: pick(HEADER_REQUEST_ID),
             traceparent: pick(HEADER_TRACEPARENT),
@@ -116,7 +93,8 @@ impl UpstreamRequest {
 #[derive(Clone)]
 pub struct GatewayService {
     client: reqwest::Client,
-    url: reqwest::Url,
+    /// The gateway URL of each send type, by [`SendKind::index`], parsed once.
+    urls: Arc<[reqwest::Url]>,
     api_key: HeaderValue,
     metrics: Arc<Metrics>,
 }
@@ -143,7 +121,12 @@ impl Service<UpstreamRequest> for GatewayService {
             let result = this.send(&request).await;
             record.status = Some(match &result {
                 Ok(reply) => UpstreamStatus::Code(reply.status.as_u16()),
-                Err(_) => UpstreamStatus::Unreachable,
+                Err(error) => {
+                    // The cause chain goes to the log, never into the caller's answer.
+                    let request_id = request.0.request_id.as_ref().and_then(|v| v.to_str().ok());
+                    tracing::warn!(request_id, %error, "gateway attempt failed");
+                    UpstreamStatus::Unreachable
+                }
             });
             result
         })
@@ -168,9 +151,12 @@ impl Drop for AttemptRecord<'_> {
 impl GatewayService {
     async fn send(&self, request: &UpstreamRequest) -> Result<GatewayReply, UpstreamError> {
         let parts = &request.0;
+        let url = self.urls.get(parts.kind.index()).ok_or_else(|| {
+            UpstreamError::Unreachable("no gateway URL for this send type".into())
+        })?;
         let mut builder = self
             .client
-            .post(self.url.clone())
+            .post(url.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(
                 HeaderName::from_static(HEADER_API_KEY),
@@ -267,9 +253,16 @@ impl GatewayClient {
             })
             .map_err(|_| ClientBuildError("LIPACHAT_API_KEY is not a valid header value".into()))?;
         api_key.set_sensitive(true);
+        let urls = SEND_TYPES
+            .iter()
+            .map(|send| join_path(&config.base_url, send.gateway_path))
+            .collect::<Result<Arc<[_]>, _>>()
+            .map_err(|e| {
+                ClientBuildError(format!("LIPACHAT_BASE_URL: cannot append a path ({e})"))
+            })?;
         let service = GatewayService {
             client,
-            url: config.media_url.clone(),
+            urls,
             api_key,
             metrics: Arc::clone(&metrics),
         };
@@ -284,7 +277,7 @@ impl GatewayClient {
                 metrics,
             ))
             // Timeout boxes its errors; turn them back into ours for the policy.
-            .map_err(UpstreamError::from_boxed)
+            .map_err(from_boxed)
             .timeout(config.attempt_timeout)
             .service(service);
         Ok(Self {
@@ -294,9 +287,11 @@ impl GatewayClient {
         })
     }
 
-    /// The deadline a new request gets, from now.
+    /// The deadline a new request gets, from now (the configured deadline is bounded, so
+    /// this cannot overflow; it saturates rather than panic all the same).
     pub fn deadline_from_now(&self) -> Instant {
-        Instant::now() + self.deadline
+        let now = Instant::now();
+        now.checked_add(self.deadline).unwrap_or(now)
     }
 
     /// Sends one request through deadline → retry → timeout → gateway.

@@ -14,8 +14,9 @@ use http::{HeaderValue, StatusCode};
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use super::{GatewayReply, UpstreamError, UpstreamRequest};
+use super::UpstreamRequest;
 use crate::metrics::Metrics;
+use crate::outcome::{GatewayReply, UpstreamError};
 
 /// First back-off ceiling; doubles per attempt.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -89,7 +90,10 @@ impl RetryPolicy {
             return None;
         }
         let delay = retry_after.unwrap_or_else(|| backoff(attempts, fastrand::f64()));
-        if Instant::now() + delay >= request.deadline() {
+        // A Retry-After may be anything up to 2^64-1 seconds: an instant past the end of the
+        // clock does not fit the deadline either, so it stops retrying rather than overflow.
+        let resume = Instant::now().checked_add(delay)?;
+        if resume >= request.deadline() {
             return None;
         }
         if !self.budget.withdraw() {
@@ -185,7 +189,12 @@ mod tests {
     }
 
     fn request(deadline: Duration) -> UpstreamRequest {
-        UpstreamRequest::new(Bytes::new(), &HeaderMap::new(), Instant::now() + deadline)
+        UpstreamRequest::new(
+            crate::sends::SendKind::Media,
+            Bytes::new(),
+            &HeaderMap::new(),
+            Instant::now() + deadline,
+        )
     }
 
     /// A mock inner service that counts attempts like `GatewayService` does.
@@ -281,6 +290,33 @@ mod tests {
         let answer = pending.await.unwrap().unwrap();
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(req.attempts(), 1);
+    }
+
+    #[test]
+    fn retry_after_of_any_size_never_overflows() {
+        let policy = policy(3);
+        let req = request(Duration::from_secs(30));
+        req.0
+            .attempts
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        let now = SystemTime::now();
+        for value in [
+            "18446744073709551615",
+            "9223372036854775807",
+            "9223372036854775808",
+            "4294967296",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "-1",
+            "1e99",
+            "garbage",
+            "",
+        ] {
+            let retry_after = parse_retry_after(&HeaderValue::from_str(value).unwrap(), now);
+            let reply = reply(503, retry_after);
+            // Too far to fit the deadline (or unreadable, then back-off applies): never a panic.
+            let delay = policy.next_delay(&req, &Ok(reply));
+            assert!(delay.is_none_or(|d| d < Duration::from_secs(30)), "{value}");
+        }
     }
 
     #[tokio::test]

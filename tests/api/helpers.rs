@@ -380,10 +380,10 @@ pub async fn wait_for_status(url: &str, status: u16) {
     let client = reqwest::Client::new();
     let poll = async {
         loop {
-            if let Ok(response) = client.get(url).send().await {
-                if response.status().as_u16() == status {
-                    return;
-                }
+            if let Ok(response) = client.get(url).send().await
+                && response.status().as_u16() == status
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -46,7 +46,7 @@ async fn requests_over_the_in_flight_limit_are_shed_at_once() {
     assert!(
         app.metrics()
             .await
-            .contains("lipachat_relay_requests_total{outcome=\"shed\"} 1")
+            .contains("lipachat_relay_requests_total{type=\"media\",outcome=\"shed\"} 1")
     );
 
     app.gateway.release(2);
@@ -104,9 +104,9 @@ async fn metrics_move_with_traffic() {
     app.post_raw("/media", "text/plain", String::new()).await;
     let text = app.metrics().await;
     for expected in [
-        "lipachat_relay_requests_total{outcome=\"sent\"} 1",
-        "lipachat_relay_requests_total{outcome=\"replayed\"} 1",
-        "lipachat_relay_requests_total{outcome=\"invalid\"} 1",
+        "lipachat_relay_requests_total{type=\"media\",outcome=\"sent\"} 1",
+        "lipachat_relay_requests_total{type=\"media\",outcome=\"replayed\"} 1",
+        "lipachat_relay_requests_total{type=\"media\",outcome=\"invalid\"} 1",
         "lipachat_relay_upstream_attempts_total{status=\"503\"} 1",
         "lipachat_relay_upstream_attempts_total{status=\"200\"} 1",
         "lipachat_relay_request_duration_seconds_count 3",

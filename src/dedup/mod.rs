@@ -1,0 +1,652 @@
+//! Idempotency on `messageId` (SPEC "Deduplication" and "Shared deduplication").
+//!
+//! Two kinds of state, kept apart:
+//!
+//! - **Sends in flight in this process**: a small table (bounded by `RELAY_MAX_IN_FLIGHT`,
+//!   since every leader holds a slot) mapping a `messageId` to its fingerprint and a watch
+//!   channel. The first request for a `messageId` becomes its *local leader*; identical ones
+//!   arriving meanwhile subscribe and get the leader's [`Outcome`] (coalescing); another
+//!   payload gets 422. A leader that ends without completing (panic, cancellation, runtime
+//!   shutdown) drops its [`Lead`], which frees the entry: its waiters get 502 and the next
+//!   request leads.
+//! - **The window of finished sends**, behind [`Deduplicate`]: the moka cache of this process
+//!   ([`memory`]) and, with `RELAY_REDIS_URL`, the window every replica shares ([`redis`]).
+//!   A local leader claims its `messageId` there before it sends: the claim may come back as
+//!   a remembered answer (replay), a claim in flight on another replica (wait for it), or
+//!   another payload (422). On completion a 2xx answer is remembered in both, anything else
+//!   releases the claim.
+//!
+//! Replays served from the moka cache take no lock and no round trip. The race between a
+//! leader finishing and a newcomer is closed by order: a leader remembers its answer before it
+//! leaves the table, and a newcomer that finds no entry consults the window after taking one.
+
+pub mod memory;
+pub mod redis;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use tokio::sync::watch;
+
+use crate::config::FailureMode;
+use crate::fingerprint::Fingerprint;
+use crate::metrics::{Metrics, StoreOp};
+use crate::outcome::{GatewayReply, Outcome, SendFailure, UpstreamError};
+use crate::store::StoreError;
+use memory::MemoryWindow;
+use redis::RedisWindow;
+
+/// How long a claim outlives its send's deadline, so a slow completion still finds it ours.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// First and longest pause between looks at a send in flight on another replica.
+pub const POLL_FIRST: Duration = Duration::from_millis(10);
+pub const POLL_MAX: Duration = Duration::from_millis(250);
+
+/// A remembered 2xx answer: what a replay sends back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remembered {
+    pub fingerprint: Fingerprint,
+    pub status: StatusCode,
+    /// `None` for plain `application/json`, which nearly every answer has.
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+/// The content type nearly every gateway answer has; not stored per entry.
+const JSON: &str = "application/json";
+
+impl Remembered {
+    /// The answer to remember for a send. The body is copied into its own allocation: the
+    /// reply's `Bytes` may be a view into a connection's read buffer, which would otherwise be
+    /// kept alive for the whole TTL.
+    pub fn of(fingerprint: Fingerprint, reply: &GatewayReply) -> Self {
+        Self {
+            fingerprint,
+            status: reply.status,
+            content_type: reply
+                .content_type
+                .clone()
+                .filter(|v| v.as_bytes() != JSON.as_bytes()),
+            body: Bytes::copy_from_slice(&reply.body),
+        }
+    }
+
+    /// The content type to replay.
+    pub fn content_type(&self) -> HeaderValue {
+        self.content_type
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static(JSON))
+    }
+
+    /// As a gateway reply, for coalesced waiters.
+    pub fn to_reply(&self) -> GatewayReply {
+        GatewayReply {
+            status: self.status,
+            content_type: Some(self.content_type()),
+            body: self.body.clone(),
+            is_json: true,
+            retry_after: None,
+        }
+    }
+}
+
+/// What a window says about a `messageId`.
+#[derive(Debug)]
+pub enum Claim {
+    /// Nobody holds it: this process may send, and must complete with the token.
+    Claimed(ClaimToken),
+    /// A send with this fingerprint was answered 2xx.
+    Remembered(Remembered),
+    /// Another replica is sending it, with this fingerprint.
+    InFlight(Fingerprint),
+}
+
+/// Proof of a claim, for completing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimToken {
+    /// Held in this process only (memory window, or the shared store failed open).
+    Local,
+    /// A claim in the shared window: the exact value set, compared on completion.
+    Shared(Box<[u8]>),
+}
+
+/// The steps a window of finished sends offers; the moka window and the shared Redis window
+/// both implement them, and in-process types (channels, tickets) never cross this seam.
+pub trait Deduplicate {
+    /// Claims `message_id` for a new send, or says what holds it. A claim lapses after
+    /// `lease` unless completed.
+    fn claim(
+        &self,
+        message_id: &str,
+        fingerprint: Fingerprint,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    /// Ends a claim: remembers `answer` (a 2xx) or, with `None`, releases the claim, in
+    /// either case only if the claim is still `token`'s.
+    fn complete(
+        &self,
+        message_id: &str,
+        token: &ClaimToken,
+        answer: Option<&Remembered>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The answer of [`Dedup::begin`].
+#[derive(Debug)]
+pub enum Begin {
+    /// A new send: forward it, then [`Lead::complete`].
+    Lead(Lead),
+    /// The same payload is in flight in this process: wait for its outcome.
+    Wait(Waiter),
+    /// The same payload was answered 2xx: replay it.
+    Replay(Remembered),
+    /// No send may go: 422 (another payload), 503 (store down, closed mode), 504 (deadline
+    /// ran out waiting for another replica).
+    Refused(SendFailure),
+}
+
+/// A coalesced caller's handle on the leader's outcome.
+#[derive(Debug)]
+pub struct Waiter(watch::Receiver<Option<Outcome>>);
+
+impl Waiter {
+    /// The leader's outcome; 502 ([`SendFailure::Abandoned`]) if it ended without one.
+    pub async fn outcome(mut self) -> Outcome {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().unwrap_or(Err(SendFailure::Abandoned)),
+            Err(_) => Err(SendFailure::Abandoned),
+        }
+    }
+}
+
+/// The coordinator: in-flight table, moka window, optional shared window.
+#[derive(Clone, Debug)]
+pub struct Dedup(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    in_flight: Mutex<HashMap<Box<str>, Pending, foldhash::fast::RandomState>>,
+    memory: MemoryWindow,
+    shared: Option<RedisWindow>,
+    metrics: Arc<Metrics>,
+    next_seq: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    fingerprint: Fingerprint,
+    /// Which leader this entry is; a leader only ever removes its own.
+    seq: u64,
+    outcome: watch::Receiver<Option<Outcome>>,
+}
+
+impl Dedup {
+    /// A coordinator over the moka window and, if given, the shared window.
+    pub fn new(memory: MemoryWindow, shared: Option<RedisWindow>, metrics: Arc<Metrics>) -> Self {
+        Self(Arc::new(Inner {
+            in_flight: Mutex::new(HashMap::default()),
+            memory,
+            shared,
+            metrics,
+            next_seq: AtomicU64::new(1),
+        }))
+    }
+
+    /// Answers remembered in this process's window.
+    pub fn entries(&self) -> u64 {
+        self.0.memory.entries()
+    }
+
+    /// Sends in flight in this process.
+    pub fn in_flight(&self) -> usize {
+        self.0.table().len()
+    }
+
+    /// Decides what a request with this `messageId` and fingerprint does. Takes no lock on
+    /// a replay from the moka window, and never waits: a new send's claim in the windows is
+    /// the leader's first step ([`Lead::claim`]), inside the send that outlives its caller.
+    pub fn begin(&self, message_id: &str, fingerprint: Fingerprint) -> Begin {
+        if let Some(answer) = self.0.memory.get(message_id) {
+            return match resolve(answer, fingerprint) {
+                Resolved::Replay(answer) => Begin::Replay(answer),
+                Resolved::Refused(failure) => Begin::Refused(failure),
+            };
+        }
+        let mut table = self.0.table();
+        if let Some(pending) = table.get(message_id) {
+            return if pending.fingerprint == fingerprint {
+                Begin::Wait(Waiter(pending.outcome.clone()))
+            } else {
+                Begin::Refused(SendFailure::Conflict)
+            };
+        }
+        let (sender, receiver) = watch::channel(None);
+        let seq = self.0.next_seq.fetch_add(1, Ordering::Relaxed);
+        table.insert(
+            Box::from(message_id),
+            Pending {
+                fingerprint,
+                seq,
+                outcome: receiver,
+            },
+        );
+        Begin::Lead(Lead {
+            dedup: self.clone(),
+            message_id: Box::from(message_id),
+            fingerprint,
+            seq,
+            sender: Some(sender),
+            token: None,
+        })
+    }
+
+    /// The local leader's claim in the windows: memory first (a leader that finished since
+    /// `begin` looked), then the shared window.
+    async fn claim(
+        &self,
+        message_id: &str,
+        fingerprint: Fingerprint,
+        deadline: Instant,
+    ) -> Result<ClaimToken, Resolved> {
+        if let Some(answer) = self.0.memory.get(message_id) {
+            return Err(resolve(answer, fingerprint));
+        }
+        let Some(shared) = &self.0.shared else {
+            return Ok(ClaimToken::Local);
+        };
+        let lease = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_add(LEASE_MARGIN);
+        let mut pause = POLL_FIRST;
+        loop {
+            match shared.claim(message_id, fingerprint, lease).await {
+                Ok(Claim::Claimed(token)) => return Ok(token),
+                Ok(Claim::Remembered(answer)) => {
+                    // Answers never change: keep it here so the next replay is local.
+                    if answer.fingerprint == fingerprint {
+                        self.0.memory.insert(message_id, answer.clone());
+                    }
+                    return Err(resolve(answer, fingerprint));
+                }
+                Ok(Claim::InFlight(other)) if other != fingerprint => {
+                    return Err(Resolved::Refused(SendFailure::Conflict));
+                }
+                Ok(Claim::InFlight(_)) => {
+                    // Coalesced across replicas: look again until the leader completes, its
+                    // lease lapses (then this request claims it), or this deadline ends.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Resolved::Refused(SendFailure::Upstream(
+                            UpstreamError::DeadlineExceeded,
+                        )));
+                    }
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(POLL_MAX);
+                }
+                Err(error) => return self.store_failed(shared, &error, StoreOp::Claim),
+            }
+        }
+    }
+
+    /// `RELAY_REDIS_FAILURE` decides: open goes on with this process's memory only.
+    fn store_failed(
+        &self,
+        shared: &RedisWindow,
+        error: &StoreError,
+        op: StoreOp,
+    ) -> Result<ClaimToken, Resolved> {
+        shared.store().warn("cannot claim a messageId", error);
+        match shared.store().failure_mode() {
+            FailureMode::Open => {
+                self.0.metrics.record_fail_open(op);
+                Ok(ClaimToken::Local)
+            }
+            FailureMode::Closed => Err(Resolved::Refused(SendFailure::StoreUnavailable)),
+        }
+    }
+}
+
+impl Inner {
+    fn table(&self) -> MutexGuard<'_, HashMap<Box<str>, Pending, foldhash::fast::RandomState>> {
+        // Every change under this lock is one insert or remove, so a panic elsewhere cannot
+        // leave it half-done: a poisoned lock is still consistent.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A claim that ended before any send.
+#[derive(Debug)]
+pub enum Resolved {
+    /// The shared window (or a leader that just finished) has the answer: replay it.
+    Replay(Remembered),
+    /// 422, 503 (store down, closed mode) or 504 (deadline ran out waiting for a replica).
+    Refused(SendFailure),
+}
+
+fn resolve(answer: Remembered, fingerprint: Fingerprint) -> Resolved {
+    if answer.fingerprint == fingerprint {
+        Resolved::Replay(answer)
+    } else {
+        Resolved::Refused(SendFailure::Conflict)
+    }
+}
+
+/// Held by the leader of a send. [`Lead::complete`] records the outcome; dropping it without
+/// completing frees the entry, so its waiters get 502 and the next request leads.
+#[derive(Debug)]
+pub struct Lead {
+    dedup: Dedup,
+    message_id: Box<str>,
+    fingerprint: Fingerprint,
+    seq: u64,
+    /// `None` once finished.
+    sender: Option<watch::Sender<Option<Outcome>>>,
+    /// `None` until claimed in the windows.
+    token: Option<ClaimToken>,
+}
+
+impl Lead {
+    /// Claims the `messageId` in the windows (`deadline` bounds a wait for another replica's
+    /// send). When the claim ends the send before it starts — a replay, 422, 503 or 504 —
+    /// the waiters get that outcome too and the leader is finished.
+    pub async fn claim(&mut self, deadline: Instant) -> Result<(), Resolved> {
+        let claimed = self
+            .dedup
+            .claim(&self.message_id, self.fingerprint, deadline)
+            .await;
+        match claimed {
+            Ok(token) => {
+                self.token = Some(token);
+                Ok(())
+            }
+            Err(resolved) => {
+                let outcome = match &resolved {
+                    Resolved::Replay(answer) => Ok(answer.to_reply()),
+                    Resolved::Refused(failure) => Err(failure.clone()),
+                };
+                self.finish(outcome);
+                Err(resolved)
+            }
+        }
+    }
+
+    /// Remembers a 2xx answer (in memory, and in the shared window if the claim is there) or
+    /// releases the claim, then wakes every waiter with `outcome`. Waiters are woken after
+    /// the windows are updated, so a caller that retries at once sees the remembered answer.
+    pub async fn complete(mut self, outcome: &Outcome) {
+        let inner = &self.dedup.0;
+        let answer = match outcome {
+            Ok(reply) if reply.is_success() => Some(Remembered::of(self.fingerprint, reply)),
+            _ => None,
+        };
+        if let Some(answer) = &answer {
+            inner.memory.insert(&self.message_id, answer.clone());
+        }
+        if let (Some(shared), Some(token @ ClaimToken::Shared(_))) =
+            (&inner.shared, self.token.take())
+            && let Err(error) = shared
+                .complete(&self.message_id, &token, answer.as_ref())
+                .await
+        {
+            shared
+                .store()
+                .warn("cannot record a send's outcome", &error);
+            inner.metrics.record_fail_open(StoreOp::Complete);
+        }
+        self.finish(outcome.clone());
+    }
+
+    /// Leaves the table and wakes the waiters with `outcome`.
+    fn finish(&mut self, outcome: Outcome) {
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        self.leave();
+        // The table's own receiver went with the entry: any receiver left is a waiter's.
+        if sender.receiver_count() > 0 {
+            sender.send_replace(Some(outcome));
+        }
+    }
+
+    fn leave(&self) {
+        let mut table = self.dedup.0.table();
+        if table
+            .get(&*self.message_id)
+            .is_some_and(|pending| pending.seq == self.seq)
+        {
+            table.remove(&*self.message_id);
+        }
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        if self.sender.is_none() {
+            return;
+        }
+        // Ended without an outcome: free the entry; dropping the sender tells every waiter.
+        self.leave();
+        self.sender = None;
+        tracing::warn!(
+            message_id = &*self.message_id,
+            "a send ended without an outcome; its waiters get 502"
+        );
+        // Release the shared claim rather than leave it to its lease, when a runtime is still
+        // there to do it.
+        if let (Some(shared), Some(token @ ClaimToken::Shared(_))) =
+            (&self.dedup.0.shared, self.token.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let shared = shared.clone();
+            let message_id = std::mem::take(&mut self.message_id);
+            runtime.spawn(async move {
+                let _ = shared.complete(&message_id, &token, None).await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dedup() -> Dedup {
+        Dedup::new(
+            MemoryWindow::new(100, Duration::from_secs(60)),
+            None,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn reply(status: u16) -> Outcome {
+        Ok(GatewayReply {
+            status: StatusCode::from_u16(status).unwrap(),
+            content_type: Some(HeaderValue::from_static("application/json")),
+            body: Bytes::from_static(br#"{"status":"success"}"#),
+            is_json: true,
+            retry_after: None,
+        })
+    }
+
+    fn fp(n: u8) -> Fingerprint {
+        Fingerprint::of("media", &[n])
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    async fn lead(dedup: &Dedup, id: &str) -> Lead {
+        match dedup.begin(id, fp(1)) {
+            Begin::Lead(mut lead) => {
+                lead.claim(later()).await.unwrap();
+                lead
+            }
+            other => panic!("expected lead for {id}, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_request_leads() {
+        assert!(matches!(dedup().begin("a", fp(1)), Begin::Lead(_)));
+    }
+
+    #[tokio::test]
+    async fn duplicate_in_flight_waits_for_the_leaders_outcome() {
+        let dedup = dedup();
+        let leader = lead(&dedup, "a").await;
+        let Begin::Wait(waiter) = dedup.begin("a", fp(1)) else {
+            panic!("expected wait")
+        };
+        leader.complete(&reply(200)).await;
+        assert_eq!(waiter.outcome().await.unwrap().status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn success_is_remembered_and_replayed() {
+        let dedup = dedup();
+        lead(&dedup, "a").await.complete(&reply(200)).await;
+        let Begin::Replay(answer) = dedup.begin("a", fp(1)) else {
+            panic!("expected replay")
+        };
+        assert_eq!(answer.body, Bytes::from_static(br#"{"status":"success"}"#));
+        assert_eq!(dedup.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn different_payload_conflicts_in_flight_and_after() {
+        let dedup = dedup();
+        let leader = lead(&dedup, "a").await;
+        assert!(matches!(
+            dedup.begin("a", fp(2)),
+            Begin::Refused(SendFailure::Conflict)
+        ));
+        leader.complete(&reply(200)).await;
+        assert!(matches!(
+            dedup.begin("a", fp(2)),
+            Begin::Refused(SendFailure::Conflict)
+        ));
+    }
+
+    #[tokio::test]
+    async fn failures_are_forgotten() {
+        let dedup = dedup();
+        for outcome in [
+            reply(503),
+            reply(400),
+            Err(SendFailure::Upstream(UpstreamError::AttemptTimeout)),
+        ] {
+            lead(&dedup, "a").await.complete(&outcome).await;
+        }
+        assert!(matches!(dedup.begin("a", fp(1)), Begin::Lead(_)));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_frees_its_entry_and_its_waiters_get_abandoned() {
+        let dedup = dedup();
+        let leader = lead(&dedup, "a").await;
+        let Begin::Wait(waiter) = dedup.begin("a", fp(1)) else {
+            panic!("expected wait")
+        };
+        drop(leader);
+        assert_eq!(waiter.outcome().await.unwrap_err(), SendFailure::Abandoned);
+        assert_eq!(dedup.in_flight(), 0);
+        assert!(matches!(dedup.begin("a", fp(1)), Begin::Lead(_)));
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_task_panics_frees_its_entry() {
+        let dedup = dedup();
+        let leader = lead(&dedup, "a").await;
+        let Begin::Wait(waiter) = dedup.begin("a", fp(1)) else {
+            panic!("expected wait")
+        };
+        let task = tokio::spawn(async move {
+            let _leader = leader;
+            panic!("the send panicked");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(waiter.outcome().await.unwrap_err(), SendFailure::Abandoned);
+        assert!(matches!(dedup.begin("a", fp(1)), Begin::Lead(_)));
+    }
+
+    #[tokio::test]
+    async fn in_flight_sends_are_never_evicted_by_a_full_window() {
+        let dedup = Dedup::new(
+            MemoryWindow::new(2, Duration::from_secs(60)),
+            None,
+            Arc::new(Metrics::new()),
+        );
+        let held = lead(&dedup, "held").await;
+        for n in 0..50 {
+            lead(&dedup, &format!("m-{n}"))
+                .await
+                .complete(&reply(200))
+                .await;
+        }
+        assert!(matches!(dedup.begin("held", fp(1)), Begin::Wait(_)));
+        held.complete(&reply(200)).await;
+        assert!(matches!(dedup.begin("held", fp(1)), Begin::Replay(_)));
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_finds_the_answer_at_claim_replays_it_to_its_waiters() {
+        let dedup = dedup();
+        // Two leaders cannot coexist for one id, but a leader whose claim finds the answer
+        // remembered (it finished between `begin` and `claim`) resolves as a replay.
+        let Begin::Lead(mut late) = dedup.begin("a", fp(1)) else {
+            panic!("expected lead")
+        };
+        let Begin::Wait(waiter) = dedup.begin("a", fp(1)) else {
+            panic!("expected wait")
+        };
+        dedup
+            .0
+            .memory
+            .insert("a", Remembered::of(fp(1), &reply(200).unwrap()));
+        assert!(matches!(
+            late.claim(later()).await,
+            Err(Resolved::Replay(_))
+        ));
+        assert_eq!(waiter.outcome().await.unwrap().status, StatusCode::OK);
+        assert_eq!(dedup.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn replay_carries_the_status_body_and_content_type() {
+        let dedup = dedup();
+        lead(&dedup, "a")
+            .await
+            .complete(&Ok(GatewayReply {
+                status: StatusCode::ACCEPTED,
+                content_type: Some(HeaderValue::from_static("application/json;charset=UTF-8")),
+                body: Bytes::from_static(b"{\"x\":1}"),
+                is_json: true,
+                retry_after: None,
+            }))
+            .await;
+        let Begin::Replay(answer) = dedup.begin("a", fp(1)) else {
+            panic!("expected replay")
+        };
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        assert_eq!(answer.body, Bytes::from_static(b"{\"x\":1}"));
+        assert_eq!(answer.content_type(), "application/json;charset=UTF-8");
+    }
+
+    #[tokio::test]
+    async fn a_non_json_2xx_is_not_remembered() {
+        let dedup = dedup();
+        let outcome = Ok(GatewayReply {
+            is_json: false,
+            ..reply(200).unwrap()
+        });
+        lead(&dedup, "a").await.complete(&outcome).await;
+        assert!(matches!(dedup.begin("a", fp(1)), Begin::Lead(_)));
+    }
+}

@@ -1,0 +1,101 @@
+//! What a send ends with (SPEC "Answers"): a leaf module shared by the gateway client, which
+//! produces [`GatewayReply`]s and [`UpstreamError`]s, the rate limits, the dedup stores, which
+//! hand one [`Outcome`] to the leader of a send and every caller coalesced onto it, and the
+//! error module, which turns a [`SendFailure`] into the relay's own answer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+/// A gateway answer, whatever its status.
+#[derive(Clone, Debug)]
+pub struct GatewayReply {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+    /// Whether the body parses as JSON: a non-JSON answer becomes a 502 of ours.
+    pub is_json: bool,
+    /// The gateway's `Retry-After`, read for the retry policy.
+    pub retry_after: Option<Duration>,
+}
+
+impl GatewayReply {
+    /// A 2xx JSON answer: the only kind that is remembered and replayed.
+    pub fn is_success(&self) -> bool {
+        self.status.is_success() && self.is_json
+    }
+}
+
+/// Why no usable gateway answer came back. Clone, because coalesced waiters share it.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Connecting, sending or reading failed; the text is the cause chain, for the log.
+    #[error("gateway unreachable: {0}")]
+    Unreachable(String),
+    /// The last attempt ran out of `RELAY_ATTEMPT_TIMEOUT_MS`.
+    #[error("gateway attempt timed out")]
+    AttemptTimeout,
+    /// `RELAY_DEADLINE_MS` ran out, back-off included.
+    #[error("request deadline exceeded")]
+    DeadlineExceeded,
+}
+
+/// Which rate limit refused a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    /// `RELAY_SENDER_RATE`, per `from`.
+    Sender,
+    /// `RELAY_PAIR_INTERVAL_MS` / `RELAY_PAIR_BURST`, per (`from`, `to`).
+    Pair,
+}
+
+impl LimitScope {
+    /// Both scopes, for metrics resolved at start-up.
+    pub const ALL: [Self; 2] = [Self::Sender, Self::Pair];
+
+    /// The metric label and log value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sender => "sender",
+            Self::Pair => "pair",
+        }
+    }
+
+    /// The request field a refusal names.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Sender => "from",
+            Self::Pair => "to",
+        }
+    }
+}
+
+/// Why a send ended without a gateway answer to pass on.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendFailure {
+    /// The gateway could not be reached, timed out, or the deadline ran out.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A rate limit had no slot within `RELAY_RATE_MAX_WAIT_MS` and the deadline.
+    #[error("rate limited ({}) for {retry_after:?}", scope.as_str())]
+    RateLimited {
+        scope: LimitScope,
+        retry_after: Duration,
+    },
+    /// The shared store could not be reached and `RELAY_REDIS_FAILURE=closed`.
+    #[error("the shared store is unavailable")]
+    StoreUnavailable,
+    /// The shared window holds this `messageId` with another payload.
+    #[error("messageId held by another payload")]
+    Conflict,
+    /// The leader of the send ended without an outcome (panic, cancellation, shutdown).
+    #[error("the send was abandoned")]
+    Abandoned,
+    /// Shutdown began while the send waited for its rate slot.
+    #[error("draining")]
+    Draining,
+}
+
+/// What a send ended with, shared by its leader and every coalesced caller.
+pub type Outcome = Result<GatewayReply, SendFailure>;

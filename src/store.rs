@@ -1,0 +1,359 @@
+//! The shared store (SPEC "Shared deduplication", "Rate limits"): one Redis or Valkey server,
+//! or a Redis Cluster, reached through the `redis` crate, for the dedup window and the rate
+//! limits of every replica.
+//!
+//! The `redis` crate (not `fred`): it is the most used Rust client, its `ConnectionManager`
+//! multiplexes every request over one connection and reconnects on its own after an I/O
+//! error, and its async Cluster client routes each key to its slot and follows topology
+//! changes. Connections are made lazily, so the relay starts (and serves in `open` mode) while
+//! Redis is down, and uses it again as soon as it answers, without a restart.
+//!
+//! Every round trip is bounded by `RELAY_REDIS_TIMEOUT_MS` and counted in the store metrics;
+//! what to do when one fails (`RELAY_REDIS_FAILURE`) is the caller's decision. The URLs may
+//! carry a password: it is never logged, and error texts are scrubbed of it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, RedisError, RedisFuture, Script, Value};
+
+use crate::config::{FailureMode, RedisConfig};
+use crate::metrics::{Metrics, StoreOp, StoreResult};
+
+/// Connecting gets a little more than one round trip, so a slow TLS handshake still works.
+const CONNECT_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
+/// How often a failed Cluster connection is tried again, at most.
+const RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a warning about the store may be logged (the rest are counted).
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a store round trip failed. The text never holds the URL's password.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// No answer within `RELAY_REDIS_TIMEOUT_MS`.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Not connected, connection lost, refused password, or a server error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A cheap handle on the shared store.
+#[derive(Clone)]
+pub struct SharedStore(Arc<Inner>);
+
+struct Inner {
+    connection: Connection,
+    prefix: Box<str>,
+    timeout: Duration,
+    failure: FailureMode,
+    metrics: Arc<Metrics>,
+    /// Passwords of the configured URLs, scrubbed from error texts.
+    secrets: Vec<String>,
+    /// Rate limit of [`SharedStore::warn`].
+    last_warning: std::sync::Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+enum Connection {
+    /// A standalone server: the manager connects lazily and reconnects by itself.
+    Single(ConnectionManager),
+    /// A Cluster: connected on first use, and again after a failed attempt.
+    Cluster(Box<ClusterSlot>),
+}
+
+struct ClusterSlot {
+    client: ClusterClient,
+    connection: RwLock<Option<ClusterConnection>>,
+    connecting: AtomicBool,
+    last_attempt: std::sync::Mutex<Option<Instant>>,
+}
+
+/// A configuration the client refused (bad TLS settings, say); reported at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("RELAY_REDIS_URL: {0}")]
+pub struct StoreSetupError(String);
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedStore")
+            .field("prefix", &self.0.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedStore {
+    /// A store for `config`, or `None` when no URL is set. Makes no connection yet.
+    pub fn new(
+        config: &RedisConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Self>, StoreSetupError> {
+        let Some(urls) = &config.urls else {
+            return Ok(None);
+        };
+        let secrets: Vec<String> = urls
+            .expose()
+            .iter()
+            .filter_map(|url| url.password().map(str::to_owned))
+            .filter(|password| !password.is_empty())
+            .collect();
+        let scrub = |error: RedisError| StoreSetupError(scrub(&error.to_string(), &secrets));
+        let connect_timeout = config.timeout.max(CONNECT_TIMEOUT_FLOOR);
+        let addresses: Vec<&str> = urls.expose().iter().map(url::Url::as_str).collect();
+        let connection = if config.cluster {
+            let client = ClusterClient::builder(addresses)
+                .retries(1)
+                .connection_timeout(connect_timeout)
+                .response_timeout(connect_timeout)
+                .build()
+                .map_err(scrub)?;
+            Connection::Cluster(Box::new(ClusterSlot {
+                client,
+                connection: RwLock::new(None),
+                connecting: AtomicBool::new(false),
+                last_attempt: std::sync::Mutex::new(None),
+            }))
+        } else {
+            let client = redis::Client::open(addresses.first().copied().unwrap_or_default())
+                .map_err(scrub)?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_millis(500))
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(None);
+            Connection::Single(
+                ConnectionManager::new_lazy_with_config(client, manager_config).map_err(scrub)?,
+            )
+        };
+        Ok(Some(Self(Arc::new(Inner {
+            connection,
+            prefix: config.prefix.clone(),
+            timeout: config.timeout,
+            failure: config.failure,
+            metrics,
+            secrets,
+            last_warning: std::sync::Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }))))
+    }
+
+    /// `RELAY_REDIS_PREFIX`, to start every key with.
+    pub fn prefix(&self) -> &str {
+        &self.0.prefix
+    }
+
+    /// `RELAY_REDIS_FAILURE`.
+    pub fn failure_mode(&self) -> FailureMode {
+        self.0.failure
+    }
+
+    /// `RELAY_REDIS_TIMEOUT_MS`.
+    pub fn timeout(&self) -> Duration {
+        self.0.timeout
+    }
+
+    /// One command, bounded and counted.
+    pub async fn query<T: FromRedisValue>(&self, op: StoreOp, cmd: &Cmd) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = match self.connection().await {
+            Ok(mut connection) => {
+                let call = cmd.query_async::<T>(&mut connection);
+                self.bounded(call).await
+            }
+            Err(error) => Err(error),
+        };
+        self.record(op, started, &result);
+        result
+    }
+
+    /// One script (EVALSHA, loaded on first use), bounded and counted.
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        op: StoreOp,
+        script: &Script,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = match self.connection().await {
+            Ok(mut connection) => {
+                let mut invocation = script.prepare_invoke();
+                for key in keys {
+                    invocation.key(*key);
+                }
+                for arg in args {
+                    invocation.arg(*arg);
+                }
+                let call = invocation.invoke_async::<T>(&mut connection);
+                self.bounded(call).await
+            }
+            Err(error) => Err(error),
+        };
+        self.record(op, started, &result);
+        result
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.0.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(StoreError::Failed(scrub(
+                &error.to_string(),
+                &self.0.secrets,
+            ))),
+            Err(_) => Err(StoreError::Timeout(self.0.timeout)),
+        }
+    }
+
+    fn record<T>(&self, op: StoreOp, started: Instant, result: &Result<T, StoreError>) {
+        let outcome = match result {
+            Ok(_) => StoreResult::Ok,
+            Err(StoreError::Timeout(_)) => StoreResult::Timeout,
+            Err(StoreError::Failed(_)) => StoreResult::Error,
+        };
+        self.0
+            .metrics
+            .record_store_operation(op, outcome, started.elapsed());
+    }
+
+    async fn connection(&self) -> Result<Handle, StoreError> {
+        match &self.0.connection {
+            Connection::Single(manager) => Ok(Handle::Single(manager.clone())),
+            Connection::Cluster(slot) => self.cluster(slot).await.map(Handle::Cluster),
+        }
+    }
+
+    /// The Cluster connection; when there is none, one attempt at a time is made, bounded by
+    /// the round-trip timeout so a caller never waits for more than that.
+    async fn cluster(&self, slot: &ClusterSlot) -> Result<ClusterConnection, StoreError> {
+        if let Some(connection) = read(&slot.connection).clone() {
+            return Ok(connection);
+        }
+        let due = {
+            let mut last = slot
+                .last_attempt
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = last.is_none_or(|at| at.elapsed() >= RECONNECT_INTERVAL);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due && !slot.connecting.swap(true, Ordering::AcqRel) {
+            let attempt = slot.client.get_async_connection();
+            let result =
+                tokio::time::timeout(self.0.timeout.max(CONNECT_TIMEOUT_FLOOR), attempt).await;
+            slot.connecting.store(false, Ordering::Release);
+            return match result {
+                Ok(Ok(connection)) => {
+                    *slot
+                        .connection
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(connection.clone());
+                    Ok(connection)
+                }
+                Ok(Err(error)) => Err(StoreError::Failed(scrub(
+                    &format!("cannot reach the cluster: {error}"),
+                    &self.0.secrets,
+                ))),
+                Err(_) => Err(StoreError::Timeout(self.0.timeout)),
+            };
+        }
+        Err(StoreError::Failed(
+            "not connected to the cluster yet".to_owned(),
+        ))
+    }
+
+    /// Logs a store failure at warn, at most once per [`WARN_INTERVAL`] (the rest are
+    /// counted and reported with the next warning), so an outage does not flood the log.
+    pub fn warn(&self, what: &str, error: &StoreError) {
+        let now = Instant::now();
+        let mut last = self
+            .0
+            .last_warning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| now.duration_since(at) < WARN_INTERVAL) {
+            self.0.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        drop(last);
+        let suppressed = self.0.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            %error,
+            failure_mode = self.0.failure.as_str(),
+            suppressed,
+            "shared store: {what}"
+        );
+    }
+}
+
+fn read<T: Clone>(lock: &RwLock<Option<T>>) -> std::sync::RwLockReadGuard<'_, Option<T>> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The text with every configured password replaced.
+fn scrub(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret.as_str(), "***")
+    })
+}
+
+/// A connection for one call.
+enum Handle {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Handle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(cmd, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_scrubbed_from_error_texts() {
+        let text = scrub(
+            "auth failed for redis://:hunter2@h:6379",
+            &["hunter2".to_owned()],
+        );
+        assert_eq!(text, "auth failed for redis://:***@h:6379");
+    }
+}

@@ -7,4 +7,5 @@ mod dedup;
 mod helpers;
 mod media;
 mod operations;
+mod redis_server;
 mod retries;

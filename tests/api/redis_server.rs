@@ -118,7 +118,7 @@ impl RedisServer {
                         request.push_str(&format!("AUTH {password}\r\n"));
                     }
                     request.push_str("PING\r\n");
-                    let mut answer = vec![0; 64];
+                    let mut answer = [0; 64];
                     if stream.write_all(request.as_bytes()).await.is_ok() {
                         let mut read = 0;
                         while let Ok(n) = stream.read(&mut answer[read..]).await {
@@ -269,4 +269,13 @@ async fn the_harness_starts_stops_and_restarts_redis() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn the_harness_starts_a_three_master_cluster() {
+    let cluster = RedisCluster::start().await;
+    assert_eq!(cluster.urls().split(',').count(), 3);
+    assert!(cluster.urls().starts_with(&cluster.nodes[0].url()));
+    let info = cluster.nodes[1].cli(&["cluster", "info"]).await;
+    assert!(info.contains("cluster_known_nodes:3"), "{info}");
 }

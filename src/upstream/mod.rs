@@ -2,8 +2,8 @@
 //! network or the secret.
 //!
 //! One shared reqwest client (keep-alive pool) sits under a tower stack, outermost first:
-//! deadline (`RELAY_DEADLINE_MS`, in [`GatewayClient::forward`]) → retry (policy + budget, in
-//! [`retry`]) → per-attempt timeout (`RELAY_ATTEMPT_TIMEOUT_MS`) → [`GatewayService`]. The
+//! retry (policy + budget, in [`retry`]) → [`GatewayService`], one attempt bounded by
+//! `RELAY_ATTEMPT_TIMEOUT_MS` or `RELAY_DEADLINE_MS`, whichever ends first. The
 //! request is an `Arc` around a `Bytes` body, so cloning it for a retry is a reference count.
 //! A gateway answer is never an error here, whatever its status: the handler passes it on.
 
@@ -19,8 +19,8 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::util::{BoxCloneSyncService, ServiceExt};
-use tower::{BoxError, Service, ServiceBuilder};
+use tower::util::ServiceExt;
+use tower::{Service, ServiceBuilder};
 
 use crate::config::{Config, join_path};
 use crate::metrics::{Metrics, UpstreamStatus};
@@ -35,17 +35,6 @@ pub const HEADER_TRACESTATE: &str = "tracestate";
 
 /// Connection set-up gets its own, shorter bound than a whole attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The timeout layer boxes its errors; turn them back into ours for the retry policy.
-fn from_boxed(error: BoxError) -> UpstreamError {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        return UpstreamError::AttemptTimeout;
-    }
-    match error.downcast::<UpstreamError>() {
-        Ok(upstream) => *upstream,
-        Err(other) => UpstreamError::Unreachable(other.to_string()),
-    }
-}
 
 /// What the handler forwards: the normalised body and the headers that travel with it.
 #[derive(Clone, Debug)]
@@ -89,13 +78,19 @@ impl UpstreamRequest {
     }
 }
 
-/// One attempt: POST the body with the secret, read the whole answer.
+/// One attempt: POST the body with the secret, read the whole answer, within the attempt
+/// timeout or the request's deadline, whichever ends first. One timer per attempt: the
+/// deadline needs no timer of its own, because an attempt never outlasts it and the retry
+/// policy never sleeps past it. Cloned per request, so it is one `Arc`.
 #[derive(Clone)]
-pub struct GatewayService {
+pub struct GatewayService(Arc<ServiceParts>);
+
+struct ServiceParts {
     client: reqwest::Client,
     /// The gateway URL of each send type, by [`SendKind::index`], parsed once.
-    urls: Arc<[reqwest::Url]>,
+    urls: Box<[reqwest::Url]>,
     api_key: HeaderValue,
+    attempt_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -111,16 +106,29 @@ impl Service<UpstreamRequest> for GatewayService {
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
         request.0.attempts.fetch_add(1, Ordering::Relaxed);
-        let this = self.clone();
+        let this = Arc::clone(&self.0);
         Box::pin(async move {
+            let started = Instant::now();
             let mut record = AttemptRecord {
                 metrics: &this.metrics,
-                started: Instant::now(),
+                started,
                 status: None,
             };
-            let result = this.send(&request).await;
+            let attempt_end = started.checked_add(this.attempt_timeout);
+            let (end, expired) = match attempt_end {
+                Some(end) if end < request.deadline() => (end, UpstreamError::AttemptTimeout),
+                _ => (request.deadline(), UpstreamError::DeadlineExceeded),
+            };
+            let end = tokio::time::Instant::from_std(end);
+            let result = match tokio::time::timeout_at(end, this.send(&request)).await {
+                Ok(result) => result,
+                Err(_) => Err(expired),
+            };
             record.status = Some(match &result {
                 Ok(reply) => UpstreamStatus::Code(reply.status.as_u16()),
+                Err(UpstreamError::AttemptTimeout | UpstreamError::DeadlineExceeded) => {
+                    UpstreamStatus::Timeout
+                }
                 Err(error) => {
                     // The cause chain goes to the log, never into the caller's answer.
                     let request_id = request.0.request_id.as_ref().and_then(|v| v.to_str().ok());
@@ -133,8 +141,8 @@ impl Service<UpstreamRequest> for GatewayService {
     }
 }
 
-/// Records one attempt when it ends. An attempt dropped before it ended was cut off by the
-/// attempt timeout (or the deadline) above it, and is counted as a timeout.
+/// Records one attempt when it ends. An attempt dropped before it ended (the runtime shut
+/// down) is counted as a timeout.
 struct AttemptRecord<'a> {
     metrics: &'a Metrics,
     started: Instant,
@@ -148,7 +156,7 @@ impl Drop for AttemptRecord<'_> {
     }
 }
 
-impl GatewayService {
+impl ServiceParts {
     async fn send(&self, request: &UpstreamRequest) -> Result<GatewayReply, UpstreamError> {
         let parts = &request.0;
         let url = self.urls.get(parts.kind.index()).ok_or_else(|| {
@@ -218,8 +226,8 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-/// The whole stack, type-erased (its closure-typed layers cannot be named).
-type Stack = BoxCloneSyncService<UpstreamRequest, GatewayReply, UpstreamError>;
+/// The whole stack: retry (policy + budget) over one attempt.
+type Stack = tower::retry::Retry<RetryPolicy, GatewayService>;
 
 /// The client handlers use: `forward` runs the whole stack under the deadline.
 #[derive(Clone)]
@@ -256,29 +264,26 @@ impl GatewayClient {
         let urls = SEND_TYPES
             .iter()
             .map(|send| join_path(&config.base_url, send.gateway_path))
-            .collect::<Result<Arc<[_]>, _>>()
+            .collect::<Result<Box<[_]>, _>>()
             .map_err(|e| {
                 ClientBuildError(format!("LIPACHAT_BASE_URL: cannot append a path ({e})"))
             })?;
-        let service = GatewayService {
+        let service = GatewayService(Arc::new(ServiceParts {
             client,
             urls,
             api_key,
+            attempt_timeout: config.attempt_timeout,
             metrics: Arc::clone(&metrics),
-        };
+        }));
         let budget = Arc::new(retry::budget());
         let stack = ServiceBuilder::new()
-            .layer(BoxCloneSyncService::layer())
-            // Retry sits above the attempt timeout so that each attempt gets a fresh timeout
-            // and a timed-out attempt is itself retried.
+            // Retry sits above the attempt, whose own timer bounds it, so each attempt gets a
+            // fresh timeout and a timed-out attempt is itself retried.
             .retry(RetryPolicy::new(
                 config.max_attempts,
                 Arc::clone(&budget),
                 metrics,
             ))
-            // Timeout boxes its errors; turn them back into ours for the policy.
-            .map_err(from_boxed)
-            .timeout(config.attempt_timeout)
             .service(service);
         Ok(Self {
             stack,
@@ -294,14 +299,13 @@ impl GatewayClient {
         now.checked_add(self.deadline).unwrap_or(now)
     }
 
-    /// Sends one request through deadline → retry → timeout → gateway.
+    /// Sends one request through retry → attempt (timeout or deadline) → gateway.
     pub async fn forward(&self, request: UpstreamRequest) -> Result<GatewayReply, UpstreamError> {
         // Every first attempt earns retry credit; retries spend it (see retry::budget).
         self.budget.deposit();
-        let remaining = request.deadline().saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, self.stack.clone().oneshot(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::DeadlineExceeded),
+        if Instant::now() >= request.deadline() {
+            return Err(UpstreamError::DeadlineExceeded);
         }
+        self.stack.clone().oneshot(request).await
     }
 }

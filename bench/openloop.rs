@@ -4,7 +4,9 @@
 //! what the relay's forward path needs.
 //!
 //! `cargo bench --bench openloop -- --port 8080 --path /media --rate 2000 --seconds 10
-//!  --connections 16 [--unique]` prints one JSON line with p50/p99/p99.9 in microseconds.
+//!  --connections 16 [--unique [--pairs]]` prints one JSON line with p50/p99/p99.9 in
+//! microseconds. `--pairs` also gives every request a new `to`, so each is a new (from, to)
+//! pair for the relay's rate limiter.
 //! Meant to run pinned to its own core: the dispatcher spins (yielding) instead of sleeping,
 //! because tokio's timer has millisecond resolution.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc};
 
 const BODY: &str = r#"{"messageId":"ID","mediaType":"IMAGE","mediaUrl":"https://cdn.example.com/img/1.png","caption":"hello","from":"254110090747","to":"254712345678"}"#;
+const TO: &str = "254712345678";
 
 struct Args {
     port: u16,
@@ -25,6 +28,9 @@ struct Args {
     seconds: f64,
     connections: usize,
     unique: bool,
+    pairs: bool,
+    /// Where the `to` numbers start, random per run, so runs practically never repeat a pair.
+    to_base: u64,
 }
 
 fn args() -> Args {
@@ -35,6 +41,8 @@ fn args() -> Args {
         seconds: 10.0,
         connections: 16,
         unique: false,
+        pairs: false,
+        to_base: fastrand::u64(..100_000_000),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,14 +53,15 @@ fn args() -> Args {
             "--seconds" => args.seconds = it.next().unwrap().parse().unwrap(),
             "--connections" => args.connections = it.next().unwrap().parse().unwrap(),
             "--unique" => args.unique = true,
+            "--pairs" => args.pairs = true,
             _ => {} // cargo bench passes --bench
         }
     }
     args
 }
 
-fn request(path: &str, message_id: &str) -> Vec<u8> {
-    let body = BODY.replace("ID", message_id);
+fn request(path: &str, message_id: &str, to: &str) -> Vec<u8> {
+    let body = BODY.replace("ID", message_id).replace(TO, to);
     format!(
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -69,7 +78,7 @@ async fn worker(
     stream.set_nodelay(true).unwrap();
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
-    let fixed = request(&args.path, &format!("{prefix}-fixed"));
+    let fixed = request(&args.path, &format!("{prefix}-fixed"), TO);
     let mut results = Vec::new();
     let mut line = String::new();
     loop {
@@ -78,7 +87,12 @@ async fn worker(
             return results;
         };
         let bytes = if args.unique {
-            request(&args.path, &format!("{prefix}-{index}"))
+            let to = if args.pairs {
+                format!("2547{:08}", (args.to_base + index) % 100_000_000)
+            } else {
+                TO.to_string()
+            };
+            request(&args.path, &format!("{prefix}-{index}"), &to)
         } else {
             fixed.clone()
         };

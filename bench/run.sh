@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# Benchmarks lipachat-relay against the fake gateway alone ("direct") and a header-injecting
-# nginx, in one run, and writes BENCHMARKS.md. Not part of the test suite.
-# About 5 minutes once the tools are installed and the relay is built.
+# Benchmarks lipachat-relay against the fake gateway alone ("direct"), a header-injecting
+# nginx and the bare axum + reqwest forwarder ("floor", bench/floor.rs), in one run, and writes
+# BENCHMARKS.md. Not part of the test suite. Also measures the relay with its rate limits on
+# (relay-limited) and with its dedup store in a local redis-server (relay-redis*).
+# About 8 minutes once the tools are installed and the relay is built.
 #
 #   bash bench/run.sh                          # everything
-#   BENCH_TARGETS="direct nginx" bash bench/run.sh   # without the relay
+#   BENCH_TARGETS="direct nginx floor" bash bench/run.sh   # without the relay
 #   BENCH_ROUNDS=5 BENCH_SECONDS=10 BENCH_RATE=2000 BENCH_FILL="10000 100000 1000000"
 #
-# Installs what it needs when missing: Debian's nginx and wrk (apt-get, as root) and oha
-# (cargo install oha --locked, about 4 minutes). bench/bench.py does the measuring; it stops
-# every process it started, by PID, on exit, Ctrl-C or SIGTERM.
+# Installs what it needs when missing: Debian's nginx, wrk and (for the relay-redis targets)
+# redis-server (apt-get, as root) and oha (cargo install oha --locked, about 4 minutes).
+# bench/bench.py does the measuring; it stops every process it started, by PID, on exit,
+# Ctrl-C or SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENCH_T0="${BENCH_T0:-$(date +%s.%N)}"
-say() { printf '[bench] %s\n' "$*"; }
+say() { printf '[bench] %s\n' "$*" >&2; }
+export BENCH_TARGETS="${BENCH_TARGETS:-direct nginx floor relay relay-replay relay-limited relay-redis relay-redis-replay}"
+targets="$BENCH_TARGETS"
 
 [ "$(nproc)" -ge 2 ] || { say "needs 2 cores (one for the load generator, one for the target)"; exit 1; }
 
@@ -23,6 +28,11 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3)
+# Optional: without it bench.py skips the relay-redis targets and says so.
+if [[ " $targets " == *" relay-redis"* ]] && ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then missing+=(redis-server)
+  else say "redis-server is missing and this is not root: the relay-redis targets will be skipped"; fi
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || { say "missing ${missing[*]}; run as root or install them"; exit 1; }
   say "installing ${missing[*]} (apt-get)"
@@ -35,21 +45,30 @@ if ! command -v oha >/dev/null; then
   cargo install oha --locked --quiet || say "oha did not install; its cross-check column will be empty"
 fi
 
-targets="${BENCH_TARGETS:-direct nginx relay relay-replay}"
 if [[ " $targets " == *" relay"* ]]; then
   say "cargo build --release --locked"
   cargo build --release --locked --quiet
 fi
-# The open-loop latency generator (bench/openloop.rs, a [[bench]] target with harness = false).
-grep -q 'path = "bench/openloop.rs"' Cargo.toml \
-  || { say "Cargo.toml has no [[bench]] entry for bench/openloop.rs"; exit 1; }
-say "cargo bench --bench openloop --no-run --locked"
-openloop=$(cargo bench --bench openloop --no-run --locked --quiet --message-format=json \
-  | python3 -c 'import json, sys
+# A [[bench]] target with harness = false, built as `cargo bench` builds it; prints its path.
+bench_binary() {
+  grep -q "path = \"bench/$1.rs\"" Cargo.toml \
+    || { say "Cargo.toml has no [[bench]] entry for bench/$1.rs"; return 1; }
+  say "cargo bench --bench $1 --no-run --locked"
+  cargo bench --bench "$1" --no-run --locked --quiet --message-format=json \
+    | python3 -c 'import json, sys
 exe = [m["executable"] for m in map(json.loads, sys.stdin)
-       if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "openloop"]
-print(exe[-1])')
+       if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]]
+print(exe[-1])' "$1"
+}
+# The open-loop latency generator (bench/openloop.rs).
+openloop=$(bench_binary openloop)
 [ -x "$openloop" ] || { say "the open-loop generator did not build"; exit 1; }
+# The floor: the bare axum + reqwest forwarder (bench/floor.rs).
+floor=""
+if [[ " $targets " == *" floor "* ]]; then
+  floor=$(bench_binary floor)
+  [ -x "$floor" ] || { say "the floor did not build"; exit 1; }
+fi
 
 say "measuring (targets: $targets)"
-exec python3 bench/bench.py "$openloop"
+exec python3 bench/bench.py "$openloop" "$floor"

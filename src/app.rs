@@ -72,7 +72,7 @@ impl AppState {
             .clone()
             .map(|store| RedisWindow::new(store, config.dedup_ttl));
         let dedup = Dedup::new(memory, shared, Arc::clone(&metrics));
-        let limits = Limits::new(config.limits, Arc::clone(&metrics));
+        let limits = Limits::new(config.limits, store.clone(), Arc::clone(&metrics));
         let openapi = Bytes::from(crate::openapi::document_json(config.default_from.is_some()));
         let slots = Arc::new(Semaphore::new(config.max_in_flight));
         Ok(Self(Arc::new(Shared {

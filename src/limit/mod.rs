@@ -1,7 +1,7 @@
 //! Rate limits that match WhatsApp's (SPEC "Rate limits that match WhatsApp's"): per `from`
 //! (`RELAY_SENDER_RATE` a second, bursts of one second's worth) and per (`from`, `to`)
 //! (`RELAY_PAIR_INTERVAL_MS`, bursts of `RELAY_PAIR_BURST`), GCRA, in this process
-//! ([`memory`], the `governor` crate).
+//! ([`memory`], the `governor` crate) or shared by every replica through Redis ([`redis`]).
 //! `0` switches either off; with both off [`Limits::acquire`] returns at once.
 //!
 //! Only new sends take a slot: the handler calls [`Limits::acquire`] once per send, after the
@@ -31,7 +31,8 @@
 //!
 //! A waiter sleeps until the time governor named and checks again (governor cannot reserve a
 //! future cell), so waiters of one key are not served strictly in arrival order; a re-check is
-//! a few atomic operations.
+//! a few atomic operations. The shared limits reserve instead, in one script over both keys, so
+//! the order question does not arise there (see [`redis`]).
 //!
 //! **Clock.** The in-process limiters read `tokio::time::Instant` ([`memory::TokioClock`]), so
 //! the tests below run on paused time; deadlines and budgets are read from the same clock.
@@ -40,22 +41,29 @@
 //! whose theoretical arrival time has passed reads the same as a missing one) then
 //! `shrink_to_fit`. `serve` spawns [`Limits::sweep_periodically`], which sweeps every
 //! [`SWEEP_INTERVAL`] on the blocking pool (a sweep walks every key), so the tables hold the
-//! senders and pairs active in the last interval, burst and sweep.
+//! senders and pairs active in the last interval, burst and sweep. Shared keys expire in Redis.
+//!
+//! **Redis unreachable.** `RELAY_REDIS_FAILURE=open`: the send goes on under this process's
+//! limits (counted in `store_fail_open{op="limit"}`, with a rate-limited warning); each replica
+//! then keeps the limits on its own traffic only, so the fleet may send up to replicas × the
+//! limits until Redis answers again. `closed`: 503 ([`SendFailure::StoreUnavailable`]).
 
-// TODO(issue 12): share the limits between replicas through Redis.
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::RateLimitConfig;
-use crate::metrics::Metrics;
+use crate::config::{FailureMode, RateLimitConfig};
+use crate::metrics::{Metrics, StoreOp};
 use crate::outcome::{LimitScope, SendFailure};
 use crate::phone::PhoneNumber;
 use crate::shutdown::Drain;
+use crate::store::SharedStore;
 use memory::LocalLimits;
+use redis::{Reservation, SharedLimits};
 
 /// How often idle keys are dropped from the in-process limiters. A pair key lives at least
 /// one interval past its last send anyway (6 s by default), so sweeping more often would free
@@ -69,7 +77,9 @@ pub struct Limits(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     config: RateLimitConfig,
+    /// This process's limiters: the only ones without Redis, the fallback with it.
     local: LocalLimits,
+    shared: Option<SharedLimits>,
     metrics: Arc<Metrics>,
 }
 
@@ -103,10 +113,11 @@ impl Waited {
 }
 
 impl Limits {
-    /// The limits of `config`.
-    pub fn new(config: RateLimitConfig, metrics: Arc<Metrics>) -> Self {
+    /// The limits of `config`, shared through `store` when there is one.
+    pub fn new(config: RateLimitConfig, store: Option<SharedStore>, metrics: Arc<Metrics>) -> Self {
         Self(Arc::new(Inner {
             local: LocalLimits::new(&config),
+            shared: store.map(|store| SharedLimits::new(store, &config)),
             config,
             metrics,
         }))
@@ -134,7 +145,10 @@ impl Limits {
             deadline: Instant::from_std(deadline),
             max_wait: self.0.config.max_wait,
         };
-        let result = self.acquire_local(from, to, &wait, drain).await;
+        let result = match &self.0.shared {
+            Some(shared) => self.acquire_shared(shared, from, to, &wait, drain).await,
+            None => self.acquire_local(from, to, &wait, drain).await,
+        };
         let metrics = &self.0.metrics;
         match result {
             Ok(waited) => {
@@ -176,6 +190,42 @@ impl Limits {
             );
         }
         Ok(waited)
+    }
+
+    async fn acquire_shared(
+        &self,
+        shared: &SharedLimits,
+        from: &PhoneNumber,
+        to: &PhoneNumber,
+        budget: &Budget,
+        drain: &Drain,
+    ) -> Result<Waited, SendFailure> {
+        match shared.reserve(from, to, budget.left()).await {
+            Ok(Reservation::Go { wait, scope }) => {
+                let mut waited = Waited::default();
+                if !wait.is_zero() {
+                    // The slot is ours already: a drain now leaves it unused (conservative).
+                    let started = Instant::now();
+                    sleep(wait, drain).await?;
+                    waited.add(scope, started.elapsed());
+                }
+                Ok(waited)
+            }
+            Ok(Reservation::Refused { scope, retry_after }) => {
+                Err(SendFailure::RateLimited { scope, retry_after })
+            }
+            Err(error) => {
+                let store = shared.store();
+                store.warn("cannot take a rate-limit slot", &error);
+                match store.failure_mode() {
+                    FailureMode::Open => {
+                        self.0.metrics.record_fail_open(StoreOp::Limit);
+                        self.acquire_local(from, to, budget, drain).await
+                    }
+                    FailureMode::Closed => Err(SendFailure::StoreUnavailable),
+                }
+            }
+        }
     }
 
     /// Drops idle keys from the in-process limiters and frees their memory.
@@ -269,7 +319,7 @@ mod tests {
     }
 
     fn limits(config: RateLimitConfig) -> Limits {
-        Limits::new(config, Arc::new(Metrics::new()))
+        Limits::new(config, None, Arc::new(Metrics::new()))
     }
 
     /// A distinct valid number per `i`.
@@ -455,10 +505,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn delays_and_refusals_are_counted_by_scope() {
         let metrics = Arc::new(Metrics::new());
-        let limits = Limits::new(config(0, 1_000, 1, 1_000), Arc::clone(&metrics));
+        let limits = Limits::new(config(0, 1_000, 1, 1_000), None, Arc::clone(&metrics));
         limits.take(1, 2).await.unwrap();
         limits.take(1, 2).await.unwrap();
-        let limits = Limits::new(config(1, 0, 1, 0), Arc::clone(&metrics));
+        let limits = Limits::new(config(1, 0, 1, 0), None, Arc::clone(&metrics));
         limits.take(1, 2).await.unwrap();
         limits.take(1, 2).await.unwrap_err();
         let text = metrics.encode(0);
@@ -471,6 +521,52 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+    }
+
+    /// A shared store on a loopback port nobody listens on.
+    fn unreachable_store(failure: &str, metrics: &Arc<Metrics>) -> SharedStore {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let vars = [
+            ("LIPACHAT_API_KEY", "k"),
+            ("RELAY_REDIS_URL", url.as_str()),
+            ("RELAY_REDIS_FAILURE", failure),
+        ];
+        let config =
+            crate::config::Config::from_vars(vars, crate::config::KeyRequirement::Required)
+                .unwrap();
+        SharedStore::new(&config.redis, Arc::clone(metrics))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn redis_unreachable_is_503_when_closed_and_in_process_limits_when_open() {
+        let metrics = Arc::new(Metrics::new());
+        let store = unreachable_store("closed", &metrics);
+        let closed = Limits::new(config(0, 60_000, 1, 0), Some(store), Arc::clone(&metrics));
+        assert_eq!(closed.take(1, 2).await, Err(SendFailure::StoreUnavailable));
+
+        let store = unreachable_store("open", &metrics);
+        let open = Limits::new(config(0, 60_000, 1, 0), Some(store), Arc::clone(&metrics));
+        assert_eq!(open.take(1, 2).await, Ok(Duration::ZERO));
+        assert!(matches!(
+            open.take(1, 2).await,
+            Err(SendFailure::RateLimited {
+                scope: LimitScope::Pair,
+                ..
+            })
+        ));
+        assert_eq!(open.local_keys(), (0, 1));
+        let text = metrics.encode(0);
+        assert!(
+            text.contains(r#"lipachat_relay_store_fail_open_total{op="limit"} 2"#),
+            "{text}"
+        );
     }
 
     /// Pairs that pass through and then go idle are dropped by a sweep. 1M pairs in release;

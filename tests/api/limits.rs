@@ -1,5 +1,5 @@
 //! SPEC "Rate limits that match WhatsApp's": which sends take a slot, waiting and refusing,
-//! the 429 envelope, and the wait in the request log line.
+//! the 429 envelope, and (with real Redis) one budget shared by two replicas.
 //!
 //! Limits are about time, so some tests here sleep real time; each picks intervals with
 //! margins of hundreds of milliseconds either side, so a loaded machine cannot flip them.
@@ -14,6 +14,7 @@ use crate::helpers::{
     EVENT_TIMEOUT, Step, TestApp, envelope, error_fields, media_body, spawn_app_with, spawn_binary,
     terminate, wait_for_status,
 };
+use crate::redis_server::{RedisCluster, RedisServer};
 
 const FROM: &str = "254110090747";
 const TO: &str = "254712345678";
@@ -326,4 +327,191 @@ async fn the_request_log_line_carries_the_rate_wait() {
     assert_eq!(waits.len(), 2, "{stdout}");
     assert!(waits[0].abs() < f64::EPSILON, "{waits:?}");
     assert!((300.0..1_000.0).contains(&waits[1]), "{waits:?}");
+}
+
+/// Two relays on one Redis, one sender budget of 10 a second.
+async fn two_replicas(redis: &RedisServer, max_wait_ms: &str) -> (TestApp, TestApp) {
+    let url = redis.url();
+    let vars = [
+        ("RELAY_REDIS_URL", url.as_str()),
+        ("RELAY_SENDER_RATE", "10"),
+        ("RELAY_PAIR_INTERVAL_MS", "0"),
+        ("RELAY_RATE_MAX_WAIT_MS", max_wait_ms),
+    ];
+    (spawn_app_with(&vars).await, spawn_app_with(&vars).await)
+}
+
+/// 40 sends from one number to 40 recipients, alternating between the replicas, all at once.
+async fn forty_sends(one: &TestApp, two: &TestApp) -> Vec<reqwest::Response> {
+    let bodies = |parity: usize| -> Vec<Value> {
+        (0..40)
+            .filter(|i| i % 2 == parity)
+            .map(|i| send(&format!("shared-{i}"), FROM, &format!("2547330{i:05}")))
+            .collect()
+    };
+    let (first, second) = (post_all(one, bodies(0)), post_all(two, bodies(1)));
+    let mut responses: Vec<_> = first.await.unwrap();
+    responses.extend(second.await.unwrap());
+    responses.into_iter().map(Result::unwrap).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_sender_budget_and_space_the_rest() {
+    let redis = RedisServer::start().await;
+    let (one, two) = two_replicas(&redis, "5000").await;
+    for response in forty_sends(&one, &two).await {
+        assert_eq!(response.status(), 200);
+    }
+    let mut times = Vec::new();
+    for gateway in [&one.gateway, &two.gateway] {
+        for _ in 0..20 {
+            times.push(gateway.next_request().await.at);
+        }
+    }
+    times.sort();
+    let offsets: Vec<Duration> = times.iter().map(|at| *at - times[0]).collect();
+    let within = |limit: u64| {
+        offsets
+            .iter()
+            .filter(|o| **o < Duration::from_millis(limit))
+            .count()
+    };
+    // Ten at once (the burst), and none of the rest before 100 ms. Each replica alone would
+    // let ten go at once (20 in all) and its other ten over the next second.
+    assert!(within(90) <= 11, "{offsets:?}");
+    assert!(within(300) >= 10, "{offsets:?}");
+    // The other 30 one every 100 ms, so the last near 3 s (one replica alone: 1 s).
+    let last = offsets[39];
+    assert!(
+        last >= Duration::from_millis(2_700) && last <= Duration::from_millis(4_000),
+        "{offsets:?}"
+    );
+    let spacing = (last - offsets[10]) / 29;
+    assert!(
+        spacing >= Duration::from_millis(85) && spacing <= Duration::from_millis(130),
+        "{spacing:?}: {offsets:?}"
+    );
+    for app in [&one, &two] {
+        let metrics = app.metrics().await;
+        assert!(
+            metrics.contains(r#"lipachat_relay_store_fail_open_total{op="limit"} 0"#),
+            "the limits were Redis's:\n{metrics}"
+        );
+        assert!(
+            metrics
+                .contains(r#"lipachat_relay_rate_limited_total{scope="sender",action="delayed"}"#)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_refuse_beyond_the_shared_burst_when_nothing_may_wait() {
+    let redis = RedisServer::start().await;
+    let (one, two) = two_replicas(&redis, "0").await;
+    let mut sent = 0;
+    for response in forty_sends(&one, &two).await {
+        match response.status().as_u16() {
+            200 => sent += 1,
+            429 => assert_eq!(error_fields(&envelope(response).await), ["from"]),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // The shared burst of 10, plus a cell or two refilled while the 40 arrive; each replica
+    // alone would have sent at least 20.
+    assert!((10..=12).contains(&sent), "{sent} sent");
+}
+
+#[tokio::test]
+async fn shared_limit_keys_share_a_hash_tag_and_expire_once_idle() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(&[
+        ("RELAY_REDIS_URL", url.as_str()),
+        ("RELAY_SENDER_RATE", "10"),
+        ("RELAY_PAIR_INTERVAL_MS", "500"),
+        ("RELAY_PAIR_BURST", "1"),
+    ])
+    .await;
+    assert_eq!(app.post_media(&send("k-1", FROM, TO)).await.status(), 200);
+    let sender = format!("lipachat-relay:rate:{{{FROM}}}:sender");
+    let pair = format!("lipachat-relay:rate:{{{FROM}}}:pair:{TO}");
+    for (key, most) in [(&sender, 100), (&pair, 500)] {
+        let ttl: i64 = redis.cli(&["pttl", key]).await.trim().parse().unwrap();
+        assert!(ttl > 0 && ttl <= most, "{key}: {ttl}");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for key in [&sender, &pair] {
+        assert_eq!(redis.cli(&["exists", key]).await.trim(), "0", "{key}");
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_open_mode_keeps_the_limits_in_process() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let mut vars = PAIR_BURST_1_PER_MINUTE.to_vec();
+    vars.extend([
+        ("RELAY_REDIS_URL", url.as_str()),
+        ("RELAY_REDIS_FAILURE", "open"),
+    ]);
+    let app = spawn_app_with(&vars).await;
+    redis.stop().await;
+    assert_eq!(
+        app.post_media(&send("down-1", FROM, TO)).await.status(),
+        200
+    );
+    let refused = app.post_media(&send("down-2", FROM, TO)).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(error_fields(&envelope(refused).await), ["to"]);
+    assert!(
+        app.metrics()
+            .await
+            .contains(r#"lipachat_relay_store_fail_open_total{op="limit"} 2"#)
+    );
+}
+
+#[tokio::test]
+async fn the_limit_script_runs_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().await;
+    let urls = cluster.urls();
+    let app = spawn_app_with(&[
+        ("RELAY_REDIS_URL", urls.as_str()),
+        ("RELAY_REDIS_CLUSTER", "true"),
+        ("RELAY_SENDER_RATE", "2"),
+        ("RELAY_PAIR_INTERVAL_MS", "60000"),
+        ("RELAY_PAIR_BURST", "1"),
+        ("RELAY_RATE_MAX_WAIT_MS", "0"),
+    ])
+    .await;
+    let expect = [
+        ("c-1", TO, 200, None),
+        ("c-2", TO, 429, Some("to")),
+        ("c-3", OTHER_TO, 200, None),
+        ("c-4", "254733000002", 429, Some("from")),
+    ];
+    for (id, to, status, field) in expect {
+        let response = app.post_media(&send(id, FROM, to)).await;
+        assert_eq!(response.status(), status, "{id}");
+        if let Some(field) = field {
+            assert_eq!(error_fields(&envelope(response).await), [field], "{id}");
+        }
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"lipachat_relay_store_fail_open_total{op="limit"} 0"#),
+        "{metrics}"
+    );
+    // Every key of the sender on one node (one slot, thanks to the hash tag).
+    let mut holders = Vec::new();
+    for node in &cluster.nodes {
+        let keys = node.cli(&["keys", "lipachat-relay:rate:*"]).await;
+        if !keys.trim().is_empty() {
+            holders.push(keys.lines().count());
+        }
+    }
+    assert_eq!(
+        holders,
+        [3],
+        "one sender key and two pair keys, on one node"
+    );
 }

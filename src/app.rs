@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request as HttpRequest};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDropHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -71,7 +72,7 @@ impl AppState {
             .clone()
             .map(|store| RedisWindow::new(store, config.dedup_ttl));
         let dedup = Dedup::new(memory, shared, Arc::clone(&metrics));
-        let limits = Limits::new(config.limits);
+        let limits = Limits::new(config.limits, store.clone(), Arc::clone(&metrics));
         let openapi = Bytes::from(crate::openapi::document_json(config.default_from.is_some()));
         let slots = Arc::new(Semaphore::new(config.max_in_flight));
         Ok(Self(Arc::new(Shared {
@@ -150,6 +151,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let drain = state.drain.clone();
     let grace = state.config.shutdown_grace;
+    // Drops idle rate-limit keys while serving; the handle ends the task when `serve` returns.
+    let _sweeper = (!state.limits.is_off())
+        .then(|| AbortOnDropHandle::new(tokio::spawn(state.limits.clone().sweep_periodically())));
     let router = app(state);
     let drained = {
         let drain = drain.clone();

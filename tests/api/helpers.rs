@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -97,6 +97,8 @@ impl Step {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Value,
+    /// When the gateway received it, for tests of spacing.
+    pub at: Instant,
 }
 
 #[derive(Clone)]
@@ -172,6 +174,7 @@ impl FakeGateway {
 }
 
 async fn answer(State(state): State<FakeState>, headers: HeaderMap, body: Bytes) -> Response {
+    let at = Instant::now();
     state.calls.fetch_add(1, Ordering::SeqCst);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let message_id = body["messageId"].clone();
@@ -179,7 +182,7 @@ async fn answer(State(state): State<FakeState>, headers: HeaderMap, body: Bytes)
         let next = state.script.lock().unwrap().pop_front();
         next.unwrap_or_else(|| state.default.lock().unwrap().clone())
     };
-    let _ = state.received.send(Received { headers, body });
+    let _ = state.received.send(Received { headers, body, at });
     if step.hold {
         state.gate.acquire().await.unwrap().forget();
     }

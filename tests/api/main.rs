@@ -5,6 +5,7 @@
 mod binary;
 mod dedup;
 mod helpers;
+mod limits;
 mod media;
 mod operations;
 mod redis_server;

@@ -131,7 +131,13 @@ async fn the_deadline_bounds_a_single_slow_attempt() {
 /// most 200 + 40 + 10 = 250 calls; without a budget they would make 600.
 #[tokio::test]
 async fn the_retry_budget_keeps_an_outage_from_tripling_the_load() {
-    let app = spawn_app_with(&[("RELAY_MAX_ATTEMPTS", "3"), ("RELAY_MAX_IN_FLIGHT", "64")]).await;
+    // 200 sends to one pair: the pair limit (45 at once) is off, so that every one goes out.
+    let app = spawn_app_with(&[
+        ("RELAY_MAX_ATTEMPTS", "3"),
+        ("RELAY_MAX_IN_FLIGHT", "64"),
+        ("RELAY_PAIR_INTERVAL_MS", "0"),
+    ])
+    .await;
     app.gateway.set_default(Step::status(503));
     let statuses: Vec<u16> = stream::iter(0..200)
         .map(|i| {

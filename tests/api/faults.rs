@@ -1,5 +1,6 @@
-//! Fault injection (SPEC "Retries, timeouts, overload"): a raw-TCP gateway that misbehaves
-//! the way each test scripts it, and callers who give up. Every test checks that the relay is alive afterwards, the status each caller got,
+//! Fault injection (SPEC "Retries, timeouts, overload", "Connections and slow clients"): a
+//! raw-TCP gateway that misbehaves the way each test scripts it, and hostile clients on raw
+//! sockets. Every test checks that the relay is alive afterwards, the status each caller got,
 //! and how often (and how many at once) the gateway was called.
 //!
 //! Waits are on events: the fake reports each request on a channel and its open calls on a
@@ -13,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::helpers::{
-    EVENT_TIMEOUT, TestApp, envelope, free_port, media_body, random_key, spawn_app_with,
+    EVENT_TIMEOUT, Step, TestApp, envelope, free_port, media_body, random_key, spawn_app_with,
     spawn_binary, wait_for_status,
 };
 
@@ -327,11 +328,71 @@ async fn relay_for(gateway: &RawGateway, vars: &[(&str, &str)]) -> TestApp {
     spawn_app_with(&all).await
 }
 
+fn relay_address(app: &TestApp) -> SocketAddr {
+    app.base_url.trim_start_matches("http://").parse().unwrap()
+}
+
 async fn assert_alive(app: &TestApp) {
     let health = tokio::time::timeout(EVENT_TIMEOUT, app.get("/healthz"))
         .await
         .expect("/healthz did not answer");
     assert_eq!(health.status(), 200);
+}
+
+/// A status and body read off a raw connection to the relay.
+async fn read_answer(stream: &mut (impl AsyncReadExt + Unpin)) -> (u16, Value) {
+    let mut pending = Vec::new();
+    let (line, body) =
+        tokio::time::timeout(EVENT_TIMEOUT, read_head_and_body(stream, &mut pending))
+            .await
+            .expect("no answer in time")
+            .expect("the connection closed without an answer");
+    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Waits for the relay to close the connection (end of stream or reset), at most `within`;
+/// returns when, measured from `since`. Nothing may arrive before the close.
+async fn closed(
+    stream: &mut (impl AsyncReadExt + Unpin),
+    since: Instant,
+    within: Duration,
+) -> Duration {
+    let mut buffer = [0; 256];
+    let read = tokio::time::timeout(within, stream.read(&mut buffer))
+        .await
+        .unwrap_or_else(|_| panic!("the relay did not close the connection within {within:?}"));
+    if let Ok(n) = read {
+        assert_eq!(
+            n,
+            0,
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&buffer[..n])
+        );
+    }
+    since.elapsed()
+}
+
+/// Asserts that a timeout of `configured` took that long and not much more.
+fn assert_took(what: &str, elapsed: Duration, configured: Duration) {
+    assert!(
+        elapsed >= configured,
+        "{what} after {elapsed:?}, before {configured:?}"
+    );
+    assert!(
+        elapsed <= configured + MARGIN,
+        "{what} after {elapsed:?}, configured {configured:?}"
+    );
+}
+
+/// Writes `bytes` one at a time, `every` apart, until done or the relay stops reading.
+async fn trickle(mut writer: impl AsyncWrite + Unpin, bytes: &[u8], every: Duration) {
+    for byte in bytes {
+        if writer.write_all(&[*byte]).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// One counter or gauge from the relay's /metrics, by its whole series name.
@@ -617,6 +678,337 @@ async fn callers_who_give_up_cannot_push_the_gateway_past_the_in_flight_limit() 
     assert_eq!(metric(&app, SHED).await, 120);
     assert_eq!(metric(&app, DETACHED).await, 80);
     assert_alive(&app).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile clients
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_slow_or_silent_head_is_disconnected_after_the_header_timeout() {
+    let header = Duration::from_millis(400);
+    let app = spawn_app_with(&[
+        ("RELAY_HEADER_TIMEOUT_MS", "400"),
+        ("RELAY_IDLE_TIMEOUT_SECS", "30"),
+    ])
+    .await;
+    let address = relay_address(&app);
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    let (mut reader, writer) = TcpStream::connect(address).await.unwrap().into_split();
+    let head = b"POST /media HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\n";
+    let trickling =
+        tokio::spawn(async move { trickle(writer, head, Duration::from_millis(50)).await });
+    let within = header + MARGIN;
+    let (silent_after, slow_after) = tokio::join!(
+        closed(&mut silent, started, within),
+        closed(&mut reader, started, within)
+    );
+    assert_took("silent connection closed", silent_after, header);
+    assert_took("trickled head cut off", slow_after, header);
+    trickling.abort();
+    assert_eq!(app.gateway.calls(), 0);
+    assert_alive(&app).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    // A header timeout shorter than the idle one must not cut the wait between requests.
+    let app = spawn_app_with(&[
+        ("RELAY_HEADER_TIMEOUT_MS", "300"),
+        ("RELAY_IDLE_TIMEOUT_SECS", "1"),
+    ])
+    .await;
+    let mut stream = TcpStream::connect(relay_address(&app)).await.unwrap();
+    let mut last_request = Instant::now();
+    for _ in 0..2 {
+        // Taken before the request, so the relay's idle time cannot have started earlier.
+        last_request = Instant::now();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_answer(&mut stream).await.0, 200);
+    }
+    let after = closed(&mut stream, last_request, idle + MARGIN).await;
+    assert_took("idle connection closed", after, idle);
+    assert_alive(&app).await;
+}
+
+#[tokio::test]
+async fn the_next_head_on_a_kept_connection_gets_the_header_timeout_from_its_first_byte() {
+    let header = Duration::from_millis(300);
+    let app = spawn_app_with(&[
+        ("RELAY_HEADER_TIMEOUT_MS", "300"),
+        ("RELAY_IDLE_TIMEOUT_SECS", "3"),
+    ])
+    .await;
+    let mut stream = TcpStream::connect(relay_address(&app)).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut stream).await.0, 200);
+    // Idle for longer than the header timeout: that is idle time, not head time. (A sleep,
+    // because the time that passes is what is under test.)
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (mut reader, writer) = stream.into_split();
+    let started = Instant::now();
+    let trickling = tokio::spawn(async move {
+        trickle(
+            writer,
+            b"GET /healthz HTTP/1.1\r\nhost: relay\r\n",
+            Duration::from_millis(50),
+        )
+        .await;
+    });
+    let after = closed(&mut reader, started, header + MARGIN).await;
+    assert_took("trickled second head cut off", after, header);
+    trickling.abort();
+    assert_alive(&app).await;
+}
+
+/// The issue's third finding: 8 uploads trickled at 2 bytes/s under RELAY_MAX_IN_FLIGHT=8
+/// made every normal request 503. Now they hold no slot while they trickle, and get 408 once
+/// RELAY_BODY_TIMEOUT_MS has passed since their head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_bodies_get_408_and_hold_no_slot_meanwhile() {
+    let body_timeout = Duration::from_millis(1000);
+    let app = spawn_app_with(&[
+        ("RELAY_MAX_IN_FLIGHT", "8"),
+        ("RELAY_BODY_TIMEOUT_MS", "1000"),
+        ("RELAY_SENDER_RATE", "0"),
+        ("RELAY_PAIR_INTERVAL_MS", "0"),
+    ])
+    .await;
+    let address = relay_address(&app);
+    let mut uploads = Vec::new();
+    for i in 0..8 {
+        let body = media_body(&format!("trickle-{i}")).to_string();
+        let head = format!(
+            "POST /media HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        let (mut reader, mut writer) = TcpStream::connect(address).await.unwrap().into_split();
+        writer.write_all(head.as_bytes()).await.unwrap();
+        let sent_head = Instant::now();
+        let trickling = tokio::spawn(async move {
+            trickle(writer, body.as_bytes(), Duration::from_millis(500)).await;
+        });
+        uploads.push(tokio::spawn(async move {
+            let answer = read_answer(&mut reader).await;
+            let after = sent_head.elapsed();
+            trickling.abort();
+            (answer, after)
+        }));
+    }
+    // While all 8 trickle: no slot is taken, and normal sends go through.
+    assert_eq!(metric(&app, IN_FLIGHT).await, 0);
+    let normal = (0..8).map(|i| {
+        let app = &app;
+        async move {
+            app.post_media(&media_body(&format!("normal-{i}")))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    assert_eq!(futures::future::join_all(normal).await, vec![200; 8]);
+    for upload in uploads {
+        let ((status, body), after) = upload.await.unwrap();
+        assert_eq!(status, 408, "{body}");
+        assert_eq!(body["status"], "error", "{body}");
+        assert!(body["data"].is_null(), "{body}");
+        assert_took("408", after, body_timeout);
+    }
+    assert_eq!(app.gateway.calls(), 8);
+    assert_eq!(metric(&app, IN_FLIGHT).await, 0);
+    assert_alive(&app).await;
+}
+
+/// At RELAY_MAX_CONNECTIONS the relay stops accepting, and sheds the connections with no
+/// request in progress (idle keep-alive ones and ones that never sent a byte), so /healthz gets
+/// in. The connection whose send is in progress is kept and gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_limit_idle_connections_are_shed_so_healthz_answers() {
+    let app = spawn_app_with(&[
+        ("RELAY_MAX_CONNECTIONS", "16"),
+        ("RELAY_HEADER_TIMEOUT_MS", "20000"),
+        ("RELAY_IDLE_TIMEOUT_SECS", "60"),
+    ])
+    .await;
+    app.gateway.script([Step::held()]);
+    let address = relay_address(&app);
+    let busy = tokio::spawn({
+        let client = reqwest::Client::new();
+        let url = format!("{}/media", app.base_url);
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(media_body("busy-1").to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    app.gateway.next_request().await;
+    // Silent ones first: the exchanges on the kept-alive ones after them show that the relay
+    // has accepted them all by the time the 17th comes.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(address).await.unwrap());
+    }
+    for _ in 0..7 {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_answer(&mut stream).await.0, 200);
+        idle.push(stream);
+    }
+    // The 17th connection: it waits in the backlog until idle ones are shed.
+    let started = Instant::now();
+    let health = tokio::time::timeout(
+        EVENT_TIMEOUT,
+        reqwest::get(format!("{}/healthz", app.base_url)),
+    )
+    .await
+    .expect("/healthz starved at the connection limit")
+    .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        started.elapsed() < MARGIN,
+        "/healthz took {:?}",
+        started.elapsed()
+    );
+    for stream in &mut idle {
+        closed(stream, started, EVENT_TIMEOUT).await;
+    }
+    app.gateway.release(1);
+    assert_eq!(busy.await.unwrap(), 200);
+    assert_eq!(app.gateway.calls(), 1);
+    assert_alive(&app).await;
+}
+
+/// When every connection has a request in progress, a new one waits in the backlog (it is
+/// neither refused nor accepted past the limit) and is served once a connection is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_limit_with_every_connection_busy_a_new_one_waits_its_turn() {
+    let app = spawn_app_with(&[
+        ("RELAY_MAX_CONNECTIONS", "2"),
+        ("RELAY_SENDER_RATE", "0"),
+        ("RELAY_PAIR_INTERVAL_MS", "0"),
+    ])
+    .await;
+    app.gateway.set_default(Step::held());
+    let send = |id: &'static str| {
+        // A client each, so each send has its own connection.
+        let client = reqwest::Client::new();
+        let url = format!("{}/media", app.base_url);
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(media_body(id).to_string())
+                .send()
+                .await
+                .unwrap();
+            response.status()
+        })
+    };
+    let first = send("busy-a");
+    let second = send("busy-b");
+    app.gateway.next_request().await;
+    app.gateway.next_request().await;
+    let health = tokio::spawn(reqwest::get(format!("{}/healthz", app.base_url)));
+    // Not answered while both connections are busy (bounded: this asserts a wait).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !health.is_finished(),
+        "a third connection was served past the limit of 2"
+    );
+    app.gateway.release(1);
+    let health = tokio::time::timeout(EVENT_TIMEOUT, health)
+        .await
+        .expect("/healthz was not served once a connection was free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    app.gateway.release(1);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+    assert_eq!(app.gateway.calls(), 2);
+}
+
+#[tokio::test]
+async fn draining_closes_idle_connections_at_once() {
+    let mut app = spawn_app_with(&[
+        ("RELAY_SHUTDOWN_GRACE_SECS", "10"),
+        ("RELAY_IDLE_TIMEOUT_SECS", "60"),
+        ("RELAY_HEADER_TIMEOUT_MS", "60000"),
+    ])
+    .await;
+    let address = relay_address(&app);
+    let mut kept = TcpStream::connect(address).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut kept).await.0, 200);
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    let started = Instant::now();
+    app.shutdown().await;
+    assert!(
+        started.elapsed() < MARGIN,
+        "serve returned after {:?}",
+        started.elapsed()
+    );
+    closed(&mut kept, started, MARGIN).await;
+    closed(&mut silent, started, MARGIN).await;
+}
+
+/// A client still sending its body when the drain starts does not keep the process up past
+/// RELAY_SHUTDOWN_GRACE_SECS + 1 s.
+#[tokio::test]
+async fn a_body_still_trickling_is_cut_at_the_end_of_the_grace_time() {
+    let mut app = spawn_app_with(&[
+        ("RELAY_SHUTDOWN_GRACE_SECS", "1"),
+        ("RELAY_BODY_TIMEOUT_MS", "60000"),
+    ])
+    .await;
+    let body = media_body("late-1").to_string();
+    // Expect: 100-continue makes "the handler is reading the body" an event the client sees.
+    let head = format!(
+        "POST /media HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\n\
+         expect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let (mut reader, mut writer) = TcpStream::connect(relay_address(&app))
+        .await
+        .unwrap()
+        .into_split();
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0; 25];
+    tokio::time::timeout(EVENT_TIMEOUT, reader.read_exact(&mut interim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let trickling = tokio::spawn(async move {
+        trickle(writer, body.as_bytes(), Duration::from_millis(200)).await;
+    });
+    let started = Instant::now();
+    app.shutdown().await;
+    assert_took("serve returned", started.elapsed(), Duration::from_secs(2));
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(MARGIN, reader.read_to_end(&mut rest))
+        .await
+        .expect("the connection outlived the grace time");
+    trickling.abort();
 }
 
 #[tokio::test]

@@ -1,14 +1,16 @@
-//! The binary as users run it: exit codes for bad configuration, SIGTERM drain, and logs that
-//! never carry the secret or a whole phone number.
+//! The binary as users run it: exit codes for bad configuration, an environment that is not
+//! all UTF-8, SIGTERM drain, and logs that never carry the secret or a whole phone number.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use crate::helpers::{
-    EVENT_TIMEOUT, FakeGateway, Step, free_port, media_body, random_key, spawn_binary, terminate,
-    wait_for_status,
+    EVENT_TIMEOUT, FakeGateway, Step, binary, free_port, media_body, random_key, spawn_binary,
+    terminate, wait_for_status,
 };
 
 async fn exit_of(vars: &[(&str, &str)]) -> (i32, String) {
@@ -67,6 +69,22 @@ async fn bad_configuration_exits_2_naming_the_variable() {
         (
             vec![("LIPACHAT_API_KEY", &key), ("LIPACHAT_DEFAULT_FROM", "1")],
             "LIPACHAT_DEFAULT_FROM",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_HEADER_TIMEOUT_MS", "0")],
+            "RELAY_HEADER_TIMEOUT_MS",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_BODY_TIMEOUT_MS", "0")],
+            "RELAY_BODY_TIMEOUT_MS",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_IDLE_TIMEOUT_SECS", "0")],
+            "RELAY_IDLE_TIMEOUT_SECS",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_MAX_CONNECTIONS", "0")],
+            "RELAY_MAX_CONNECTIONS",
         ),
     ];
     for (vars, variable) in cases {
@@ -232,4 +250,97 @@ async fn logs_never_carry_the_key_or_a_whole_phone_number() {
     assert!(all.contains("2547******78"), "the masked number is missing");
     assert!(!all.contains("Your receipt"), "a caption leaked");
     assert!(!all.contains("cdn.example.com"), "a media URL leaked");
+}
+
+/// Exit code, stdout and stderr (as bytes: they are checked for bytes that are not UTF-8).
+async fn run_to_exit(mut command: tokio::process::Command) -> (i32, Vec<u8>, Vec<u8>) {
+    let child = command.spawn().expect("cannot run the binary");
+    let output = tokio::time::timeout(EVENT_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the binary did not exit")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        output.stdout,
+        output.stderr,
+    )
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// A variable the relay does not read may hold any bytes: `env::vars()` panicked on it.
+#[tokio::test]
+async fn an_unrelated_variable_that_is_not_utf8_stops_neither_serve_nor_the_mock() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut relay = binary(&["serve", "--mock-upstream"]);
+    relay
+        .env("RELAY_LISTEN", &listen)
+        .env("X", OsStr::from_bytes(b"\xff"))
+        .env(OsStr::from_bytes(b"Y\xfe"), "1");
+    let _relay = relay.spawn().unwrap();
+    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+
+    let mock_listen = format!("127.0.0.1:{}", free_port());
+    let mut mock = binary(&["mock-gateway"]);
+    mock.env("MOCK_LISTEN", &mock_listen)
+        .env("X", OsStr::from_bytes(b"\xff"));
+    let _mock = mock.spawn().unwrap();
+    wait_for_status(&format!("http://{mock_listen}/mock/sends"), 200).await;
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_utf8_exits_2_naming_it_without_its_bytes() {
+    for command in ["serve", "mock-gateway"] {
+        let mut relay = binary(&[command]);
+        relay
+            .env("LIPACHAT_API_KEY", OsStr::from_bytes(b"se\xffcret"))
+            .env("MOCK_LISTEN", format!("127.0.0.1:{}", free_port()));
+        let (code, stdout, stderr) = run_to_exit(relay).await;
+        let text = String::from_utf8_lossy(&stderr);
+        assert_eq!(code, 2, "{command}: {text}");
+        assert_eq!(text.lines().count(), 1, "{command}: {text}");
+        assert!(
+            text.starts_with("lipachat-relay: LIPACHAT_API_KEY: is not valid UTF-8"),
+            "{command}: {text}"
+        );
+        for output in [&stdout, &stderr] {
+            assert!(
+                !contains(output, b"se\xffcret"),
+                "{command}: the key leaked"
+            );
+            assert!(
+                !contains(output, b"cret"),
+                "{command}: part of the key leaked"
+            );
+            assert!(!contains(output, b"panicked"), "{command}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_base_url_with_credentials_exits_2_without_them() {
+    let mut relay = binary(&["serve"]);
+    relay.env("LIPACHAT_API_KEY", random_key()).env(
+        "LIPACHAT_BASE_URL",
+        "http://relay-user:pw-s3cr3t@gateway.example",
+    );
+    let (code, stdout, stderr) = run_to_exit(relay).await;
+    let text = String::from_utf8_lossy(&stderr);
+    assert_eq!(code, 2, "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("lipachat-relay: LIPACHAT_BASE_URL: "),
+        "{text}"
+    );
+    for output in [&stdout, &stderr] {
+        assert!(
+            !contains(output, b"pw-s3cr3t"),
+            "the password leaked: {text}"
+        );
+        assert!(!contains(output, b"relay-user"), "the user leaked: {text}");
+    }
 }

@@ -360,18 +360,29 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// The built binary, run with exactly these variables (plus PATH), stdout and stderr piped.
+/// The built binary, run with exactly these variables, stdout and stderr piped.
 pub fn spawn_binary(args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Child {
+    let mut command = binary(args);
+    command.envs(vars.iter().copied());
+    command.spawn().expect("cannot run the binary")
+}
+
+/// The built binary with an empty environment, stdout and stderr piped, killed when dropped.
+/// Add variables (any bytes: `std::os::unix::ffi::OsStrExt`) with `.env`, then `.spawn()`.
+pub fn binary(args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lipachat-relay"));
+    command.args(args);
+    piped(&mut command);
     command
-        .args(args)
+}
+
+fn piped(command: &mut tokio::process::Command) {
+    command
         .env_clear()
-        .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    command.spawn().expect("cannot run the binary")
 }
 
 /// Waits until `url` answers with `status`, polling (used only to await start-up and

@@ -1,16 +1,18 @@
 //! The binary as users run it: exit codes for bad configuration, an environment that is not
-//! all UTF-8, SIGTERM drain, and logs that never carry the secret or a whole phone number.
+//! all UTF-8, SIGTERM drain, the file-descriptor limit, and logs that never carry the secret or
+//! a whole phone number.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 use crate::helpers::{
-    EVENT_TIMEOUT, FakeGateway, Step, binary, free_port, media_body, random_key, spawn_binary,
-    terminate, wait_for_status,
+    EVENT_TIMEOUT, FakeGateway, Step, binary, binary_under, free_port, media_body, random_key,
+    spawn_binary, terminate, wait_for_status,
 };
 
 async fn exit_of(vars: &[(&str, &str)]) -> (i32, String) {
@@ -343,4 +345,119 @@ async fn a_base_url_with_credentials_exits_2_without_them() {
         );
         assert!(!contains(output, b"relay-user"), "the user leaked: {text}");
     }
+}
+
+/// The relay's log lines, as JSON, read from its stdout once it has exited.
+async fn log_lines(child: &mut tokio::process::Child) -> Vec<Value> {
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect()
+}
+
+fn line<'a>(lines: &'a [Value], message: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|line| line["message"] == message)
+        .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"))
+}
+
+/// Holds `n` connections that never send a byte, then checks that /healthz still answers.
+async fn healthz_answers_past_idle_connections(listen: &str, n: usize) -> Vec<TcpStream> {
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        idle.push(TcpStream::connect(listen).await.unwrap());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("http://{listen}/healthz"))
+        .send()
+        .await
+        .expect("/healthz starved behind idle connections");
+    assert_eq!(health.status(), 200);
+    idle
+}
+
+/// Under `ulimit -Sn 256` the relay raises its soft limit to the hard one and says so; it
+/// then holds more idle connections than 256 descriptors would allow and /healthz answers.
+#[tokio::test]
+async fn a_low_soft_fd_limit_is_raised_to_the_hard_one() {
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    assert!(
+        hard > 1024,
+        "this test needs a hard limit above 1024, not {hard}"
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut relay = binary_under("ulimit -Sn 256", &["serve", "--mock-upstream"]);
+    relay.env("RELAY_LISTEN", &listen);
+    let mut child = relay.spawn().unwrap();
+    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+    let idle = healthz_answers_past_idle_connections(&listen, 400).await;
+    terminate(&child);
+    let status = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(idle);
+    let lines = log_lines(&mut child).await;
+    let starting = line(&lines, "starting");
+    assert_eq!(starting["fd_limit_raised_from"], 256, "{starting}");
+    assert_eq!(starting["fd_limit"], hard, "{starting}");
+    assert_eq!(starting["max_connections"], 4096, "{starting}");
+}
+
+/// The issue's third finding, at the process level: under `ulimit -n 1024` about 1014 idle
+/// connections stopped the accepting and /healthz timed out. Under a hard limit of 256 the
+/// relay caps its connections below it, sheds idle ones when more come, logs it, and /healthz
+/// answers behind 400 idle connections.
+#[tokio::test]
+async fn a_low_hard_fd_limit_caps_connections_and_healthz_still_answers() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut relay = binary_under("ulimit -n 256", &["serve", "--mock-upstream"]);
+    relay.env("RELAY_LISTEN", &listen);
+    let mut child = relay.spawn().unwrap();
+    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+    let idle = healthz_answers_past_idle_connections(&listen, 400).await;
+    terminate(&child);
+    let status = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(idle);
+    let lines = log_lines(&mut child).await;
+    let starting = line(&lines, "starting");
+    assert_eq!(starting["fd_limit"], 256, "{starting}");
+    assert!(starting["fd_limit_raised_from"].is_null(), "{starting}");
+    // 256 less a reserve of at most half of it.
+    assert_eq!(starting["max_connections"], 128, "{starting}");
+    let capped = line(
+        &lines,
+        "RELAY_MAX_CONNECTIONS capped below the file-descriptor limit, leaving room for \
+         gateway connections and files",
+    );
+    assert_eq!(capped["level"], "WARN");
+    let limit = lines
+        .iter()
+        .filter(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("connection limit reached"))
+        })
+        .collect::<Vec<_>>();
+    // Rate-limited: one line however many times the limit was met.
+    assert_eq!(limit.len(), 1, "{lines:#?}");
+    assert_eq!(limit[0]["max_connections"], 128);
 }

@@ -376,6 +376,18 @@ pub fn binary(args: &[&str]) -> tokio::process::Command {
     command
 }
 
+/// The built binary started by `sh -c '<ulimit> && exec <binary> <args>'`, under that limit.
+pub fn binary_under(ulimit: &str, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(format!("{ulimit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_lipachat-relay"))
+        .args(args);
+    piped(&mut command);
+    command
+}
+
 fn piped(command: &mut tokio::process::Command) {
     command
         .env_clear()

@@ -6,13 +6,13 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    EVENT_TIMEOUT, FakeGateway, Step, binary, binary_under, free_port, media_body, random_key,
-    spawn_binary, terminate, wait_for_status,
+    EVENT_TIMEOUT, FakeGateway, Step, binary, binary_under, free_port, log_line, log_lines,
+    media_body, random_key, spawn_binary, terminate, wait_for_status,
 };
 
 async fn exit_of(vars: &[(&str, &str)]) -> (i32, String) {
@@ -347,29 +347,6 @@ async fn a_base_url_with_credentials_exits_2_without_them() {
     }
 }
 
-/// The relay's log lines, as JSON, read from its stdout once it has exited.
-async fn log_lines(child: &mut tokio::process::Child) -> Vec<Value> {
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .await
-        .unwrap();
-    stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
-        .collect()
-}
-
-fn line<'a>(lines: &'a [Value], message: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|line| line["message"] == message)
-        .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"))
-}
-
 /// Holds `n` connections that never send a byte, then checks that /healthz still answers.
 async fn healthz_answers_past_idle_connections(listen: &str, n: usize) -> Vec<TcpStream> {
     let mut idle = Vec::with_capacity(n);
@@ -412,7 +389,7 @@ async fn a_low_soft_fd_limit_is_raised_to_the_hard_one() {
     assert_eq!(status.code(), Some(0));
     drop(idle);
     let lines = log_lines(&mut child).await;
-    let starting = line(&lines, "starting");
+    let starting = log_line(&lines, "starting");
     assert_eq!(starting["fd_limit_raised_from"], 256, "{starting}");
     assert_eq!(starting["fd_limit"], hard, "{starting}");
     assert_eq!(starting["max_connections"], 4096, "{starting}");
@@ -438,12 +415,12 @@ async fn a_low_hard_fd_limit_caps_connections_and_healthz_still_answers() {
     assert_eq!(status.code(), Some(0));
     drop(idle);
     let lines = log_lines(&mut child).await;
-    let starting = line(&lines, "starting");
+    let starting = log_line(&lines, "starting");
     assert_eq!(starting["fd_limit"], 256, "{starting}");
     assert!(starting["fd_limit_raised_from"].is_null(), "{starting}");
     // 256 less a reserve of at most half of it.
     assert_eq!(starting["max_connections"], 128, "{starting}");
-    let capped = line(
+    let capped = log_line(
         &lines,
         "RELAY_MAX_CONNECTIONS capped below the file-descriptor limit, leaving room for \
          gateway connections and files",
@@ -460,4 +437,32 @@ async fn a_low_hard_fd_limit_caps_connections_and_healthz_still_answers() {
     // Rate-limited: one line however many times the limit was met.
     assert_eq!(limit.len(), 1, "{lines:#?}");
     assert_eq!(limit[0]["max_connections"], 128);
+}
+
+/// Text logs written to a pipe (or a file) carry no colour codes.
+#[tokio::test]
+async fn text_logs_have_no_colours_outside_a_terminal() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut relay = binary(&["serve", "--mock-upstream"]);
+    relay
+        .env("RELAY_LISTEN", &listen)
+        .env("RELAY_LOG_FORMAT", "text");
+    let mut child = relay.spawn().unwrap();
+    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+    terminate(&child);
+    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&stdout);
+    assert!(text.contains("INFO starting"), "{text}");
+    assert!(!stdout.contains(&0x1b), "escape codes in a pipe:\n{text}");
 }

@@ -19,8 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::helpers::{
-    EVENT_TIMEOUT, Step, TestApp, envelope, free_port, media_body, random_key, spawn_app_with,
-    spawn_binary, wait_for_status,
+    EVENT_TIMEOUT, Step, TestApp, envelope, free_port, log_line, log_lines, media_body, random_key,
+    spawn_app_with, spawn_binary, terminate, wait_for_status,
 };
 
 /// How late a timeout may fire and still pass: timers, scheduling and a busy CI machine.
@@ -521,6 +521,52 @@ async fn the_process_survives_a_retry_after_of_2_to_the_64() {
     assert_eq!(gateway.calls(), 3);
     wait_for_status(&format!("{relay}/healthz"), 200).await;
     assert!(child.try_wait().unwrap().is_none(), "the relay exited");
+}
+
+/// A failed attempt is logged at warn with the caller's request id and the cause; the
+/// start-up line names the gateway as a URL, not as Rust's `Debug` of one.
+#[tokio::test]
+async fn a_failed_attempt_is_logged_with_its_request_id_and_cause() {
+    let gateway = RawGateway::start(Fault::CloseAfterRequest).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = gateway.base_url();
+    let mut child = spawn_binary(
+        &["serve"],
+        &[
+            ("LIPACHAT_API_KEY", &random_key()),
+            ("LIPACHAT_BASE_URL", &base),
+            ("RELAY_LISTEN", &listen),
+            ("RELAY_MAX_ATTEMPTS", "1"),
+        ],
+    );
+    let relay = format!("http://{listen}");
+    wait_for_status(&format!("{relay}/healthz"), 200).await;
+    let response = reqwest::Client::new()
+        .post(format!("{relay}/media"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "req-fault-1")
+        .body(media_body("logged-1").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(gateway.calls(), 1);
+    terminate(&child);
+    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let lines = log_lines(&mut child).await;
+    let failed = log_line(&lines, "gateway attempt failed");
+    assert_eq!(failed["level"], "WARN", "{failed}");
+    assert_eq!(failed["request_id"], "req-fault-1", "{failed}");
+    let cause = failed["error"].as_str().unwrap();
+    assert!(cause.starts_with("gateway unreachable: "), "{failed}");
+    assert!(
+        !cause.contains(&base),
+        "the URL is not part of the cause: {failed}"
+    );
+    assert_eq!(log_line(&lines, "starting")["gateway"], format!("{base}/"));
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use lipachat_relay::config::{Config, KeyRequirement};
 use lipachat_relay::{AppState, serve};
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -395,6 +396,29 @@ fn piped(command: &mut tokio::process::Command) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+}
+
+/// The relay's log lines, as JSON, read from its stdout once it has exited.
+pub async fn log_lines(child: &mut tokio::process::Child) -> Vec<Value> {
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect()
+}
+
+pub fn log_line<'a>(lines: &'a [Value], message: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|line| line["message"] == message)
+        .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"))
 }
 
 /// Waits until `url` answers with `status`, polling (used only to await start-up and

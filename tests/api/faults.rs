@@ -779,6 +779,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     }
     let after = closed(&mut stream, last_request, idle + MARGIN).await;
     assert_took("idle connection closed", after, idle);
+    assert_eq!(app.gateway.calls(), 0);
     assert_alive(&app).await;
 }
 
@@ -812,6 +813,7 @@ async fn the_next_head_on_a_kept_connection_gets_the_header_timeout_from_its_fir
     let after = closed(&mut reader, started, header + MARGIN).await;
     assert_took("trickled second head cut off", after, header);
     trickling.abort();
+    assert_eq!(app.gateway.calls(), 0);
     assert_alive(&app).await;
 }
 
@@ -989,6 +991,7 @@ async fn at_the_limit_with_every_connection_busy_a_new_one_waits_its_turn() {
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(second.await.unwrap(), 200);
     assert_eq!(app.gateway.calls(), 2);
+    assert_alive(&app).await;
 }
 
 #[tokio::test]

@@ -678,46 +678,60 @@ async fn an_html_page_is_a_502_retried_only_on_a_retryable_status() {
     assert_alive(&app).await;
 }
 
-/// The second finding: 10 waves of 20 callers that give up after 100 ms, against a
-/// gateway that answers only when the test lets it. The 8 slots move into the sends whose
-/// callers left, so the gateway never sees more than 8 at once, the in-flight gauge shows them,
-/// and each is counted when it ends.
+/// The second finding: 10 waves of 20 callers that give up while their send is under
+/// way, against a gateway that answers only when the test lets it. The 8 slots move into the
+/// sends whose callers left, so the gateway never sees more than 8 at once, the in-flight gauge
+/// shows them, and each is counted when it ends.
+///
+/// The callers gave up after a 100 ms client timeout; here they give up at a known
+/// point instead (once the gateway holds their sends and the 12 others have their 503), which
+/// is the same event for the relay (the connection closes mid-send) without racing the
+/// scheduler: with a 100 ms timer, a busy machine let whole waves time out before any answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_who_give_up_cannot_push_the_gateway_past_the_in_flight_limit() {
     let gateway = RawGateway::start(Fault::Held).await;
     let app = relay_for(&gateway, &[("RELAY_MAX_IN_FLIGHT", "8")]).await;
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
     for wave in 0..10_u64 {
-        let callers = (0..20).map(|i| {
-            let request = impatient
-                .post(format!("{}/media", app.base_url))
-                .header("content-type", "application/json")
-                .body(media_body(&format!("wave-{wave}-{i}")).to_string());
-            async move { request.send().await.map(|r| r.status().as_u16()) }
-        });
-        let results = futures::future::join_all(callers).await;
-        let shed = results.iter().filter(|r| matches!(r, Ok(503))).count();
-        let gave_up = results
-            .iter()
-            .filter(|r| r.as_ref().is_err_and(reqwest::Error::is_timeout))
-            .count();
-        assert_eq!((shed, gave_up), (12, 8), "wave {wave}: {results:?}");
-
+        let (answered, mut answers) = mpsc::unbounded_channel();
+        let callers: Vec<_> = (0..20)
+            .map(|i| {
+                let request = app
+                    .client
+                    .post(format!("{}/media", app.base_url))
+                    .header("content-type", "application/json")
+                    .body(media_body(&format!("wave-{wave}-{i}")).to_string());
+                let answered = answered.clone();
+                tokio::spawn(async move {
+                    let status = request.send().await.unwrap().status().as_u16();
+                    answered.send(status).unwrap();
+                })
+            })
+            .collect();
         for _ in 0..8 {
             gateway.next_call().await;
         }
         gateway.until_open(8).await;
+        let mut statuses = Vec::new();
+        for _ in 0..12 {
+            let status = tokio::time::timeout(EVENT_TIMEOUT, answers.recv()).await;
+            statuses.push(status.expect("a caller got no answer").unwrap());
+        }
+        assert_eq!(statuses, vec![503; 12], "wave {wave}");
+        // The 8 others are still waiting for the gateway: they give up now.
+        for caller in callers {
+            caller.abort();
+        }
         until_metric(&app, DETACHED, 8 * (wave + 1)).await;
+        assert!(answers.try_recv().is_err(), "wave {wave}: a 21st answer");
         assert_eq!(metric(&app, IN_FLIGHT).await, 8, "wave {wave}");
+        assert_eq!(gateway.peak(), 8, "wave {wave}");
         // Counted when they end, not when their callers left.
         assert_eq!(metric(&app, SENT).await, 8 * wave);
 
         gateway.release(8);
         until_metric(&app, SENT, 8 * (wave + 1)).await;
         until_metric(&app, IN_FLIGHT, 0).await;
+        gateway.until_open(0).await;
     }
     assert_eq!(gateway.calls(), 80);
     assert_eq!(gateway.peak(), 8);

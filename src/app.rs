@@ -1,5 +1,6 @@
 //! The application: shared state, the router, and `serve` with its drain (STYLE "Building
-//! the app"). `main`, `--mock-upstream` and every test build the same app.
+//! the app"). `main`, `--mock-upstream` and every test build the same app; `serve` runs it on
+//! the relay's own accept loop ([`crate::server`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http::{HeaderValue, Request as HttpRequest};
 use tokio::net::TcpListener;
@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::routes::ops;
 use crate::routes::send::{self, Slot};
 use crate::sends::SEND_TYPES;
+use crate::server;
 use crate::shutdown::Drain;
 use crate::store::{SharedStore, StoreSetupError};
 use crate::upstream::{ClientBuildError, GatewayClient};
@@ -143,7 +144,9 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503, new sends get 503,
-/// sends under way finish (up to `RELAY_SHUTDOWN_GRACE_SECS`), and connections close.
+/// sends under way finish (up to `RELAY_SHUTDOWN_GRACE_SECS`), and connections close; nothing
+/// is left 1 s after the grace time. The connections themselves (timeouts, limit) are
+/// [`server`]'s.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -154,8 +157,9 @@ pub async fn serve(
     // Drops idle rate-limit keys while serving; the handle ends the task when `serve` returns.
     let _sweeper = (!state.limits.is_off())
         .then(|| AbortOnDropHandle::new(tokio::spawn(state.limits.clone().sweep_periodically())));
+    let options = server::Options::new(&state.config, server::fd_limit());
     let router = app(state);
-    let drained = {
+    let close = {
         let drain = drain.clone();
         async move {
             shutdown.await;
@@ -169,22 +173,12 @@ pub async fn serve(
             }
         }
     };
-    let listener = listener.tap_io(|stream| {
-        // Small request/answer exchanges: Nagle would only add latency.
-        let _ = stream.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(drained);
-    // Once sends are done, axum closes idle connections and waits for open requests; a
-    // client holding one open must not keep the process past its grace time.
-    let deadline = async {
+    // Once sends are done, idle connections close and busy ones after their answer; a client
+    // holding one open must not keep the process past its grace time.
+    let stop = async move {
         drain.begun().await;
-        tokio::time::sleep(grace + Duration::from_secs(1)).await;
+        tokio::time::sleep(grace.saturating_add(Duration::from_secs(1))).await;
     };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!("grace time over; closing with connections still open");
-            Ok(())
-        }
-    }
+    server::serve(listener, router, options, close, stop).await;
+    Ok(())
 }

@@ -17,9 +17,10 @@
 //! - [`error`] writes every answer the relay makes itself, in the gateway's envelope shape.
 //!
 //! Leaf types shared by several of those: [`phone`], [`fingerprint`], [`outcome`]. Around it:
-//! [`config`] (environment → typed `Config`, exit 2 on bad input), [`telemetry`] (logs and
-//! masking), [`metrics`] (Prometheus), [`shutdown`] (readiness and drain), [`mock`] (the
-//! Lipachat-compatible mock gateway) and [`openapi`].
+//! [`server`] (the accept loop: head and idle timeouts, connection limit, drain of
+//! connections), [`config`] (environment → typed `Config`, exit 2 on bad input), [`telemetry`]
+//! (logs and masking), [`metrics`] (Prometheus), [`shutdown`] (readiness and drain of sends),
+//! [`mock`] (the Lipachat-compatible mock gateway) and [`openapi`].
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +37,7 @@ pub mod outcome;
 pub mod phone;
 pub mod routes;
 pub mod sends;
+pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use lipachat_relay::config::{ApiKey, Config, ENV_LISTEN, KeyRequirement};
+use lipachat_relay::server::{self, FdLimit};
 use lipachat_relay::{AppState, mock, serve, shutdown, telemetry};
 use tokio::net::TcpListener;
 
@@ -78,6 +79,8 @@ fn fail(code: u8, message: &str) -> ExitCode {
 
 async fn run_relay(mock_upstream: bool) -> ExitCode {
     let started = Instant::now();
+    // Before anything opens a file: client connections are capped below this limit.
+    let fds = server::raise_fd_limit();
     let keys = if mock_upstream {
         KeyRequirement::Optional
     } else {
@@ -108,7 +111,7 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
             );
         }
     };
-    log_start(&config, mock_upstream);
+    log_start(&config, mock_upstream, &fds);
     let state = match AppState::new(config) {
         Ok(state) => state,
         Err(error) => return fail(1, &error.to_string()),
@@ -128,8 +131,17 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
 }
 
 /// The start-up line: the effective settings, as an operator reads them (no secret).
-fn log_start(config: &Config, mock_upstream: bool) {
+fn log_start(config: &Config, mock_upstream: bool, fds: &std::io::Result<FdLimit>) {
     let redis = config.redis.urls.as_ref().map(|urls| urls.redacted());
+    let fd_limit = fds
+        .as_ref()
+        .map_or_else(|_| server::fd_limit(), |fds| Some(fds.now));
+    let raised_from = fds
+        .as_ref()
+        .ok()
+        .filter(|fds| fds.before < fds.now)
+        .map(|fds| fds.before);
+    let connections = server::Options::new(config, fd_limit);
     tracing::info!(
         gateway = %config.base_url,
         mock_upstream,
@@ -148,9 +160,26 @@ fn log_start(config: &Config, mock_upstream: bool) {
         pair_interval_ms = ms(config.limits.pair_interval),
         pair_burst = config.limits.pair_burst,
         rate_max_wait_ms = ms(config.limits.max_wait),
-        max_connections = config.connections.max_connections,
+        header_timeout_ms = ms(connections.header_timeout),
+        body_timeout_ms = ms(config.connections.body_timeout),
+        idle_timeout_secs = connections.idle_timeout.as_secs(),
+        max_connections = connections.max_connections,
+        fd_limit,
+        fd_limit_raised_from = raised_from,
         "starting"
     );
+    if let Err(error) = fds {
+        tracing::warn!(%error, fd_limit, "cannot raise the file-descriptor limit");
+    }
+    if connections.max_connections < config.connections.max_connections {
+        tracing::warn!(
+            configured = config.connections.max_connections,
+            max_connections = connections.max_connections,
+            fd_limit,
+            "RELAY_MAX_CONNECTIONS capped below the file-descriptor limit, leaving room for \
+             gateway connections and files"
+        );
+    }
 }
 
 fn ms(duration: Duration) -> u64 {

@@ -116,18 +116,22 @@ pub async fn signal() {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    /// The wait is polled while the send is under way and must still be pending; it is
+    /// completed only by the guard's drop. (A waiter spawned on the current-thread runtime
+    /// would first run after the drop, and pass even if it never waited.) Paused time turns a
+    /// missed wake-up into the grace time running out, `false`, rather than a hang.
+    #[tokio::test(start_paused = true)]
     async fn drain_waits_for_sends_under_way() {
         let drain = Drain::new();
         let guard = drain.track_send();
         drain.begin();
         assert!(drain.is_draining());
-        let waiter = tokio::spawn({
-            let drain = drain.clone();
-            async move { drain.wait_for_sends(Duration::from_secs(10)).await }
-        });
+        let mut waiter = std::pin::pin!(drain.wait_for_sends(Duration::from_secs(10)));
+        assert!(futures::poll!(waiter.as_mut()).is_pending());
+        let started = tokio::time::Instant::now();
         drop(guard);
-        assert!(waiter.await.unwrap());
+        assert!(waiter.await);
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

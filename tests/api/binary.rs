@@ -1,14 +1,18 @@
-//! The binary as users run it: exit codes for bad configuration, SIGTERM drain, and logs that
-//! never carry the secret or a whole phone number.
+//! The binary as users run it: exit codes for bad configuration, an environment that is not
+//! all UTF-8, SIGTERM drain, the file-descriptor limit, and logs that never carry the secret or
+//! a whole phone number.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 use crate::helpers::{
-    EVENT_TIMEOUT, FakeGateway, Step, free_port, media_body, random_key, spawn_binary, terminate,
-    wait_for_status,
+    EVENT_TIMEOUT, FakeGateway, Step, binary, binary_under, free_port, log_line, log_lines,
+    media_body, random_key, spawn_binary, terminate, wait_for_status,
 };
 
 async fn exit_of(vars: &[(&str, &str)]) -> (i32, String) {
@@ -67,6 +71,22 @@ async fn bad_configuration_exits_2_naming_the_variable() {
         (
             vec![("LIPACHAT_API_KEY", &key), ("LIPACHAT_DEFAULT_FROM", "1")],
             "LIPACHAT_DEFAULT_FROM",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_HEADER_TIMEOUT_MS", "0")],
+            "RELAY_HEADER_TIMEOUT_MS",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_BODY_TIMEOUT_MS", "0")],
+            "RELAY_BODY_TIMEOUT_MS",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_IDLE_TIMEOUT_SECS", "0")],
+            "RELAY_IDLE_TIMEOUT_SECS",
+        ),
+        (
+            vec![("LIPACHAT_API_KEY", &key), ("RELAY_MAX_CONNECTIONS", "0")],
+            "RELAY_MAX_CONNECTIONS",
         ),
     ];
     for (vars, variable) in cases {
@@ -232,4 +252,217 @@ async fn logs_never_carry_the_key_or_a_whole_phone_number() {
     assert!(all.contains("2547******78"), "the masked number is missing");
     assert!(!all.contains("Your receipt"), "a caption leaked");
     assert!(!all.contains("cdn.example.com"), "a media URL leaked");
+}
+
+/// Exit code, stdout and stderr (as bytes: they are checked for bytes that are not UTF-8).
+async fn run_to_exit(mut command: tokio::process::Command) -> (i32, Vec<u8>, Vec<u8>) {
+    let child = command.spawn().expect("cannot run the binary");
+    let output = tokio::time::timeout(EVENT_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the binary did not exit")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        output.stdout,
+        output.stderr,
+    )
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// A variable the relay does not read may hold any bytes: `env::vars()` panicked on it.
+#[tokio::test]
+async fn an_unrelated_variable_that_is_not_utf8_stops_neither_serve_nor_the_mock() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut relay = binary(&["serve", "--mock-upstream"]);
+    relay
+        .env("RELAY_LISTEN", &listen)
+        .env("X", OsStr::from_bytes(b"\xff"))
+        .env(OsStr::from_bytes(b"Y\xfe"), "1");
+    let _relay = relay.spawn().unwrap();
+    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+
+    let mock_listen = format!("127.0.0.1:{}", free_port());
+    let mut mock = binary(&["mock-gateway"]);
+    mock.env("MOCK_LISTEN", &mock_listen)
+        .env("X", OsStr::from_bytes(b"\xff"));
+    let _mock = mock.spawn().unwrap();
+    wait_for_status(&format!("http://{mock_listen}/mock/sends"), 200).await;
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_utf8_exits_2_naming_it_without_its_bytes() {
+    for command in ["serve", "mock-gateway"] {
+        let mut relay = binary(&[command]);
+        relay
+            .env("LIPACHAT_API_KEY", OsStr::from_bytes(b"se\xffcret"))
+            .env("MOCK_LISTEN", format!("127.0.0.1:{}", free_port()));
+        let (code, stdout, stderr) = run_to_exit(relay).await;
+        let text = String::from_utf8_lossy(&stderr);
+        assert_eq!(code, 2, "{command}: {text}");
+        assert_eq!(text.lines().count(), 1, "{command}: {text}");
+        assert!(
+            text.starts_with("lipachat-relay: LIPACHAT_API_KEY: is not valid UTF-8"),
+            "{command}: {text}"
+        );
+        for output in [&stdout, &stderr] {
+            assert!(
+                !contains(output, b"se\xffcret"),
+                "{command}: the key leaked"
+            );
+            assert!(
+                !contains(output, b"cret"),
+                "{command}: part of the key leaked"
+            );
+            assert!(!contains(output, b"panicked"), "{command}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_base_url_with_credentials_exits_2_without_them() {
+    let mut relay = binary(&["serve"]);
+    relay.env("LIPACHAT_API_KEY", random_key()).env(
+        "LIPACHAT_BASE_URL",
+        "http://relay-user:pw-s3cr3t@gateway.example",
+    );
+    let (code, stdout, stderr) = run_to_exit(relay).await;
+    let text = String::from_utf8_lossy(&stderr);
+    assert_eq!(code, 2, "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("lipachat-relay: LIPACHAT_BASE_URL: "),
+        "{text}"
+    );
+    for output in [&stdout, &stderr] {
+        assert!(
+            !contains(output, b"pw-s3cr3t"),
+            "the password leaked: {text}"
+        );
+        assert!(!contains(output, b"relay-user"), "the user leaked: {text}");
+    }
+}
+
+/// Holds `n` connections that never send a byte, then checks that /healthz still answers.
+async fn healthz_answers_past_idle_connections(listen: &str, n: usize) -> Vec<TcpStream> {
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        idle.push(TcpStream::connect(listen).await.unwrap());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("http://{listen}/healthz"))
+        .send()
+        .await
+        .expect("/healthz starved behind idle connections");
+    assert_eq!(health.status(), 200);
+    idle
+}
+
+/// Under `ulimit -Sn 256` the relay raises its soft limit to the hard one and says so; it
+/// then holds more idle connections than 256 descriptors would allow and /healthz answers.
+#[tokio::test]
+async fn a_low_soft_fd_limit_is_raised_to_the_hard_one() {
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    assert!(
+        hard > 1024,
+        "this test needs a hard limit above 1024, not {hard}"
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut relay = binary_under("ulimit -Sn 256", &["serve", "--mock-upstream"]);
+    relay.env("RELAY_LISTEN", &listen);
+    let mut child = relay.spawn().unwrap();
+    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+    let idle = healthz_answers_past_idle_connections(&listen, 400).await;
+    terminate(&child);
+    let status = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(idle);
+    let lines = log_lines(&mut child).await;
+    let starting = log_line(&lines, "starting");
+    assert_eq!(starting["fd_limit_raised_from"], 256, "{starting}");
+    assert_eq!(starting["fd_limit"], hard, "{starting}");
+    assert_eq!(starting["max_connections"], 4096, "{starting}");
+}
+
+/// The issue's third finding, at the process level: under `ulimit -n 1024` about 1014 idle
+/// connections stopped the accepting and /healthz timed out. Under a hard limit of 256 the
+/// relay caps its connections below it, sheds idle ones when more come, logs it, and /healthz
+/// answers behind 400 idle connections.
+#[tokio::test]
+async fn a_low_hard_fd_limit_caps_connections_and_healthz_still_answers() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut relay = binary_under("ulimit -n 256", &["serve", "--mock-upstream"]);
+    relay.env("RELAY_LISTEN", &listen);
+    let mut child = relay.spawn().unwrap();
+    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+    let idle = healthz_answers_past_idle_connections(&listen, 400).await;
+    terminate(&child);
+    let status = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(idle);
+    let lines = log_lines(&mut child).await;
+    let starting = log_line(&lines, "starting");
+    assert_eq!(starting["fd_limit"], 256, "{starting}");
+    assert!(starting["fd_limit_raised_from"].is_null(), "{starting}");
+    // 256 less a reserve of at most half of it.
+    assert_eq!(starting["max_connections"], 128, "{starting}");
+    let capped = log_line(
+        &lines,
+        "RELAY_MAX_CONNECTIONS capped below the file-descriptor limit, leaving room for \
+         gateway connections and files",
+    );
+    assert_eq!(capped["level"], "WARN");
+    let limit = lines
+        .iter()
+        .filter(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("connection limit reached"))
+        })
+        .collect::<Vec<_>>();
+    // Rate-limited: one line however many times the limit was met.
+    assert_eq!(limit.len(), 1, "{lines:#?}");
+    assert_eq!(limit[0]["max_connections"], 128);
+}
+
+/// Text logs written to a pipe (or a file) carry no colour codes.
+#[tokio::test]
+async fn text_logs_have_no_colours_outside_a_terminal() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut relay = binary(&["serve", "--mock-upstream"]);
+    relay
+        .env("RELAY_LISTEN", &listen)
+        .env("RELAY_LOG_FORMAT", "text");
+    let mut child = relay.spawn().unwrap();
+    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+    terminate(&child);
+    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&stdout);
+    assert!(text.contains("INFO starting"), "{text}");
+    assert!(!stdout.contains(&0x1b), "escape codes in a pipe:\n{text}");
 }

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use lipachat_relay::config::{Config, KeyRequirement};
 use lipachat_relay::{AppState, serve};
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -363,18 +364,64 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// The built binary, run with exactly these variables (plus PATH), stdout and stderr piped.
+/// The built binary, run with exactly these variables, stdout and stderr piped.
 pub fn spawn_binary(args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Child {
+    let mut command = binary(args);
+    command.envs(vars.iter().copied());
+    command.spawn().expect("cannot run the binary")
+}
+
+/// The built binary with an empty environment, stdout and stderr piped, killed when dropped.
+/// Add variables (any bytes: `std::os::unix::ffi::OsStrExt`) with `.env`, then `.spawn()`.
+pub fn binary(args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lipachat-relay"));
+    command.args(args);
+    piped(&mut command);
     command
-        .args(args)
+}
+
+/// The built binary started by `sh -c '<ulimit> && exec <binary> <args>'`, under that limit.
+pub fn binary_under(ulimit: &str, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(format!("{ulimit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_lipachat-relay"))
+        .args(args);
+    piped(&mut command);
+    command
+}
+
+fn piped(command: &mut tokio::process::Command) {
+    command
         .env_clear()
-        .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    command.spawn().expect("cannot run the binary")
+}
+
+/// The relay's log lines, as JSON, read from its stdout once it has exited.
+pub async fn log_lines(child: &mut tokio::process::Child) -> Vec<Value> {
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect()
+}
+
+pub fn log_line<'a>(lines: &'a [Value], message: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|line| line["message"] == message)
+        .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"))
 }
 
 /// Waits until `url` answers with `status`, polling (used only to await start-up and

@@ -9,7 +9,7 @@
 //! The send paths are built by one function per table row in [`crate::sends::SEND_TYPES`],
 //! called for the relay path and for its gateway alias, so the two cannot drift. Rules a
 //! struct cannot say (a body text under either of two names, a template button's target by
-//! its type) are added to the derived schemas as `anyOf` in [`document`]; one rule JSON
+//! its type) are added to the derived schemas as `anyOf` in `document`; one rule JSON
 //! Schema cannot say at all, the list's 10 rows across all sections, is in its description.
 #![allow(
     dead_code,

@@ -113,7 +113,8 @@ pub enum Invalid {
 pub struct Rules {
     /// The send type's name, part of the fingerprint.
     pub name: &'static str,
-    /// Its own top-level fields (a repeated one is an error; a null one is absent).
+    /// Its own top-level fields, in the order they are forwarded (a repeated one is an error;
+    /// a null one is absent).
     pub fields: &'static [&'static str],
     /// Checks those fields, records errors, and says which to forward normalised.
     pub check: fn(&mut Check<'_>),

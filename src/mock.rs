@@ -3,7 +3,10 @@
 //!
 //! It answers every send type's gateway path (from the table in [`crate::sends`]) like the
 //! documented gateway: 401 envelope for a missing or wrong `apiKey`, 400 Spring-style for a
-//! body it cannot accept, otherwise 200 with a `SENT` envelope. `GET /mock/sends` lists the
+//! body it cannot accept, otherwise 200 with a `SENT` envelope. "Cannot accept" is what
+//! Lipachat's pages document for that type, which is what the relay's validation encodes, so
+//! the mock runs the same check (one source for the rules) and adds what the relay's
+//! normalising guarantees: phone numbers as digits and media types spelled as documented. `GET /mock/sends` lists the
 //! accepted sends in order, with the path each came by, so a test can assert each went out
 //! once. The list keeps the most recent [`MAX_RECORDED_SENDS`] so a long demo cannot grow
 //! without bound.
@@ -22,9 +25,10 @@ use serde_json::{Value, json};
 
 use crate::config::ApiKey;
 use crate::error::now_rfc3339;
-use crate::sends::media::{MediaType, has_media_url_shape};
+use crate::sends::media::MediaType;
 use crate::sends::{SEND_TYPES, SendKind};
 use crate::upstream::HEADER_API_KEY;
+use crate::validate::validate;
 
 pub const PATH_SENDS: &str = "/mock/sends";
 /// Accepted sends remembered for `GET /mock/sends`.
@@ -134,22 +138,25 @@ async fn send(
     )
 }
 
-/// The gateway's own checks: the fields it needs, of the right kind. Returns the messageId.
+/// The gateway's own checks on a body as the relay forwards it: the type's documented rules,
+/// phone numbers as digits only, media types upper-case. Returns the messageId.
 fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
+    let request = validate(kind.rules(), body, None).ok()?;
     let value: Value = serde_json::from_slice(body).ok()?;
     let text = |name: &str| value.get(name).and_then(Value::as_str);
-    let message_id = text("messageId").filter(|s| !s.is_empty())?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     (text("to").is_some_and(digits) && text("from").is_some_and(digits)).then_some(())?;
-    let fits = match kind {
-        SendKind::Media => {
-            MediaType::ALL
-                .iter()
-                .any(|t| Some(t.as_str()) == text("mediaType"))
-                && text("mediaUrl").is_some_and(has_media_url_shape)
-        }
+    let spelled = match kind {
+        SendKind::Media => MediaType::ALL
+            .iter()
+            .any(|t| Some(t.as_str()) == text("mediaType")),
+        SendKind::Text
+        | SendKind::Template
+        | SendKind::Buttons
+        | SendKind::List
+        | SendKind::Contact => true,
     };
-    fits.then(|| message_id.to_owned())
+    spelled.then(|| request.message_id.into())
 }
 
 async fn sends(State(state): State<MockState>) -> Response {
@@ -172,21 +179,105 @@ async fn sends(State(state): State<MockState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    #[test]
-    fn the_mock_needs_the_fields_the_gateway_needs() {
-        let ok = br#"{"messageId":"a","mediaType":"IMAGE","mediaUrl":"https://x.example/a","from":"254110090747","to":"254712345678"}"#;
-        assert_eq!(acceptable(SendKind::Media, ok).as_deref(), Some("a"));
-        let upper = br#"{"messageId":"b","mediaType":"IMAGE","mediaUrl":"HTTPS://X.example","from":"254110090747","to":"254712345678"}"#;
-        assert_eq!(acceptable(SendKind::Media, upper).as_deref(), Some("b"));
-        let bad_type = br#"{"messageId":"a","mediaType":"GIF","mediaUrl":"https://x.example/a","from":"1","to":"2"}"#;
-        assert_eq!(acceptable(SendKind::Media, bad_type), None);
-        assert_eq!(acceptable(SendKind::Media, b"not json"), None);
+    /// A body as the relay forwards it, for each type: the documented example.
+    fn forwarded(kind: SendKind) -> Value {
+        let mut body = match kind {
+            SendKind::Media => json!({"mediaType": "IMAGE",
+                "mediaUrl": "https://picsum.photos/id/237/200/300", "caption": ""}),
+            SendKind::Text => json!({"message": "Hello world"}),
+            SendKind::Template => json!({"template": {"name": "offer_830", "languageCode": "en"}}),
+            SendKind::Buttons => json!({"text": "Interested?",
+                "buttons": [{"id": "1", "title": "YES"}, {"id": "2", "title": "NO"}]}),
+            SendKind::List => json!({"headerText": "Welcome", "body": "Choose",
+                "buttonText": "Click Here", "buttons": [{"sectionTitle": "Airtime",
+                "sectionItems": [{"id": "KPLC", "title": "KPLC", "description": "power"}]}]}),
+            SendKind::Contact => json!({"name": {"formattedName": "Test User"},
+                "phones": [{"phone": "254712345678", "type": "Cell"}]}),
+        };
+        body["messageId"] = json!("m-1");
+        body["from"] = json!("254110090747");
+        body["to"] = json!("254712345678");
+        body
+    }
+
+    fn accepts(kind: SendKind, body: &Value) -> bool {
+        acceptable(kind, body.to_string().as_bytes()).is_some()
     }
 
     #[test]
-    fn the_mock_applies_the_documented_https_rule() {
-        let http = br#"{"messageId":"a","mediaType":"IMAGE","mediaUrl":"http://x.example/a","from":"254110090747","to":"254712345678"}"#;
-        assert_eq!(acceptable(SendKind::Media, http), None);
+    fn every_type_accepts_its_documented_example() {
+        for kind in SendKind::ALL {
+            assert_eq!(
+                acceptable(kind, forwarded(kind).to_string().as_bytes()).as_deref(),
+                Some("m-1"),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_type_refuses_a_body_without_its_own_required_field() {
+        let required = [
+            (SendKind::Media, "mediaUrl"),
+            (SendKind::Text, "message"),
+            (SendKind::Template, "template"),
+            (SendKind::Buttons, "buttons"),
+            (SendKind::List, "buttons"),
+            (SendKind::Contact, "phones"),
+        ];
+        for (kind, field) in required {
+            let mut body = forwarded(kind);
+            body.as_object_mut().unwrap().remove(field);
+            assert!(!accepts(kind, &body), "{kind:?} without {field}");
+        }
+    }
+
+    #[test]
+    fn every_type_applies_its_documented_limits() {
+        let mut buttons = forwarded(SendKind::Buttons);
+        buttons["buttons"] = json!([{"id": "1", "title": "A"}, {"id": "2", "title": "B"},
+            {"id": "3", "title": "C"}, {"id": "4", "title": "D"}]);
+        assert!(!accepts(SendKind::Buttons, &buttons));
+        let mut text = forwarded(SendKind::Text);
+        text["message"] = json!("a".repeat(4097));
+        assert!(!accepts(SendKind::Text, &text));
+        let mut list = forwarded(SendKind::List);
+        list["buttons"][0]["sectionItems"] = json!(vec![json!({"id": "r", "title": "R"}); 11]);
+        assert!(!accepts(SendKind::List, &list));
+        let mut template = forwarded(SendKind::Template);
+        template["template"].as_object_mut().unwrap().remove("name");
+        assert!(!accepts(SendKind::Template, &template));
+    }
+
+    #[test]
+    fn every_type_needs_phone_numbers_as_digits_and_a_message_id() {
+        for kind in SendKind::ALL {
+            let mut body = forwarded(kind);
+            body["to"] = json!("+254 712 345 678");
+            assert!(!accepts(kind, &body), "{kind:?}");
+            let mut body = forwarded(kind);
+            body["messageId"] = json!("");
+            assert!(!accepts(kind, &body), "{kind:?}");
+            assert!(acceptable(kind, b"not json").is_none());
+        }
+    }
+
+    #[test]
+    fn media_needs_the_documented_spelling_and_https() {
+        let mut body = forwarded(SendKind::Media);
+        body["mediaUrl"] = json!("HTTPS://X.example");
+        assert!(accepts(SendKind::Media, &body));
+        body["mediaType"] = json!("image");
+        assert!(
+            !accepts(SendKind::Media, &body),
+            "the relay sends it upper-case"
+        );
+        body["mediaType"] = json!("GIF");
+        assert!(!accepts(SendKind::Media, &body));
+        let mut http = forwarded(SendKind::Media);
+        http["mediaUrl"] = json!("http://x.example/a");
+        assert!(!accepts(SendKind::Media, &http));
     }
 }

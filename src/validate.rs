@@ -8,9 +8,15 @@
 //! send type's own check ([`crate::sends`]). The output is the exact body to forward and its
 //! fingerprint, so nothing downstream parses or serialises the request again.
 //!
-//! The forwarded body is written in a fixed order: `messageId`, the fields the type's check
-//! normalised (in its order), `from`, `to`, then every other field sorted by key. A fixed
-//! order makes the fingerprint independent of the caller's key order.
+//! The forwarded body is written in a fixed order: `messageId`, the type's own fields in the
+//! order of its `fields` (normalised where its check says so, the caller's raw JSON otherwise),
+//! `from`, `to`, then every other field sorted by key. A fixed order makes the fingerprint
+//! independent of the caller's key order.
+//!
+//! Checks run on every request, so they allocate little: nested objects and arrays are read
+//! raw (one `Vec` of borrowed slices each), strings are decoded only when a rule needs their
+//! text, and a nested field's name (`buttons[1].title`) is a [`FieldPath`] on the stack,
+//! written out only when it has an error.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -45,6 +51,55 @@ impl FieldError {
     }
 }
 
+/// A field's name in the request, as written in an error: `template`, `template.name`,
+/// `buttons[1].title`. Each level borrows its parent from the stack, so naming a nested field
+/// costs nothing until an error needs the text.
+#[derive(Clone, Copy, Debug)]
+pub enum FieldPath<'p> {
+    /// A top-level field.
+    Top(&'static str),
+    /// A key of the parent object.
+    Key(&'p FieldPath<'p>, &'static str),
+    /// An element of the parent array.
+    Index(&'p FieldPath<'p>, usize),
+}
+
+impl<'p> FieldPath<'p> {
+    /// The field `name` of this object.
+    pub fn key(&'p self, name: &'static str) -> Self {
+        Self::Key(self, name)
+    }
+
+    /// The element `index` of this array.
+    pub fn index(&'p self, index: usize) -> Self {
+        Self::Index(self, index)
+    }
+}
+
+impl fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Top(name) => f.write_str(name),
+            Self::Key(parent, name) => write!(f, "{parent}.{name}"),
+            Self::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
+}
+
+impl From<FieldPath<'_>> for Cow<'static, str> {
+    fn from(path: FieldPath<'_>) -> Self {
+        match path {
+            FieldPath::Top(name) => Cow::Borrowed(name),
+            nested => Cow::Owned(nested.to_string()),
+        }
+    }
+}
+
+/// Whether `text` has more than `max` characters (counted only when its bytes could be).
+pub fn longer_than(text: &str, max: usize) -> bool {
+    text.len() > max && text.chars().count() > max
+}
+
 /// Why a body was refused before anything went upstream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Invalid {
@@ -58,7 +113,8 @@ pub enum Invalid {
 pub struct Rules {
     /// The send type's name, part of the fingerprint.
     pub name: &'static str,
-    /// Its own top-level fields (a repeated one is an error; a null one is absent).
+    /// Its own top-level fields, in the order they are forwarded (a repeated one is an error;
+    /// a null one is absent).
     pub fields: &'static [&'static str],
     /// Checks those fields, records errors, and says which to forward normalised.
     pub check: fn(&mut Check<'_>),
@@ -203,7 +259,8 @@ impl<'a> Check<'a> {
         self.errors.push(FieldError::new(field, message));
     }
 
-    /// Forwards `field` with this normalised value instead of the caller's text.
+    /// Forwards `field`, one of the type's `fields`, with this normalised value instead of
+    /// the caller's text.
     pub fn forward(&mut self, field: &'static str, value: Forward<'a>) {
         self.forward.push((field, value));
     }
@@ -214,7 +271,6 @@ impl<'a> Check<'a> {
         field: impl Into<Cow<'static, str>>,
         value: Option<&'a RawValue>,
     ) -> Option<Cow<'a, str>> {
-        let field = field.into();
         match value {
             None => {
                 self.error(field, "is required");
@@ -272,6 +328,120 @@ impl<'a> Check<'a> {
             self.error(field, "must be an array");
         }
         items
+    }
+
+    /// A required object: "is required" when absent, "must be an object" when not one.
+    pub fn required_object(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        value: Option<&'a RawValue>,
+    ) -> Option<RawObject<'a>> {
+        match value {
+            None => {
+                self.error(field, "is required");
+                None
+            }
+            Some(raw) => self.object_of(field, raw),
+        }
+    }
+
+    /// An optional object: `None` when absent; "must be an object" when not one.
+    pub fn optional_object(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        value: Option<&'a RawValue>,
+    ) -> Option<RawObject<'a>> {
+        value.and_then(|raw| self.object_of(field, raw))
+    }
+
+    /// A required array: "is required" when absent, "must be an array" when not one.
+    pub fn required_array(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        value: Option<&'a RawValue>,
+    ) -> Option<Vec<&'a RawValue>> {
+        match value {
+            None => {
+                self.error(field, "is required");
+                None
+            }
+            Some(raw) => self.array_of(field, raw),
+        }
+    }
+
+    /// An optional array: `None` when absent; "must be an array" when not one.
+    pub fn optional_array(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        value: Option<&'a RawValue>,
+    ) -> Option<Vec<&'a RawValue>> {
+        value.and_then(|raw| self.array_of(field, raw))
+    }
+
+    /// A required string whose text no rule reads: checked without decoding it. True when
+    /// it is one.
+    pub fn required_string_type(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        value: Option<&RawValue>,
+    ) -> bool {
+        match value {
+            None => {
+                self.error(field, "is required");
+                false
+            }
+            Some(raw) => self.string_type(field, raw),
+        }
+    }
+
+    /// An optional string whose text no rule reads. True when present and a string.
+    pub fn optional_string_type(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        value: Option<&RawValue>,
+    ) -> bool {
+        value.is_some_and(|raw| self.string_type(field, raw))
+    }
+
+    /// An optional string that must be one of `allowed`, exactly as spelled there. Returns the
+    /// matching entry.
+    pub fn optional_choice(
+        &mut self,
+        field: impl Into<Cow<'static, str>> + Copy,
+        value: Option<&'a RawValue>,
+        allowed: &'static [&'static str],
+    ) -> Option<&'static str> {
+        let text = self.optional_string(field, value)?;
+        let found = allowed.iter().copied().find(|a| *a == text);
+        if found.is_none() {
+            self.error(field, format!("must be one of {}", allowed.join(", ")));
+        }
+        found
+    }
+
+    /// A required string the Lipachat page names two ways: at least one of the two must be
+    /// given, and each given one must be a string. The first is the one an error names.
+    pub fn required_string_either(
+        &mut self,
+        first: (FieldPath<'_>, Option<&RawValue>),
+        second: (FieldPath<'_>, Option<&RawValue>),
+    ) {
+        let ((first, first_value), (second, second_value)) = (first, second);
+        if first_value.is_none() && second_value.is_none() {
+            self.error(first, format!("is required (or give it as {second})"));
+            return;
+        }
+        self.optional_string_type(first, first_value);
+        self.optional_string_type(second, second_value);
+    }
+
+    fn string_type(&mut self, field: impl Into<Cow<'static, str>>, raw: &RawValue) -> bool {
+        // A RawValue is valid JSON, so one that opens with a quote is a string.
+        let is_string = raw.get().starts_with('"');
+        if !is_string {
+            self.error(field, "must be a string");
+        }
+        is_string
     }
 }
 
@@ -395,17 +565,12 @@ fn encode(
     to: &PhoneNumber,
     type_fields: &[&str],
 ) -> Vec<u8> {
+    // Known fields are written in their place (a null one is absent); the rest follow.
     let mut rest: Vec<(&str, &RawValue)> = object
         .0
         .iter()
         .map(|(key, value)| (key.as_ref(), *value))
-        .filter(|(key, value)| {
-            let known = COMMON_FIELDS.contains(key) || type_fields.contains(key);
-            // A known field is written from its normalised value, and a null one is absent.
-            let written = COMMON_FIELDS.contains(key) || forward.iter().any(|(n, _)| n == key);
-            let absent = known && value.get() == "null";
-            !(written || absent)
-        })
+        .filter(|(key, _)| !(COMMON_FIELDS.contains(key) || type_fields.contains(key)))
         .collect();
     rest.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = Vec::with_capacity(
@@ -417,11 +582,19 @@ fn encode(
     );
     out.push(b'{');
     string_field(&mut out, "messageId", message_id);
-    for (key, value) in forward {
-        out.push(b',');
-        match value {
-            Forward::Str(text) => string_field(&mut out, key, text),
-            Forward::Raw(raw) => raw_field(&mut out, key, raw),
+    for key in type_fields {
+        let raw = match forward.iter().find(|(name, _)| name == key) {
+            Some((_, Forward::Str(text))) => {
+                out.push(b',');
+                string_field(&mut out, key, text);
+                continue;
+            }
+            Some((_, Forward::Raw(raw))) => Some(*raw),
+            None => object.get(key),
+        };
+        if let Some(raw) = raw {
+            out.push(b',');
+            raw_field(&mut out, key, raw);
         }
     }
     out.push(b',');
@@ -588,6 +761,26 @@ mod tests {
             "mediaUrl":"https:\/\/x.example\/a","from":"254110090747","to":"254712345678"}"#;
         let request = validate(SendKind::Media.rules(), body, None).unwrap();
         assert_eq!(&*request.message_id, "abc");
+    }
+
+    #[test]
+    fn nested_field_names_are_written_as_paths() {
+        let top = FieldPath::Top("template");
+        let buttons = top.key("components");
+        let buttons = buttons.key("buttons");
+        let second = buttons.index(1);
+        assert_eq!(
+            Cow::from(second.key("url")),
+            "template.components.buttons[1].url"
+        );
+        assert!(matches!(Cow::from(top), Cow::Borrowed("template")));
+    }
+
+    #[test]
+    fn longer_than_counts_characters_not_bytes() {
+        assert!(!longer_than(&"é".repeat(4), 4));
+        assert!(longer_than("abcde", 4));
+        assert!(!longer_than("abcd", 4));
     }
 
     #[test]

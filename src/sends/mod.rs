@@ -5,9 +5,17 @@
 //!
 //! Every type shares the pipeline (validate → dedup → rate limit → retries → the gateway's
 //! answer) and the common fields (`messageId`, `to`, `from`); each module checks only what
-//! its Lipachat page documents.
+//! its Lipachat page documents, and its `//!` says which page and what it chose where the
+//! page's table and example disagree. The rule of thumb for "required": a field that the
+//! page's table and its example both carry (under either name), unless the page calls it
+//! optional; a field only one of them shows is checked for its type when given.
 
+pub mod buttons;
+pub mod contact;
+pub mod list;
 pub mod media;
+pub mod template;
+pub mod text;
 
 use crate::validate::Rules;
 
@@ -15,11 +23,23 @@ use crate::validate::Rules;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SendKind {
     Media,
+    Text,
+    Template,
+    Buttons,
+    List,
+    Contact,
 }
 
 impl SendKind {
     /// Every send type, in table order.
-    pub const ALL: [Self; 1] = [Self::Media];
+    pub const ALL: [Self; 6] = [
+        Self::Media,
+        Self::Text,
+        Self::Template,
+        Self::Buttons,
+        Self::List,
+        Self::Contact,
+    ];
 
     /// Its row of the table.
     pub fn spec(self) -> &'static SendType {
@@ -56,17 +76,109 @@ pub struct SendType {
 }
 
 /// The table, in [`SendKind`] order.
-pub static SEND_TYPES: [SendType; 1] = [SendType {
-    kind: SendKind::Media,
-    path: "/media",
-    gateway_path: "/api/v1/whatsapp/media",
-    summary: "Send a WhatsApp media message (image, video, audio, document, sticker)",
-    rules: Rules {
-        name: "media",
-        fields: media::FIELDS,
-        check: media::check,
+pub static SEND_TYPES: [SendType; 6] = [
+    SendType {
+        kind: SendKind::Media,
+        path: "/media",
+        gateway_path: "/api/v1/whatsapp/media",
+        summary: "Send a WhatsApp media message (image, video, audio, document, sticker)",
+        rules: Rules {
+            name: "media",
+            fields: media::FIELDS,
+            check: media::check,
+        },
     },
-}];
+    SendType {
+        kind: SendKind::Text,
+        path: "/message/text",
+        gateway_path: "/api/v1/whatsapp/message/text",
+        summary: "Send a free-form WhatsApp text message (inside the 24-hour window)",
+        rules: Rules {
+            name: "text",
+            fields: text::FIELDS,
+            check: text::check,
+        },
+    },
+    SendType {
+        kind: SendKind::Template,
+        path: "/template",
+        gateway_path: "/api/v1/whatsapp/template",
+        summary: "Send a pre-approved WhatsApp template (allowed outside the 24-hour window)",
+        rules: Rules {
+            name: "template",
+            fields: template::FIELDS,
+            check: template::check,
+        },
+    },
+    SendType {
+        kind: SendKind::Buttons,
+        path: "/interactive/buttons",
+        gateway_path: "/api/v1/whatsapp/interactive/buttons",
+        summary: "Send a WhatsApp message with 1 to 3 quick-reply buttons",
+        rules: Rules {
+            name: "buttons",
+            fields: buttons::FIELDS,
+            check: buttons::check,
+        },
+    },
+    SendType {
+        kind: SendKind::List,
+        path: "/interactive/list",
+        gateway_path: "/api/v1/whatsapp/interactive/list",
+        summary: "Send a WhatsApp interactive list (up to 10 sections, 10 rows in all)",
+        rules: Rules {
+            name: "list",
+            fields: list::FIELDS,
+            check: list::check,
+        },
+    },
+    SendType {
+        kind: SendKind::Contact,
+        path: "/contact",
+        gateway_path: "/api/v1/whatsapp/contact",
+        summary: "Send a WhatsApp contact card",
+        rules: Rules {
+            name: "contact",
+            fields: contact::FIELDS,
+            check: contact::check,
+        },
+    },
+];
+
+/// What the send types' unit tests share: run a type's validation on a JSON value.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use serde_json::Value;
+
+    use super::SendKind;
+    use crate::validate::{Invalid, SendRequest, validate};
+
+    pub fn run(kind: SendKind, value: &Value) -> Result<SendRequest, Invalid> {
+        validate(kind.rules(), value.to_string().as_bytes(), None)
+    }
+
+    /// The forwarded body, parsed back.
+    pub fn forwarded(kind: SendKind, value: &Value) -> Value {
+        let request = run(kind, value).unwrap();
+        serde_json::from_slice(&request.body).unwrap()
+    }
+
+    /// Each error as (field, message), in the order the answer lists them.
+    pub fn errors(kind: SendKind, value: &Value) -> Vec<(String, String)> {
+        match run(kind, value) {
+            Err(Invalid::Fields(errors)) => errors
+                .into_iter()
+                .map(|e| (e.field.into_owned(), e.message.into_owned()))
+                .collect(),
+            other => panic!("expected field errors, got {other:?}"),
+        }
+    }
+
+    /// The fields named in the errors.
+    pub fn fields(kind: SendKind, value: &Value) -> Vec<String> {
+        errors(kind, value).into_iter().map(|(f, _)| f).collect()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -86,5 +198,19 @@ mod tests {
         paths.sort_unstable();
         paths.dedup();
         assert_eq!(paths.len(), count);
+    }
+
+    #[test]
+    fn type_names_are_unique_and_gateway_paths_are_the_relay_paths_under_the_prefix() {
+        let mut names: Vec<&str> = SendKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SendKind::ALL.len());
+        for send_type in &SEND_TYPES {
+            assert_eq!(
+                send_type.gateway_path,
+                format!("/api/v1/whatsapp{}", send_type.path)
+            );
+        }
     }
 }

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use lipachat_relay::config::{Config, KeyRequirement};
+use lipachat_relay::sends::SEND_TYPES;
 use lipachat_relay::{AppState, serve};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -96,6 +97,8 @@ impl Step {
 /// A request as the fake gateway received it.
 #[derive(Debug)]
 pub struct Received {
+    /// The gateway path it came to (`/api/v1/whatsapp/...`).
+    pub path: String,
     pub headers: HeaderMap,
     pub body: Value,
     /// When the gateway received it, for tests of spacing.
@@ -128,8 +131,12 @@ impl FakeGateway {
             gate: Arc::new(Semaphore::new(0)),
             received: sender,
         };
-        let router = Router::new()
-            .route("/api/v1/whatsapp/media", post(answer))
+        // Every send type's gateway path, as the relay's table lists them.
+        let router = SEND_TYPES
+            .iter()
+            .fold(Router::new(), |router, send_type| {
+                router.route(send_type.gateway_path, post(answer))
+            })
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -174,7 +181,12 @@ impl FakeGateway {
     }
 }
 
-async fn answer(State(state): State<FakeState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn answer(
+    State(state): State<FakeState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let at = Instant::now();
     state.calls.fetch_add(1, Ordering::SeqCst);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -183,7 +195,12 @@ async fn answer(State(state): State<FakeState>, headers: HeaderMap, body: Bytes)
         let next = state.script.lock().unwrap().pop_front();
         next.unwrap_or_else(|| state.default.lock().unwrap().clone())
     };
-    let _ = state.received.send(Received { headers, body, at });
+    let _ = state.received.send(Received {
+        path: uri.path().to_owned(),
+        headers,
+        body,
+        at,
+    });
     if step.hold {
         state.gate.acquire().await.unwrap().forget();
     }
@@ -277,6 +294,12 @@ pub fn media_body(message_id: &str) -> Value {
 impl TestApp {
     pub async fn post_media(&self, body: &Value) -> reqwest::Response {
         self.post_raw("/media", "application/json", body.to_string())
+            .await
+    }
+
+    /// POSTs JSON to a relay path.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_raw(path, "application/json", body.to_string())
             .await
     }
 

@@ -11,3 +11,4 @@ mod media;
 mod operations;
 mod redis_server;
 mod retries;
+mod sends;

@@ -1,0 +1,180 @@
+//! `POST /interactive/buttons` (Lipachat's "Sending Buttons" page; SPEC "Every Lipachat
+//! send"): a body text with 1 to 3 quick-reply buttons.
+//!
+//! The page's table names the body text `message`, its example sends `text`: both are
+//! accepted (either or both, each a string) and one of them is required, since table and
+//! example both carry a body text. `buttons` holds 1 to 3 buttons (stated twice on the page),
+//! each an object with the string `id` and `title` that table and example both give. The page
+//! sets no length for ids or titles and does not ask for them to be unique, so neither is
+//! checked.
+
+use crate::validate::{Check, FieldPath};
+
+pub const MIN_BUTTONS: usize = 1;
+pub const MAX_BUTTONS: usize = 3;
+
+/// The type's own fields, in the order they are forwarded.
+pub const FIELDS: &[&str] = &["text", "message", "buttons"];
+
+/// The buttons rules.
+pub fn check(check: &mut Check<'_>) {
+    check.required_string_either(
+        (FieldPath::Top("text"), check.get("text")),
+        (FieldPath::Top("message"), check.get("message")),
+    );
+    let Some(buttons) = check.required_array("buttons", check.get("buttons")) else {
+        return;
+    };
+    if !(MIN_BUTTONS..=MAX_BUTTONS).contains(&buttons.len()) {
+        check.error("buttons", "must have 1 to 3 buttons");
+    }
+    let field = FieldPath::Top("buttons");
+    for (index, raw) in buttons.into_iter().enumerate() {
+        let at = field.index(index);
+        if let Some(button) = check.object_of(at, raw) {
+            check.required_string_type(at.key("id"), button.get("id"));
+            check.required_string_type(at.key("title"), button.get("title"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sends::SendKind;
+    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use serde_json::{Value, json};
+
+    /// The page's example, with a phone number in place of its placeholder.
+    fn example() -> Value {
+        json!({
+            "text": "Hello John Doe, are you interested to learn more about our products?",
+            "buttons": [
+                {"id": "1", "title": "YES"},
+                {"id": "2", "title": "NO"},
+                {"id": "3", "title": "Maybe"}
+            ],
+            "messageId": "875d25c2-0cb1-4270-a536-7b6dc16568b5",
+            "to": "254712345678",
+            "from": "254110090747"
+        })
+    }
+
+    fn error_list(body: &Value) -> Vec<(String, String)> {
+        errors(SendKind::Buttons, body)
+    }
+
+    #[test]
+    fn the_documented_example_is_forwarded_unchanged() {
+        let sent = forwarded(SendKind::Buttons, &example());
+        assert_eq!(sent, example());
+    }
+
+    #[test]
+    fn the_tables_message_is_accepted_instead_of_text() {
+        let mut body = example();
+        let text = body.as_object_mut().unwrap().remove("text").unwrap();
+        body["message"] = text;
+        assert_eq!(forwarded(SendKind::Buttons, &body), body);
+    }
+
+    #[test]
+    fn a_body_text_is_required_under_either_name() {
+        let mut body = example();
+        body.as_object_mut().unwrap().remove("text");
+        assert_eq!(
+            error_list(&body),
+            [("text".into(), "is required (or give it as message)".into())]
+        );
+        body["text"] = Value::Null;
+        body["message"] = Value::Null;
+        assert_eq!(fields(SendKind::Buttons, &body), ["text"]);
+    }
+
+    #[test]
+    fn each_body_text_given_must_be_a_string() {
+        let mut body = example();
+        body["message"] = json!(1);
+        assert_eq!(
+            error_list(&body),
+            [("message".into(), "must be a string".into())]
+        );
+        body["text"] = json!({"body": "x"});
+        assert_eq!(fields(SendKind::Buttons, &body), ["text", "message"]);
+    }
+
+    #[test]
+    fn one_to_three_buttons() {
+        let mut body = example();
+        body["buttons"] = json!([]);
+        assert_eq!(
+            error_list(&body),
+            [("buttons".into(), "must have 1 to 3 buttons".into())]
+        );
+        body["buttons"] = json!([{"id": "1", "title": "YES"}]);
+        assert!(run(SendKind::Buttons, &body).is_ok());
+        body["buttons"] = json!([
+            {"id": "1", "title": "A"}, {"id": "2", "title": "B"},
+            {"id": "3", "title": "C"}, {"id": "4", "title": "D"}
+        ]);
+        assert_eq!(fields(SendKind::Buttons, &body), ["buttons"]);
+    }
+
+    #[test]
+    fn buttons_is_a_required_array() {
+        let mut body = example();
+        body.as_object_mut().unwrap().remove("buttons");
+        assert_eq!(
+            error_list(&body),
+            [("buttons".into(), "is required".into())]
+        );
+        body["buttons"] = json!({"id": "1", "title": "YES"});
+        assert_eq!(
+            error_list(&body),
+            [("buttons".into(), "must be an array".into())]
+        );
+    }
+
+    #[test]
+    fn each_button_needs_a_string_id_and_title() {
+        let mut body = example();
+        body["buttons"] = json!([
+            {"id": "1", "title": "YES"},
+            {"id": 2, "title": "NO"},
+            {"id": "3"},
+            "Maybe"
+        ]);
+        assert_eq!(
+            error_list(&body),
+            [
+                ("buttons".into(), "must have 1 to 3 buttons".into()),
+                ("buttons[1].id".into(), "must be a string".into()),
+                ("buttons[2].title".into(), "is required".into()),
+                ("buttons[3]".into(), "must be an object".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_at_every_level() {
+        let mut body = example();
+        body["footer"] = json!("Reply within 24h");
+        body["buttons"][0]["payload"] = json!({"x": 1});
+        assert_eq!(forwarded(SendKind::Buttons, &body), body);
+    }
+
+    #[test]
+    fn every_error_is_reported_together() {
+        let body = json!({"messageId": "", "buttons": [{}], "to": "x", "from": 5});
+        assert_eq!(
+            fields(SendKind::Buttons, &body),
+            [
+                "messageId",
+                "text",
+                "buttons[0].id",
+                "buttons[0].title",
+                "to",
+                "from"
+            ]
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! `POST /contact` (Lipachat's "Sending Contacts" page; SPEC "Every Lipachat send"): one
+//! contact card.
+//!
+//! The page's table and example agree on `name.formattedName` and on `phones` entries with a
+//! `phone` and a `type`: all required, all strings. `waId` is documented as optional (without
+//! it WhatsApp shows an "Invite to WhatsApp" button). The table writes the phone as
+//! `phones[0].phone[0].phone`, a nested array; the example, the only request the page shows,
+//! is flat (`phones[].phone` is the number), and that is the shape accepted. Phone `type`
+//! values are only examples ("cell, mobile, main, iPhone, home, work, etc."; the request
+//! sends "Cell"), so any string goes; the phone itself is not reformatted, since it is shown
+//! to the recipient as written. No count of phones is documented, so none is checked.
+
+use crate::validate::{Check, FieldPath};
+
+/// The type's own fields, in the order they are forwarded.
+pub const FIELDS: &[&str] = &["name", "phones"];
+
+/// The contact rules.
+pub fn check(check: &mut Check<'_>) {
+    let name = FieldPath::Top("name");
+    if let Some(object) = check.required_object(name, check.get("name")) {
+        check.required_string_type(name.key("formattedName"), object.get("formattedName"));
+    }
+    let phones = FieldPath::Top("phones");
+    let Some(entries) = check.required_array(phones, check.get("phones")) else {
+        return;
+    };
+    for (index, raw) in entries.into_iter().enumerate() {
+        let at = phones.index(index);
+        if let Some(phone) = check.object_of(at, raw) {
+            check.required_string_type(at.key("phone"), phone.get("phone"));
+            check.required_string_type(at.key("type"), phone.get("type"));
+            check.optional_string_type(at.key("waId"), phone.get("waId"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sends::SendKind;
+    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use serde_json::{Value, json};
+
+    /// The page's example, with a phone number in place of its placeholder.
+    fn example() -> Value {
+        json!({
+            "messageId": "ca739107-4b0d-4581-acb1-4c4af70555de",
+            "to": "254712345678",
+            "from": "254110090747",
+            "name": {"formattedName": "Test User"},
+            "phones": [{"phone": "254712345678", "type": "Cell", "waId": "254712345678"}]
+        })
+    }
+
+    fn error_list(body: &Value) -> Vec<(String, String)> {
+        errors(SendKind::Contact, body)
+    }
+
+    #[test]
+    fn the_documented_example_is_forwarded_unchanged() {
+        let request = run(SendKind::Contact, &example()).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&request.body).unwrap(),
+            r#"{"messageId":"ca739107-4b0d-4581-acb1-4c4af70555de","name":{"formattedName":"Test User"},"phones":[{"phone":"254712345678","type":"Cell","waId":"254712345678"}],"from":"254110090747","to":"254712345678"}"#
+        );
+    }
+
+    #[test]
+    fn name_is_an_object_with_a_formatted_name() {
+        let mut body = example();
+        body.as_object_mut().unwrap().remove("name");
+        assert_eq!(error_list(&body), [("name".into(), "is required".into())]);
+        body["name"] = json!("Test User");
+        assert_eq!(
+            error_list(&body),
+            [("name".into(), "must be an object".into())]
+        );
+        body["name"] = json!({"firstName": "Test"});
+        assert_eq!(
+            error_list(&body),
+            [("name.formattedName".into(), "is required".into())]
+        );
+        body["name"] = json!({"formattedName": ["Test"]});
+        assert_eq!(
+            error_list(&body),
+            [("name.formattedName".into(), "must be a string".into())]
+        );
+    }
+
+    #[test]
+    fn phones_is_a_required_array() {
+        let mut body = example();
+        body.as_object_mut().unwrap().remove("phones");
+        assert_eq!(error_list(&body), [("phones".into(), "is required".into())]);
+        body["phones"] = json!({"phone": "254712345678", "type": "Cell"});
+        assert_eq!(
+            error_list(&body),
+            [("phones".into(), "must be an array".into())]
+        );
+    }
+
+    #[test]
+    fn each_phone_needs_a_number_and_a_type() {
+        let mut body = example();
+        body["phones"] = json!([
+            {"type": "Cell"},
+            {"phone": 254712345678u64, "type": "Cell"},
+            {"phone": "254712345678"},
+            "254712345678"
+        ]);
+        assert_eq!(
+            error_list(&body),
+            [
+                ("phones[0].phone".into(), "is required".into()),
+                ("phones[1].phone".into(), "must be a string".into()),
+                ("phones[2].type".into(), "is required".into()),
+                ("phones[3]".into(), "must be an object".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn wa_id_is_optional_but_a_string() {
+        let mut body = example();
+        body["phones"][0].as_object_mut().unwrap().remove("waId");
+        assert!(run(SendKind::Contact, &body).is_ok());
+        body["phones"][0]["waId"] = json!(254712345678u64);
+        assert_eq!(
+            error_list(&body),
+            [("phones[0].waId".into(), "must be a string".into())]
+        );
+    }
+
+    #[test]
+    fn any_phone_type_and_any_count_of_phones() {
+        let mut body = example();
+        body["phones"] = json!([
+            {"phone": "+254 712 345 678", "type": "work"},
+            {"phone": "254700000001", "type": "iPhone"}
+        ]);
+        assert!(run(SendKind::Contact, &body).is_ok());
+        body["phones"] = json!([]);
+        assert!(run(SendKind::Contact, &body).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_at_every_level() {
+        let mut body = example();
+        body["emails"] = json!([{"email": "test@example.com"}]);
+        body["name"]["firstName"] = json!("Test");
+        body["phones"][0]["label"] = json!(1);
+        assert_eq!(forwarded(SendKind::Contact, &body), body);
+    }
+
+    #[test]
+    fn every_error_is_reported_together() {
+        let body = json!({"messageId": "m", "name": {}, "phones": [{}], "to": "254712345678",
+            "from": "254110090747"});
+        assert_eq!(
+            fields(SendKind::Contact, &body),
+            ["name.formattedName", "phones[0].phone", "phones[0].type"]
+        );
+    }
+}

@@ -1,0 +1,382 @@
+//! `POST /template` (Lipachat's "Sending Message Templates" page; SPEC "Every Lipachat
+//! send"): a pre-approved template, the only message allowed outside the 24-hour window.
+//!
+//! The page's stored text ends inside its first example (after `"languageCod`), so the rules
+//! come from its table, its visible example, and the SPEC:
+//! - `template` is a required object with a string `name` (SPEC, table, example).
+//! - The language is required as the table's `language` or the example's `languageCode`
+//!   (table and example both carry one; either name or both are accepted, each a string).
+//! - `category`, when given, is MARKETING, UTILITY or AUTHENTICATION ("Accepted values are"),
+//!   spelled as documented: nested values are forwarded as sent, never rewritten.
+//! - `components`, when given, is an object (the table's dot paths `components.header.…`):
+//!   `header` {`format` TEXT, IMAGE, VIDEO or DOCUMENT; strings `text`, `filename`,
+//!   `example`}, `body` {string `text`, array `examples`}, `footer` {string `text`} and
+//!   `buttons` [{`type` PHONE_NUMBER, URL or QUICK_REPLY; strings `text`, `phoneNumber`,
+//!   `url`, `example`}], each part optional. A PHONE_NUMBER button needs its `phoneNumber`
+//!   and a URL button its `url` ("Should be passed if button type passed is …").
+//!
+//! Not checked, on purpose: "`header.example` should be present if the text has a variable"
+//! and "`body.examples` should match the number of variables". The send table is a copy of
+//! the create-a-template table, where examples are sample values for Meta's review, and the
+//! cut-off example would have shown whether a send carries them at all. Template names'
+//! character rule is documented for creating a template only.
+
+use crate::validate::{Check, FieldPath};
+
+pub const CATEGORIES: &[&str] = &["MARKETING", "UTILITY", "AUTHENTICATION"];
+pub const HEADER_FORMATS: &[&str] = &["TEXT", "IMAGE", "VIDEO", "DOCUMENT"];
+pub const BUTTON_TYPES: &[&str] = &["PHONE_NUMBER", "URL", "QUICK_REPLY"];
+
+/// The type's own fields, in the order they are forwarded.
+pub const FIELDS: &[&str] = &["template"];
+
+/// The template rules.
+pub fn check(check: &mut Check<'_>) {
+    let field = FieldPath::Top("template");
+    let Some(template) = check.required_object(field, check.get("template")) else {
+        return;
+    };
+    check.required_string_type(field.key("name"), template.get("name"));
+    check.required_string_either(
+        (field.key("languageCode"), template.get("languageCode")),
+        (field.key("language"), template.get("language")),
+    );
+    check.optional_choice(field.key("category"), template.get("category"), CATEGORIES);
+
+    let at = field.key("components");
+    let Some(components) = check.optional_object(at, template.get("components")) else {
+        return;
+    };
+    let header_at = at.key("header");
+    if let Some(header) = check.optional_object(header_at, components.get("header")) {
+        check.optional_choice(
+            header_at.key("format"),
+            header.get("format"),
+            HEADER_FORMATS,
+        );
+        for name in ["text", "filename", "example"] {
+            check.optional_string_type(header_at.key(name), header.get(name));
+        }
+    }
+    let body_at = at.key("body");
+    if let Some(body) = check.optional_object(body_at, components.get("body")) {
+        check.optional_string_type(body_at.key("text"), body.get("text"));
+        check.optional_array(body_at.key("examples"), body.get("examples"));
+    }
+    let footer_at = at.key("footer");
+    if let Some(footer) = check.optional_object(footer_at, components.get("footer")) {
+        check.optional_string_type(footer_at.key("text"), footer.get("text"));
+    }
+    let buttons_at = at.key("buttons");
+    for (index, raw) in check
+        .optional_array(buttons_at, components.get("buttons"))
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let at = buttons_at.index(index);
+        let Some(button) = check.object_of(at, raw) else {
+            continue;
+        };
+        let kind = check.optional_choice(at.key("type"), button.get("type"), BUTTON_TYPES);
+        for name in ["text", "phoneNumber", "url", "example"] {
+            check.optional_string_type(at.key(name), button.get(name));
+        }
+        let needed = match kind {
+            Some("PHONE_NUMBER") => Some(("phoneNumber", "is required when type is PHONE_NUMBER")),
+            Some("URL") => Some(("url", "is required when type is URL")),
+            _ => None,
+        };
+        if let Some((name, message)) = needed
+            && button.get(name).is_none()
+        {
+            check.error(at.key(name), message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sends::SendKind;
+    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use crate::validate::validate;
+    use serde_json::{Value, json};
+
+    /// The page's example as far as it is stored (it ends after `"languageCod`), completed
+    /// with the language `en` the table shows, and phone numbers for its placeholders.
+    fn example() -> Value {
+        json!({
+            "messageId": "d13ce19b-678f-4a94-a910-441cfbb25b9b",
+            "to": "254712345678",
+            "from": "254110090747",
+            "template": {"name": "offer_830", "languageCode": "en"}
+        })
+    }
+
+    /// Every documented part of a template, each valid.
+    fn full() -> Value {
+        json!({
+            "messageId": "t-1",
+            "to": "254712345678",
+            "from": "254110090747",
+            "template": {
+                "name": "offer_830",
+                "language": "en",
+                "category": "MARKETING",
+                "components": {
+                    "header": {"format": "TEXT", "text": "{{1}} offer", "example": "July"},
+                    "body": {"text": "Hello {{1}}, your balance is {{2}}",
+                             "examples": ["John", "2000"]},
+                    "footer": {"text": "Reply STOP to opt out"},
+                    "buttons": [
+                        {"type": "PHONE_NUMBER", "text": "Call us", "phoneNumber": "+254110090747"},
+                        {"type": "URL", "text": "Shop", "url": "https://example.com/{{1}}",
+                         "example": "https://example.com/offer"},
+                        {"type": "QUICK_REPLY", "text": "Stop"}
+                    ]
+                }
+            }
+        })
+    }
+
+    fn error_list(body: &Value) -> Vec<(String, String)> {
+        errors(SendKind::Template, body)
+    }
+
+    #[test]
+    fn the_documented_example_is_forwarded_unchanged() {
+        let body = br#"{"messageId": "d13ce19b-678f-4a94-a910-441cfbb25b9b", "to": "254712345678",
+            "from": "254110090747", "template": {"name": "offer_830", "languageCode": "en"}}"#;
+        let request = validate(SendKind::Template.rules(), body, None).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&request.body).unwrap(),
+            r#"{"messageId":"d13ce19b-678f-4a94-a910-441cfbb25b9b","template":{"name": "offer_830", "languageCode": "en"},"from":"254110090747","to":"254712345678"}"#
+        );
+    }
+
+    #[test]
+    fn every_documented_part_is_accepted_and_forwarded_unchanged() {
+        assert_eq!(forwarded(SendKind::Template, &full()), full());
+    }
+
+    #[test]
+    fn template_is_a_required_object() {
+        let mut body = example();
+        body.as_object_mut().unwrap().remove("template");
+        assert_eq!(
+            error_list(&body),
+            [("template".into(), "is required".into())]
+        );
+        body["template"] = json!("offer_830");
+        assert_eq!(
+            error_list(&body),
+            [("template".into(), "must be an object".into())]
+        );
+    }
+
+    #[test]
+    fn the_template_needs_its_name() {
+        let mut body = example();
+        body["template"].as_object_mut().unwrap().remove("name");
+        assert_eq!(
+            error_list(&body),
+            [("template.name".into(), "is required".into())]
+        );
+        body["template"]["name"] = json!(830);
+        assert_eq!(
+            error_list(&body),
+            [("template.name".into(), "must be a string".into())]
+        );
+    }
+
+    #[test]
+    fn the_language_is_required_under_either_name() {
+        let mut body = example();
+        body["template"]
+            .as_object_mut()
+            .unwrap()
+            .remove("languageCode");
+        assert_eq!(
+            error_list(&body),
+            [(
+                "template.languageCode".into(),
+                "is required (or give it as template.language)".into()
+            )]
+        );
+        body["template"]["language"] = json!("en");
+        assert!(run(SendKind::Template, &body).is_ok());
+        body["template"]["language"] = json!(["en"]);
+        assert_eq!(fields(SendKind::Template, &body), ["template.language"]);
+    }
+
+    #[test]
+    fn category_is_one_of_the_three_as_spelled() {
+        let mut body = example();
+        for category in ["MARKETING", "UTILITY", "AUTHENTICATION"] {
+            body["template"]["category"] = json!(category);
+            assert!(run(SendKind::Template, &body).is_ok());
+        }
+        for bad in [json!("marketing"), json!("SERVICE"), json!(1)] {
+            body["template"]["category"] = bad;
+            assert_eq!(fields(SendKind::Template, &body), ["template.category"]);
+        }
+        body["template"]["category"] = json!("PROMO");
+        assert_eq!(
+            error_list(&body)[0].1,
+            "must be one of MARKETING, UTILITY, AUTHENTICATION"
+        );
+    }
+
+    #[test]
+    fn components_and_its_parts_are_objects() {
+        let mut body = example();
+        body["template"]["components"] = json!([{"type": "BODY"}]);
+        assert_eq!(
+            error_list(&body),
+            [("template.components".into(), "must be an object".into())]
+        );
+        body["template"]["components"] =
+            json!({"header": "x", "body": [], "footer": 1, "buttons": {}});
+        assert_eq!(
+            error_list(&body),
+            [
+                (
+                    "template.components.header".into(),
+                    "must be an object".into()
+                ),
+                (
+                    "template.components.body".into(),
+                    "must be an object".into()
+                ),
+                (
+                    "template.components.footer".into(),
+                    "must be an object".into()
+                ),
+                (
+                    "template.components.buttons".into(),
+                    "must be an array".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn header_format_is_one_of_the_four() {
+        let mut body = full();
+        for format in ["TEXT", "IMAGE", "VIDEO", "DOCUMENT"] {
+            body["template"]["components"]["header"]["format"] = json!(format);
+            assert!(run(SendKind::Template, &body).is_ok());
+        }
+        body["template"]["components"]["header"]["format"] = json!("AUDIO");
+        assert_eq!(
+            error_list(&body),
+            [(
+                "template.components.header.format".into(),
+                "must be one of TEXT, IMAGE, VIDEO, DOCUMENT".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn documented_strings_and_arrays_are_type_checked() {
+        let mut body = full();
+        let components = &mut body["template"]["components"];
+        components["header"]["text"] = json!(1);
+        components["header"]["filename"] = json!(["a.pdf"]);
+        components["header"]["example"] = json!({});
+        components["body"]["text"] = json!(true);
+        components["body"]["examples"] = json!("John");
+        components["footer"]["text"] = json!(2);
+        assert_eq!(
+            fields(SendKind::Template, &body),
+            [
+                "template.components.header.text",
+                "template.components.header.filename",
+                "template.components.header.example",
+                "template.components.body.text",
+                "template.components.body.examples",
+                "template.components.footer.text",
+            ]
+        );
+    }
+
+    #[test]
+    fn phone_number_and_url_buttons_need_their_target() {
+        let mut body = full();
+        let buttons = &mut body["template"]["components"]["buttons"];
+        buttons[0].as_object_mut().unwrap().remove("phoneNumber");
+        buttons[1]["url"] = Value::Null;
+        assert_eq!(
+            error_list(&body),
+            [
+                (
+                    "template.components.buttons[0].phoneNumber".into(),
+                    "is required when type is PHONE_NUMBER".into()
+                ),
+                (
+                    "template.components.buttons[1].url".into(),
+                    "is required when type is URL".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn button_type_and_strings_are_checked() {
+        let mut body = full();
+        body["template"]["components"]["buttons"] = json!([
+            {"type": "CALL", "text": "x"},
+            {"type": "QUICK_REPLY", "text": 1, "phoneNumber": 2, "url": 3, "example": 4},
+            "Stop"
+        ]);
+        assert_eq!(
+            fields(SendKind::Template, &body),
+            [
+                "template.components.buttons[0].type",
+                "template.components.buttons[1].text",
+                "template.components.buttons[1].phoneNumber",
+                "template.components.buttons[1].url",
+                "template.components.buttons[1].example",
+                "template.components.buttons[2]",
+            ]
+        );
+    }
+
+    #[test]
+    fn variables_and_examples_are_left_to_the_gateway() {
+        let mut body = full();
+        body["template"]["components"]["body"]["examples"] = json!([]);
+        body["template"]["components"]["header"]
+            .as_object_mut()
+            .unwrap()
+            .remove("example");
+        assert!(run(SendKind::Template, &body).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_at_every_level() {
+        let mut body = full();
+        body["template"]["namespace"] = json!("ns");
+        body["template"]["components"]["body"]["placeholders"] = json!(["John"]);
+        body["template"]["components"]["buttons"][2]["payload"] = json!("STOP");
+        body["campaign"] = json!(7);
+        assert_eq!(forwarded(SendKind::Template, &body), body);
+    }
+
+    #[test]
+    fn every_error_is_reported_together() {
+        let body = json!({"messageId": "m", "template": {"category": "X",
+            "components": {"header": {"format": "GIF"}}}, "to": "1"});
+        assert_eq!(
+            fields(SendKind::Template, &body),
+            [
+                "template.name",
+                "template.languageCode",
+                "template.category",
+                "template.components.header.format",
+                "to",
+                "from"
+            ]
+        );
+    }
+}

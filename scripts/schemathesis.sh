@@ -15,7 +15,11 @@ fi
 
 cargo build --locked --quiet
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-RELAY_LISTEN="127.0.0.1:$port" RUST_LOG=warn ./target/debug/lipachat-relay serve --mock-upstream &
+# Rate limits off: generated requests reuse example phone numbers far faster than WhatsApp's
+# limits allow, and a 429 to schema-valid data would read as a contract failure. The limits
+# have their own tests (tests/api/limits.rs).
+RELAY_LISTEN="127.0.0.1:$port" RELAY_SENDER_RATE=0 RELAY_PAIR_INTERVAL_MS=0 RUST_LOG=warn \
+  ./target/debug/lipachat-relay serve --mock-upstream &
 relay=$!
 trap 'kill "$relay" 2>/dev/null || true; wait "$relay" 2>/dev/null || true' EXIT
 

@@ -9,3 +9,4 @@ mod media;
 mod operations;
 mod redis_server;
 mod retries;
+mod shared_dedup;

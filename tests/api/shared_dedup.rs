@@ -1,0 +1,727 @@
+//! SPEC "Shared deduplication: across restarts and replicas", against real Redis (no mocks of
+//! it): two relays sharing one `redis-server` (or a 3-master Redis Cluster) and one fake
+//! gateway; Redis stopped and restarted under them; a refused password; and relay processes
+//! killed with SIGKILL mid-send, then restarted.
+//!
+//! Every test uses its own `RELAY_REDIS_PREFIX`, so nothing it writes is seen by another.
+//! Waits are on events (the fake gateway's request channel, a process's `/healthz`); where a
+//! relay offers no event (a store round trip happening in another task), `/metrics` is polled
+//! every 10 ms under [`EVENT_TIMEOUT`].
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::time::Duration;
+
+use futures::future::join_all;
+use lipachat_relay::config::{Config, KeyRequirement};
+use lipachat_relay::{AppState, serve};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::helpers::{
+    EVENT_TIMEOUT, FakeGateway, Received, Step, TestApp, envelope, error_fields, free_port,
+    media_body, random_key, spawn_app_with, spawn_binary, terminate, wait_for_status,
+};
+use crate::redis_server::RedisServer;
+
+const STORE_OPS: &str = "lipachat_relay_store_operations_total";
+const CLAIMS_OK: &str = "lipachat_relay_store_operations_total{op=\"claim\",result=\"ok\"}";
+const FAIL_OPEN: &str = "lipachat_relay_store_fail_open_total";
+
+/// A key prefix no other test uses.
+fn unique_prefix() -> String {
+    format!("t-{:016x}", fastrand::u64(..))
+}
+
+/// `{prefix}:dedup:{messageId}`, as the relay writes it.
+fn dedup_key(prefix: &str, message_id: &str) -> String {
+    format!("{prefix}:dedup:{message_id}")
+}
+
+/// A relay in this process, pointed at another relay's fake gateway (a second replica).
+struct Replica {
+    base_url: String,
+    client: reqwest::Client,
+    _shutdown: oneshot::Sender<()>,
+}
+
+async fn spawn_replica(gateway: &FakeGateway, api_key: &str, vars: &[(&str, &str)]) -> Replica {
+    let base = gateway.base_url();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("LIPACHAT_API_KEY", api_key),
+        ("LIPACHAT_BASE_URL", &base),
+        ("RELAY_LISTEN", "127.0.0.1:0"),
+    ];
+    all.extend_from_slice(vars);
+    let config = Config::from_vars(all, KeyRequirement::Required).unwrap();
+    let state = AppState::new(config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shutdown, signal) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state, async {
+        let _ = signal.await;
+    }));
+    Replica {
+        base_url: format!("http://{address}"),
+        client: reqwest::Client::new(),
+        _shutdown: shutdown,
+    }
+}
+
+/// What the tests need of a relay, in-process app or replica alike.
+trait Relay {
+    fn url(&self) -> &str;
+    fn http(&self) -> &reqwest::Client;
+}
+
+impl Relay for TestApp {
+    fn url(&self) -> &str {
+        &self.base_url
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+impl Relay for Replica {
+    fn url(&self) -> &str {
+        &self.base_url
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// A POST of `body` to `/media` on `base`, as a future that owns everything it needs (so it
+/// can be spawned while the test goes on).
+fn post_to(
+    client: &reqwest::Client,
+    base: &str,
+    body: &Value,
+) -> impl Future<Output = reqwest::Result<reqwest::Response>> + Send + 'static {
+    client
+        .post(format!("{base}/media"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+}
+
+async fn post(relay: &impl Relay, body: &Value) -> reqwest::Response {
+    post_to(relay.http(), relay.url(), body)
+        .await
+        .expect("the relay did not answer")
+}
+
+/// A whole answer, read.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    replayed: bool,
+    /// `x-relay-attempts`: how often the relay called the gateway for this request.
+    attempts: u32,
+    content_type: String,
+    body: String,
+}
+
+async fn read(response: reqwest::Response) -> Answer {
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let replayed = header("idempotent-replayed").is_some_and(|v| v == "true");
+    let content_type = header("content-type").unwrap_or_default();
+    let attempts = header("x-relay-attempts").map_or(0, |v| v.parse().unwrap());
+    let status = response.status().as_u16();
+    Answer {
+        status,
+        replayed,
+        attempts,
+        content_type,
+        body: response.text().await.unwrap(),
+    }
+}
+
+async fn send(relay: &impl Relay, body: &Value) -> Answer {
+    read(post(relay, body).await).await
+}
+
+async fn metrics_of(relay: &impl Relay) -> String {
+    relay
+        .http()
+        .get(format!("{}/metrics", relay.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of every sample whose name (with labels) starts with `prefix`.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.starts_with(prefix))
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(_, value)| value.parse::<f64>().unwrap())
+        .sum()
+}
+
+async fn metric_of(relay: &impl Relay, prefix: &str) -> f64 {
+    metric(&metrics_of(relay).await, prefix)
+}
+
+/// Polls the relays' `/metrics` every 10 ms until the sum of `prefix` over them reaches
+/// `at_least` (a store round trip in another task has no event to wait on).
+async fn wait_for_metric(urls: &[&str], prefix: &str, at_least: f64) {
+    let client = reqwest::Client::new();
+    let poll = async {
+        loop {
+            let mut sum = 0.0;
+            for url in urls {
+                let text = client
+                    .get(format!("{url}/metrics"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                sum += metric(&text, prefix);
+            }
+            if sum >= at_least {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(EVENT_TIMEOUT, poll)
+        .await
+        .unwrap_or_else(|_| panic!("{prefix} never reached {at_least}"));
+}
+
+/// Replica A (with the fake gateway) and replica B, both on the shared store `vars` name.
+async fn two_replicas(vars: &[(&str, &str)]) -> (TestApp, Replica) {
+    let a = spawn_app_with(vars).await;
+    let b = spawn_replica(&a.gateway, &a.api_key, vars).await;
+    (a, b)
+}
+
+// --- the cases every shared store must pass (standalone and Cluster) ------------------------
+
+/// The same messageId sent to both replicas at once: one gateway call, both callers answered.
+async fn check_concurrent_sends_make_one_gateway_call(a: &TestApp, b: &Replica, id: &str) {
+    let calls = a.gateway.calls();
+    let claims = metric_of(a, CLAIMS_OK).await + metric_of(b, CLAIMS_OK).await;
+    a.gateway.take_received().await;
+    a.gateway.script([Step::held()]);
+    let to_a = tokio::spawn(post_to(a.http(), a.url(), &media_body(id)));
+    let to_b = tokio::spawn(post_to(b.http(), b.url(), &media_body(id)));
+    // One of them leads: its send reaches the gateway and is held there.
+    a.gateway.next_request().await;
+    // The other has looked in the shared window and found that claim in flight.
+    wait_for_metric(&[a.url(), b.url()], CLAIMS_OK, claims + 2.0).await;
+    assert_eq!(a.gateway.calls(), calls + 1, "only the leader may send");
+    a.gateway.release(1);
+    let both = tokio::time::timeout(EVENT_TIMEOUT, async {
+        (
+            read(to_a.await.unwrap().unwrap()).await,
+            read(to_b.await.unwrap().unwrap()).await,
+        )
+    })
+    .await
+    .expect("a caller was never answered");
+    let (from_a, from_b) = both;
+    assert_eq!((from_a.status, from_b.status), (200, 200));
+    assert_eq!(from_a.body, from_b.body, "both callers get the one answer");
+    assert!(
+        from_a.replayed ^ from_b.replayed,
+        "exactly the waiter is marked replayed: {from_a:?} {from_b:?}"
+    );
+    let answer: Value = serde_json::from_str(&from_a.body).unwrap();
+    assert_eq!(answer["data"]["messageId"], id);
+    assert_eq!(a.gateway.calls(), calls + 1, "one gateway call in all");
+}
+
+/// Sent through A, replayed through B byte for byte.
+async fn check_send_through_a_replays_through_b(a: &TestApp, b: &Replica, id: &str) {
+    let calls = a.gateway.calls();
+    let first = send(a, &media_body(id)).await;
+    assert_eq!(first.status, 200);
+    assert!(!first.replayed);
+    let replay = post(b, &media_body(id)).await;
+    assert!(replay.headers().get("x-relay-attempts").is_none());
+    let replay = read(replay).await;
+    assert_eq!(replay.status, 200);
+    assert!(replay.replayed, "B must say it replayed");
+    assert_eq!(replay.body, first.body, "byte-identical body");
+    assert_eq!(replay.content_type, first.content_type);
+    assert_eq!(a.gateway.calls(), calls + 1);
+}
+
+/// Another payload under a messageId that A holds: 422 from B, in flight and after.
+async fn check_another_payload_through_b_is_422(a: &TestApp, b: &Replica, id: &str) {
+    let calls = a.gateway.calls();
+    let mut other = media_body(id);
+    other["caption"] = json!("another caption");
+    a.gateway.take_received().await;
+    a.gateway.script([Step::held()]);
+    let first = tokio::spawn(post_to(a.http(), a.url(), &media_body(id)));
+    a.gateway.next_request().await;
+    let in_flight = post(b, &other).await;
+    assert_eq!(in_flight.status(), 422);
+    assert_eq!(error_fields(&envelope(in_flight).await), ["messageId"]);
+    a.gateway.release(1);
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    let after = post(b, &other).await;
+    assert_eq!(after.status(), 422);
+    assert_eq!(error_fields(&envelope(after).await), ["messageId"]);
+    assert_eq!(a.gateway.calls(), calls + 1);
+}
+
+// --- standalone Redis --------------------------------------------------------------------
+
+fn shared_vars<'a>(url: &'a str, prefix: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![("RELAY_REDIS_URL", url), ("RELAY_REDIS_PREFIX", prefix)]
+}
+
+#[tokio::test]
+async fn the_same_message_id_to_two_replicas_at_once_makes_one_gateway_call() {
+    let redis = RedisServer::start().await;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    check_concurrent_sends_make_one_gateway_call(&a, &b, "both-1").await;
+    // Whichever leads, the remembered answer is now in Redis.
+    let held = redis.cli(&["exists", &dedup_key(&prefix, "both-1")]).await;
+    assert_eq!(held.trim(), "1");
+}
+
+#[tokio::test]
+async fn a_send_through_one_replica_is_replayed_through_the_other() {
+    let redis = RedisServer::start().await;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    check_send_through_a_replays_through_b(&a, &b, "across-1").await;
+}
+
+#[tokio::test]
+async fn another_payload_through_the_other_replica_is_422() {
+    let redis = RedisServer::start().await;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    check_another_payload_through_b_is_422(&a, &b, "other-1").await;
+}
+
+#[tokio::test]
+async fn a_failed_send_through_one_replica_is_not_remembered_on_the_other() {
+    let redis = RedisServer::start().await;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let mut vars = shared_vars(&url, &prefix);
+    vars.push(("RELAY_MAX_ATTEMPTS", "1"));
+    let (a, b) = two_replicas(&vars).await;
+    a.gateway.script([
+        Step::status(400),
+        Step::sent(),
+        Step::status(503),
+        Step::sent(),
+    ]);
+    for (id, status) in [("fail-400", 400), ("fail-503", 503)] {
+        let failed = send(&a, &media_body(id)).await;
+        assert_eq!(failed.status, status);
+        let fresh = send(&b, &media_body(id)).await;
+        assert_eq!(fresh.status, 200, "{id}: B sends it again");
+        assert!(!fresh.replayed, "{id}");
+    }
+    assert_eq!(a.gateway.calls(), 4);
+}
+
+#[tokio::test]
+async fn a_replay_from_the_moka_window_costs_no_redis_round_trip() {
+    let redis = RedisServer::start().await;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    assert_eq!(send(&a, &media_body("local-1")).await.status, 200);
+    let set_calls = || async {
+        let stats = redis.cli(&["info", "commandstats"]).await;
+        stats
+            .lines()
+            .find(|line| line.starts_with("cmdstat_set:"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let before = metric_of(&b, STORE_OPS).await;
+    let first = send(&b, &media_body("local-1")).await;
+    assert!(first.replayed);
+    let after_first = metric_of(&b, STORE_OPS).await;
+    assert_eq!(
+        after_first,
+        before + 1.0,
+        "the first replay on B reads Redis once"
+    );
+
+    let redis_before = set_calls().await;
+    for _ in 0..3 {
+        let again = send(&b, &media_body("local-1")).await;
+        assert!(again.replayed);
+        assert_eq!(again.body, first.body);
+    }
+    assert_eq!(
+        metric_of(&b, STORE_OPS).await,
+        after_first,
+        "later replays on B are served from its moka window"
+    );
+    assert_eq!(set_calls().await, redis_before, "Redis saw no SET for them");
+    assert_eq!(a.gateway.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_new_sends_at_a_fresh_relay_all_claim_in_redis() {
+    let redis = RedisServer::start().await;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let (a, _b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    let ids: Vec<String> = (0..10).map(|n| format!("burst-{n}")).collect();
+    let bodies: Vec<Value> = ids.iter().map(|id| media_body(id)).collect();
+    let answers = join_all(bodies.iter().map(|body| send(&a, body))).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(
+        metric_of(&a, FAIL_OPEN).await,
+        0.0,
+        "no send bypassed Redis"
+    );
+    for id in &ids {
+        let held = redis.cli(&["exists", &dedup_key(&prefix, id)]).await;
+        assert_eq!(held.trim(), "1", "{id}");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_logs_a_refused_password_without_the_password() {
+    let right = format!("right-{:032x}", fastrand::u128(..));
+    let wrong = format!("wrong-{:032x}", fastrand::u128(..));
+    let redis = RedisServer::start_with(vec!["--requirepass".into(), right.clone()], "auth").await;
+    let gateway = FakeGateway::start().await;
+    let key = random_key();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = gateway.base_url();
+    let url = format!("redis://:{wrong}@127.0.0.1:{}", redis.port);
+    let prefix = unique_prefix();
+    let mut child = spawn_binary(
+        &["serve"],
+        &[
+            ("LIPACHAT_API_KEY", &key),
+            ("LIPACHAT_BASE_URL", &base),
+            ("RELAY_LISTEN", &listen),
+            ("RELAY_REDIS_URL", &url),
+            ("RELAY_REDIS_PREFIX", &prefix),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let relay = format!("http://{listen}");
+    wait_for_status(&format!("{relay}/healthz"), 200).await;
+    let client = reqwest::Client::new();
+    let answer = post_to(&client, &relay, &media_body("auth-bin-1"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "open mode sends without the store");
+    assert!(!answer.text().await.unwrap().contains(&wrong));
+    let metrics = client
+        .get(format!("{relay}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric(&metrics, FAIL_OPEN) >= 1.0);
+    assert!(!metrics.contains(&wrong));
+
+    terminate(&child);
+    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut all = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut all)
+        .await
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut all)
+        .await
+        .unwrap();
+    assert!(
+        all.lines()
+            .any(|line| line.contains("WARN") && line.contains("shared store")),
+        "no warning about the store:\n{all}"
+    );
+    assert!(!all.contains(&wrong), "the password is in the log:\n{all}");
+    assert!(!all.contains(&right));
+    assert!(!all.contains(&key), "the API key is in the log");
+}
+
+// --- relay processes killed with SIGKILL -------------------------------------------------------
+
+/// A relay process (the real binary) on a fixed port, so a restart takes its place.
+struct Process {
+    child: tokio::process::Child,
+    url: String,
+}
+
+async fn start_relay(listen: &str, vars: &[(&str, &str)]) -> Process {
+    let mut all = vec![("RELAY_LISTEN", listen), ("RUST_LOG", "warn")];
+    all.extend_from_slice(vars);
+    let mut child = spawn_binary(&["serve"], &all);
+    // Nobody reads these pipes: drain them so a chatty relay never blocks on a full one.
+    for mut pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = pipe.read_to_end(&mut sink).await;
+        });
+    }
+    let url = format!("http://{listen}");
+    wait_for_status(&format!("{url}/healthz"), 200).await;
+    Process { child, url }
+}
+
+impl Process {
+    /// `kill -9`: no drain, no completion, nothing released.
+    async fn kill_9(mut self) {
+        let pid = self.child.id().expect("the relay has exited already");
+        let status = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(EVENT_TIMEOUT, self.child.wait())
+            .await
+            .expect("the relay outlived kill -9")
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&exit),
+            Some(9)
+        );
+    }
+}
+
+/// Counts a request the gateway received under its messageId.
+fn count(counts: &mut HashMap<String, usize>, request: &Received) {
+    let id = request.body["messageId"].as_str().unwrap().to_owned();
+    *counts.entry(id).or_default() += 1;
+}
+
+/// Counts every request the gateway has received and not yet counted.
+async fn count_received(gateway: &FakeGateway, counts: &mut HashMap<String, usize>) {
+    for request in gateway.take_received().await {
+        count(counts, &request);
+    }
+}
+
+/// How a caller's resends of one messageId went.
+#[derive(Debug)]
+struct Resends {
+    /// The 200 that ended them.
+    answer: Answer,
+    /// 504s with no gateway call: the resend waited on another process's claim until its
+    /// own deadline.
+    waited: u32,
+    /// 504s with `x-relay-attempts`: the relay took over the lapsed claim with little of its
+    /// deadline left and began a send that ran out of it. The send may or may not have
+    /// reached the gateway; it is not remembered, so the next resend sends again.
+    cut_off: u32,
+}
+
+/// A caller's resend loop: POSTs until the relay answers 200, bounded by `limit`.
+async fn resend_until_sent(
+    client: reqwest::Client,
+    base: String,
+    id: String,
+    limit: Duration,
+) -> Resends {
+    let resend = async {
+        let (mut waited, mut cut_off) = (0, 0);
+        loop {
+            let answer = read(post_to(&client, &base, &media_body(&id)).await.unwrap()).await;
+            match (answer.status, answer.attempts) {
+                (200, _) => {
+                    return Resends {
+                        answer,
+                        waited,
+                        cut_off,
+                    };
+                }
+                (504, 0) => waited += 1,
+                (504, _) => cut_off += 1,
+                (other, _) => panic!("{id}: unexpected {other}: {}", answer.body),
+            }
+        }
+    };
+    tokio::time::timeout(limit, resend)
+        .await
+        .expect("the resend never succeeded")
+}
+
+/// One messageId of the experiment: was its first send answered before the kill, and how
+/// did its caller's resends go.
+struct Row {
+    id: String,
+    completed: bool,
+    resends: Resends,
+}
+
+/// The experiment: `kill -9` with 20 sends in flight (10 answered, 10 held at the
+/// gateway), restart, the callers resend all 20. Returns what the gateway saw per messageId
+/// and how each caller's resends went.
+async fn twenty_in_flight_then_kill_9(
+    redis: Option<&RedisServer>,
+) -> (HashMap<String, usize>, Vec<Row>) {
+    let gateway = FakeGateway::start().await;
+    let key = random_key();
+    let base = gateway.base_url();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (url, prefix) = (redis.map(RedisServer::url), unique_prefix());
+    let mut vars = vec![
+        ("LIPACHAT_API_KEY", key.as_str()),
+        ("LIPACHAT_BASE_URL", &base),
+        ("RELAY_DEADLINE_MS", "3000"),
+    ];
+    if let Some(url) = &url {
+        vars.extend([
+            ("RELAY_REDIS_URL", url.as_str()),
+            ("RELAY_REDIS_PREFIX", prefix.as_str()),
+        ]);
+    }
+    let client = reqwest::Client::new();
+    let first = start_relay(&listen, &vars).await;
+
+    gateway.set_default(Step::held());
+    let ids: Vec<String> = (0..20).map(|n| format!("exp-{n:02}")).collect();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    for id in &ids {
+        let call = post_to(&client, &first.url, &media_body(id));
+        let done_tx = done_tx.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            if let Ok(response) = call.await
+                && response.status() == 200
+            {
+                let _ = done_tx.send(id);
+            }
+        });
+    }
+    let mut counts = HashMap::new();
+    // All 20 reached the gateway; let 10 of them answer, and wait for their callers.
+    while counts.values().sum::<usize>() < 20 {
+        count(&mut counts, &gateway.next_request().await);
+    }
+    gateway.release(10);
+    let mut completed = Vec::new();
+    while completed.len() < 10 {
+        let id = tokio::time::timeout(EVENT_TIMEOUT, done_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        completed.push(id);
+    }
+    // The other 10 are still held at the gateway (well within the 3 s deadline).
+    first.kill_9().await;
+
+    gateway.set_default(Step::sent());
+    let second = start_relay(&listen, &vars).await;
+    let limit = Duration::from_secs(15);
+    let resends = join_all(
+        ids.iter()
+            .map(|id| resend_until_sent(client.clone(), second.url.clone(), id.clone(), limit)),
+    )
+    .await;
+    count_received(&gateway, &mut counts).await;
+    let rows = ids
+        .into_iter()
+        .zip(resends)
+        .map(|(id, resends)| Row {
+            completed: completed.contains(&id),
+            id,
+            resends,
+        })
+        .collect();
+    (counts, rows)
+}
+
+fn print_experiment(title: &str, counts: &HashMap<String, usize>, rows: &[Row]) {
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(
+        out,
+        "messageId  before the kill      resends: 504 waiting / 504 cut off / then  gateway saw"
+    );
+    for row in rows {
+        let answer = &row.resends.answer;
+        let _ = writeln!(
+            out,
+            "{:<10} {:<20} {:>16} / {:>10} / {:<12} {}",
+            row.id,
+            if row.completed {
+                "answered 200"
+            } else {
+                "in flight, killed"
+            },
+            row.resends.waited,
+            row.resends.cut_off,
+            if answer.replayed {
+                "200 replayed"
+            } else {
+                "200 sent"
+            },
+            counts.get(&row.id).copied().unwrap_or(0)
+        );
+    }
+}
+
+#[tokio::test]
+async fn kill_9_with_twenty_in_flight_without_redis_sends_every_message_again() {
+    let (counts, rows) = twenty_in_flight_then_kill_9(None).await;
+    print_experiment("without RELAY_REDIS_URL", &counts, &rows);
+    assert!(
+        counts.values().all(|&n| n == 2),
+        "every messageId went to the gateway twice: {counts:?}"
+    );
+    assert!(rows.iter().all(|row| !row.resends.answer.replayed));
+}
+
+#[tokio::test]
+async fn kill_9_with_twenty_in_flight_with_redis_sends_completed_ones_once() {
+    let redis = RedisServer::start().await;
+    let (counts, rows) = twenty_in_flight_then_kill_9(Some(&redis)).await;
+    print_experiment("with RELAY_REDIS_URL", &counts, &rows);
+    for row in &rows {
+        let (id, resends) = (&row.id, &row.resends);
+        if row.completed {
+            assert_eq!(counts[id], 1, "{id} completed before the kill: sent once");
+            assert!(resends.answer.replayed, "{id}: its resend is a replay");
+            assert_eq!(resends.waited + resends.cut_off, 0, "{id}");
+        } else {
+            // Once by the dead relay; then, after its lease, once more by the new one (plus
+            // any send the new relay started too late to finish within its deadline, which
+            // its caller was told about with a 504 carrying x-relay-attempts).
+            let saw = counts[id];
+            assert!(
+                (2..=2 + resends.cut_off as usize).contains(&saw),
+                "{id}: {saw}"
+            );
+            assert!(!resends.answer.replayed, "{id}");
+            assert!(resends.waited >= 1, "{id}: its resend waited for the lease");
+        }
+    }
+}

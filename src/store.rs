@@ -8,9 +8,17 @@
 //! changes. Connections are made lazily, so the relay starts (and serves in `open` mode) while
 //! Redis is down, and uses it again as soon as it answers, without a restart.
 //!
-//! Every round trip is bounded by `RELAY_REDIS_TIMEOUT_MS` and counted in the store metrics;
-//! what to do when one fails (`RELAY_REDIS_FAILURE`) is the caller's decision. The URLs may
-//! carry a password: it is never logged, and error texts are scrubbed of it.
+//! Every round trip is bounded by `RELAY_REDIS_TIMEOUT_MS` (connecting included) and counted in
+//! the store metrics; what to do when one fails (`RELAY_REDIS_FAILURE`) is the caller's
+//! decision. The URLs may carry a password: it is never logged, and error texts are scrubbed
+//! of it.
+//!
+//! Recovery, without a restart: a call that fails on a lost or refused connection is tried
+//! once more within the same timeout, on the connection the manager has started meanwhile, so
+//! the first call after Redis returns already succeeds (every command sent here is safe to
+//! repeat: see [`SharedStore::query`]). A refused password is the one failure the manager
+//! keeps for good, so after one the manager is replaced (at most once per
+//! [`RECONNECT_INTERVAL`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -19,14 +27,15 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, RedisError, RedisFuture, Script, Value};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisFuture, Script, Value};
 
 use crate::config::{FailureMode, RedisConfig};
 use crate::metrics::{Metrics, StoreOp, StoreResult};
 
 /// Connecting gets a little more than one round trip, so a slow TLS handshake still works.
 const CONNECT_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
-/// How often a failed Cluster connection is tried again, at most.
+/// How often a failed Cluster connection is tried again, or a standalone connection whose
+/// password was refused is replaced, at most.
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a warning about the store may be logged (the rest are counted).
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -60,12 +69,20 @@ struct Inner {
 }
 
 enum Connection {
-    /// A standalone server: the manager connects lazily and reconnects by itself.
-    Single(ConnectionManager),
-    /// A Cluster: connected on first use, and again after a failed attempt.
-    Cluster(Box<ClusterSlot>),
+    Single(SingleSlot),
+    Cluster(ClusterSlot),
 }
 
+/// A standalone server: the manager connects lazily and reconnects by itself after an I/O
+/// error, but keeps a refused password for good; then it is replaced.
+struct SingleSlot {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    manager: RwLock<ConnectionManager>,
+    last_rebuild: std::sync::Mutex<Option<Instant>>,
+}
+
+/// A Cluster: connected on first use, and again after a failed attempt.
 struct ClusterSlot {
     client: ClusterClient,
     connection: RwLock<Option<ClusterConnection>>,
@@ -111,24 +128,29 @@ impl SharedStore {
                 .response_timeout(connect_timeout)
                 .build()
                 .map_err(scrub)?;
-            Connection::Cluster(Box::new(ClusterSlot {
+            Connection::Cluster(ClusterSlot {
                 client,
                 connection: RwLock::new(None),
                 connecting: AtomicBool::new(false),
                 last_attempt: std::sync::Mutex::new(None),
-            }))
+            })
         } else {
             let client = redis::Client::open(addresses.first().copied().unwrap_or_default())
                 .map_err(scrub)?;
-            let manager_config = ConnectionManagerConfig::new()
+            let config = ConnectionManagerConfig::new()
                 .set_number_of_retries(1)
                 .set_min_delay(Duration::from_millis(50))
                 .set_max_delay(Duration::from_millis(500))
                 .set_connection_timeout(Some(connect_timeout))
                 .set_response_timeout(None);
-            Connection::Single(
-                ConnectionManager::new_lazy_with_config(client, manager_config).map_err(scrub)?,
-            )
+            let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                .map_err(scrub)?;
+            Connection::Single(SingleSlot {
+                client,
+                config,
+                manager: RwLock::new(manager),
+                last_rebuild: std::sync::Mutex::new(None),
+            })
         };
         Ok(Some(Self(Arc::new(Inner {
             connection,
@@ -157,21 +179,28 @@ impl SharedStore {
         self.0.timeout
     }
 
-    /// One command, bounded and counted.
+    /// One command, bounded and counted. After a lost connection it may reach Redis twice, so
+    /// it must be safe to repeat (a claim that finds its own value, a compare-and-set).
     pub async fn query<T: FromRedisValue>(&self, op: StoreOp, cmd: &Cmd) -> Result<T, StoreError> {
         let started = Instant::now();
-        let result = match self.connection().await {
-            Ok(mut connection) => {
-                let call = cmd.query_async::<T>(&mut connection);
-                self.bounded(call).await
-            }
-            Err(error) => Err(error),
-        };
+        let result = self
+            .bounded(async {
+                let mut retried = false;
+                loop {
+                    let mut connection = self.connection().await?;
+                    match cmd.query_async::<T>(&mut connection).await {
+                        Err(error) if !retried && self.recovers(&error) => retried = true,
+                        result => return result.map_err(|error| self.failed(&error)),
+                    }
+                }
+            })
+            .await;
         self.record(op, started, &result);
         result
     }
 
-    /// One script (EVALSHA, loaded on first use), bounded and counted.
+    /// One script (EVALSHA, loaded on first use), bounded and counted; repeated once after a
+    /// lost connection, like [`SharedStore::query`].
     pub async fn script<T: FromRedisValue>(
         &self,
         op: StoreOp,
@@ -180,36 +209,54 @@ impl SharedStore {
         args: &[&[u8]],
     ) -> Result<T, StoreError> {
         let started = Instant::now();
-        let result = match self.connection().await {
-            Ok(mut connection) => {
-                let mut invocation = script.prepare_invoke();
-                for key in keys {
-                    invocation.key(*key);
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let result = self
+            .bounded(async {
+                let mut retried = false;
+                loop {
+                    let mut connection = self.connection().await?;
+                    match invocation.invoke_async::<T>(&mut connection).await {
+                        Err(error) if !retried && self.recovers(&error) => retried = true,
+                        result => return result.map_err(|error| self.failed(&error)),
+                    }
                 }
-                for arg in args {
-                    invocation.arg(*arg);
-                }
-                let call = invocation.invoke_async::<T>(&mut connection);
-                self.bounded(call).await
-            }
-            Err(error) => Err(error),
-        };
+            })
+            .await;
         self.record(op, started, &result);
         result
     }
 
+    /// Whether a second try may succeed where `error` failed: the connection was lost or
+    /// refused (the manager has begun a new one), or the password was refused and the manager
+    /// has just been replaced. (The Cluster client repairs node connections in the background,
+    /// backing off to 1 s, and retries within a call by itself.)
+    fn recovers(&self, error: &RedisError) -> bool {
+        match &self.0.connection {
+            Connection::Single(slot) if error.kind() == ErrorKind::AuthenticationFailed => {
+                slot.rebuild()
+            }
+            _ => error.is_io_error(),
+        }
+    }
+
+    fn failed(&self, error: &RedisError) -> StoreError {
+        StoreError::Failed(scrub(&error.to_string(), &self.0.secrets))
+    }
+
+    /// The whole call, connecting included, within `RELAY_REDIS_TIMEOUT_MS`.
     async fn bounded<T>(
         &self,
-        call: impl Future<Output = Result<T, RedisError>>,
+        call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.0.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(StoreError::Failed(scrub(
-                &error.to_string(),
-                &self.0.secrets,
-            ))),
-            Err(_) => Err(StoreError::Timeout(self.0.timeout)),
-        }
+        tokio::time::timeout(self.0.timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.0.timeout)))
     }
 
     fn record<T>(&self, op: StoreOp, started: Instant, result: &Result<T, StoreError>) {
@@ -225,7 +272,7 @@ impl SharedStore {
 
     async fn connection(&self) -> Result<Handle, StoreError> {
         match &self.0.connection {
-            Connection::Single(manager) => Ok(Handle::Single(manager.clone())),
+            Connection::Single(slot) => Ok(Handle::Single(read(&slot.manager).clone())),
             Connection::Cluster(slot) => self.cluster(slot).await.map(Handle::Cluster),
         }
     }
@@ -298,7 +345,35 @@ impl SharedStore {
     }
 }
 
-fn read<T: Clone>(lock: &RwLock<Option<T>>) -> std::sync::RwLockReadGuard<'_, Option<T>> {
+impl SingleSlot {
+    /// Replaces the manager (after a refused password, which it keeps for good), unless that
+    /// was done less than [`RECONNECT_INTERVAL`] ago. Says whether it did.
+    fn rebuild(&self) -> bool {
+        {
+            let mut last = self
+                .last_rebuild
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < RECONNECT_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        // Cannot fail: the same client and configuration made the first manager.
+        let Ok(manager) =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        else {
+            return false;
+        };
+        *self
+            .manager
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = manager;
+        true
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use lipachat_relay::config::{Config, KeyRequirement};
@@ -210,6 +211,42 @@ async fn two_replicas(vars: &[(&str, &str)]) -> (TestApp, Replica) {
     (a, b)
 }
 
+/// The relay's log lines, captured in this (current-thread) test runtime.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        (logs.clone(), tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().write(bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
 // --- the cases every shared store must pass (standalone and Cluster) ------------------------
 
 /// The same messageId sent to both replicas at once: one gateway call, both callers answered.
@@ -396,6 +433,194 @@ async fn a_burst_of_new_sends_at_a_fresh_relay_all_claim_in_redis() {
         let held = redis.cli(&["exists", &dedup_key(&prefix, id)]).await;
         assert_eq!(held.trim(), "1", "{id}");
     }
+}
+
+// --- Redis down, and back ------------------------------------------------------------------
+
+async fn assert_health_is_independent_of_redis(urls: &[&str]) {
+    let client = reqwest::Client::new();
+    for url in urls {
+        for path in ["/healthz", "/readyz"] {
+            let status = client
+                .get(format!("{url}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200, "{url}{path} while Redis is down");
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_redis_stopped_open_mode_keeps_serving_and_shares_again_when_it_returns() {
+    let (logs, _guard) = Logs::capture();
+    let mut redis = RedisServer::start().await;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let mut vars = shared_vars(&url, &prefix);
+    vars.push(("RELAY_REDIS_FAILURE", "open"));
+    let (a, b) = two_replicas(&vars).await;
+    check_send_through_a_replays_through_b(&a, &b, "open-before").await;
+
+    redis.stop().await;
+    let calls = a.gateway.calls();
+    let during = send(&a, &media_body("open-during")).await;
+    assert_eq!(during.status, 200, "open mode serves without Redis");
+    assert!(!during.replayed);
+    assert_eq!(a.gateway.calls(), calls + 1);
+    assert!(
+        metric_of(&a, FAIL_OPEN).await >= 1.0,
+        "the fail-open metric moves"
+    );
+    // This process still remembers it, in memory.
+    assert!(send(&a, &media_body("open-during")).await.replayed);
+    assert_health_is_independent_of_redis(&[a.url(), b.url()]).await;
+    let text = logs.text();
+    assert!(
+        text.lines()
+            .any(|line| line.contains("WARN") && line.contains("shared store")),
+        "no warning about the store:\n{text}"
+    );
+
+    redis.restart().await;
+    let fail_open = metric_of(&a, FAIL_OPEN).await;
+    // The first send after Redis is back is shared again: no restart, no lost send.
+    check_send_through_a_replays_through_b(&a, &b, "open-after").await;
+    assert_eq!(
+        metric_of(&a, FAIL_OPEN).await,
+        fail_open,
+        "the first send after recovery went through Redis"
+    );
+    let held = redis
+        .cli(&["exists", &dedup_key(&prefix, "open-after")])
+        .await;
+    assert_eq!(held.trim(), "1");
+}
+
+#[tokio::test]
+async fn with_redis_stopped_closed_mode_answers_503_and_shares_again_when_it_returns() {
+    let mut redis = RedisServer::start().await;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let mut vars = shared_vars(&url, &prefix);
+    vars.push(("RELAY_REDIS_FAILURE", "closed"));
+    let (a, b) = two_replicas(&vars).await;
+    check_send_through_a_replays_through_b(&a, &b, "closed-before").await;
+
+    redis.stop().await;
+    let calls = a.gateway.calls();
+    let refused = post(&a, &media_body("closed-during")).await;
+    assert_eq!(refused.status(), 503);
+    let retry_after = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(retry_after.parse::<u64>().unwrap() >= 1, "{retry_after}");
+    envelope(refused).await;
+    assert_eq!(a.gateway.calls(), calls, "nothing was sent");
+    // A remembered answer in this process's window still replays without Redis.
+    assert!(send(&b, &media_body("closed-before")).await.replayed);
+    assert_health_is_independent_of_redis(&[a.url(), b.url()]).await;
+    assert_eq!(metric_of(&a, FAIL_OPEN).await, 0.0);
+
+    redis.restart().await;
+    check_send_through_a_replays_through_b(&a, &b, "closed-during").await;
+}
+
+#[tokio::test]
+async fn a_relay_started_while_redis_is_down_serves_and_shares_once_it_is_up() {
+    let mut redis = RedisServer::start().await;
+    redis.stop().await;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let open = shared_vars(&url, &prefix);
+    let (a, b) = two_replicas(&open).await;
+    let mut closed = shared_vars(&url, &prefix);
+    closed.push(("RELAY_REDIS_FAILURE", "closed"));
+    let c = spawn_replica(&a.gateway, &a.api_key, &closed).await;
+
+    assert_health_is_independent_of_redis(&[a.url(), b.url(), c.url()]).await;
+    assert_eq!(send(&a, &media_body("start-1")).await.status, 200);
+    assert!(metric_of(&a, FAIL_OPEN).await >= 1.0);
+    assert_eq!(send(&c, &media_body("start-2")).await.status, 503);
+
+    redis.restart().await;
+    check_send_through_a_replays_through_b(&a, &b, "start-3").await;
+    let replay = send(&c, &media_body("start-3")).await;
+    assert!(replay.replayed, "the closed replica shares too: {replay:?}");
+}
+
+/// `redis-cli -a PASSWORD ...` without the warning about passwords on the command line.
+async fn cli_as(redis: &RedisServer, password: &str, args: &[&str]) -> String {
+    let mut all = vec!["-a", password, "--no-auth-warning"];
+    all.extend_from_slice(args);
+    redis.cli(&all).await
+}
+
+#[tokio::test]
+async fn a_refused_password_is_a_store_failure_and_never_shown() {
+    let (logs, _guard) = Logs::capture();
+    let right = format!("right-{:032x}", fastrand::u128(..));
+    let wrong = format!("wrong-{:032x}", fastrand::u128(..));
+    let redis = RedisServer::start_with(vec!["--requirepass".into(), right.clone()], "auth").await;
+    let url = format!("redis://:{wrong}@127.0.0.1:{}", redis.port);
+    let prefix = unique_prefix();
+    let mut closed = shared_vars(&url, &prefix);
+    closed.push(("RELAY_REDIS_FAILURE", "closed"));
+    let a = spawn_app_with(&closed).await;
+    let refused = post(&a, &media_body("auth-1")).await;
+    assert_eq!(refused.status(), 503);
+    let body = refused.text().await.unwrap();
+    assert!(
+        !body.contains(&wrong),
+        "the password is in an answer: {body}"
+    );
+    let metrics = metrics_of(&a).await;
+    assert!(!metrics.contains(&wrong));
+    let text = logs.text();
+    assert!(text.contains("shared store"), "no warning:\n{text}");
+    assert!(
+        !text.contains(&wrong),
+        "the password is in a log line:\n{text}"
+    );
+    assert!(!text.contains(&right));
+
+    // Once the server accepts the relay's password, the relay uses it without a restart:
+    // it tries a refused password again at most every 500 ms, so the test resends (closed
+    // mode: nothing reaches the gateway meanwhile) every 20 ms until one goes through.
+    cli_as(&redis, &right, &["config", "set", "requirepass", &wrong]).await;
+    let fixed = Instant::now();
+    let recovered = async {
+        let mut attempt = 0;
+        loop {
+            let id = format!("auth-2-{attempt}");
+            let answer = send(&a, &media_body(&id)).await;
+            if answer.status == 200 {
+                return id;
+            }
+            assert_eq!(answer.status, 503, "{answer:?}");
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let id = tokio::time::timeout(EVENT_TIMEOUT, recovered)
+        .await
+        .expect("the relay never used Redis again");
+    assert!(
+        fixed.elapsed() < Duration::from_secs(2),
+        "recovery took {:?}",
+        fixed.elapsed()
+    );
+    let held = cli_as(&redis, &wrong, &["exists", &dedup_key(&prefix, &id)]).await;
+    assert_eq!(
+        held.trim(),
+        "1",
+        "the send after the fix went through Redis"
+    );
+    assert_eq!(
+        a.gateway.calls(),
+        1,
+        "only the send that went through Redis"
+    );
+    assert!(!logs.text().contains(&wrong));
 }
 
 #[tokio::test]

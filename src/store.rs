@@ -18,9 +18,10 @@
 //! the first call after Redis returns already succeeds (every command sent here is safe to
 //! repeat: see [`SharedStore::query`]). A refused password is the one failure the manager
 //! keeps for good, so after one the manager is replaced (at most once per
-//! [`RECONNECT_INTERVAL`]).
+//! [`RECONNECT_INTERVAL`]). A Cluster connection is made by one task for all callers, who
+//! wait for it within their timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisFuture, Script, Value};
+use tokio::sync::watch;
 
 use crate::config::{FailureMode, RedisConfig};
 use crate::metrics::{Metrics, StoreOp, StoreResult};
@@ -82,12 +84,20 @@ struct SingleSlot {
     last_rebuild: std::sync::Mutex<Option<Instant>>,
 }
 
-/// A Cluster: connected on first use, and again after a failed attempt.
+/// A Cluster: connected by one task at a time, on first use and again after a failed attempt.
 struct ClusterSlot {
     client: ClusterClient,
-    connection: RwLock<Option<ClusterConnection>>,
-    connecting: AtomicBool,
-    last_attempt: std::sync::Mutex<Option<Instant>>,
+    state: watch::Sender<ClusterState>,
+    connect_timeout: Duration,
+}
+
+#[derive(Clone, Default)]
+struct ClusterState {
+    connection: Option<ClusterConnection>,
+    connecting: bool,
+    last_attempt: Option<Instant>,
+    /// Why the last attempt failed (scrubbed).
+    error: Option<String>,
 }
 
 /// A configuration the client refused (bad TLS settings, say); reported at start-up.
@@ -130,9 +140,8 @@ impl SharedStore {
                 .map_err(scrub)?;
             Connection::Cluster(ClusterSlot {
                 client,
-                connection: RwLock::new(None),
-                connecting: AtomicBool::new(false),
-                last_attempt: std::sync::Mutex::new(None),
+                state: watch::Sender::new(ClusterState::default()),
+                connect_timeout,
             })
         } else {
             let client = redis::Client::open(addresses.first().copied().unwrap_or_default())
@@ -277,47 +286,61 @@ impl SharedStore {
         }
     }
 
-    /// The Cluster connection; when there is none, one attempt at a time is made, bounded by
-    /// the round-trip timeout so a caller never waits for more than that.
+    /// The Cluster connection. Without one, a single task connects (at most once per
+    /// [`RECONNECT_INTERVAL`]) while every caller waits for its outcome; the task goes on if
+    /// the callers give up, so a slow first connection still completes.
     async fn cluster(&self, slot: &ClusterSlot) -> Result<ClusterConnection, StoreError> {
-        if let Some(connection) = read(&slot.connection).clone() {
-            return Ok(connection);
+        if let Some(connection) = &slot.state.borrow().connection {
+            return Ok(connection.clone());
         }
-        let due = {
-            let mut last = slot
+        let mut start = false;
+        slot.state.send_if_modified(|state| {
+            let due = state
                 .last_attempt
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let due = last.is_none_or(|at| at.elapsed() >= RECONNECT_INTERVAL);
-            if due {
-                *last = Some(Instant::now());
+                .is_none_or(|at| at.elapsed() >= RECONNECT_INTERVAL);
+            start = state.connection.is_none() && !state.connecting && due;
+            if start {
+                state.connecting = true;
+                state.last_attempt = Some(Instant::now());
             }
-            due
-        };
-        if due && !slot.connecting.swap(true, Ordering::AcqRel) {
-            let attempt = slot.client.get_async_connection();
-            let result =
-                tokio::time::timeout(self.0.timeout.max(CONNECT_TIMEOUT_FLOOR), attempt).await;
-            slot.connecting.store(false, Ordering::Release);
-            return match result {
-                Ok(Ok(connection)) => {
-                    *slot
-                        .connection
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some(connection.clone());
-                    Ok(connection)
-                }
-                Ok(Err(error)) => Err(StoreError::Failed(scrub(
-                    &format!("cannot reach the cluster: {error}"),
-                    &self.0.secrets,
-                ))),
-                Err(_) => Err(StoreError::Timeout(self.0.timeout)),
-            };
+            start
+        });
+        if start {
+            let (client, state) = (slot.client.clone(), slot.state.clone());
+            let (timeout, secrets) = (slot.connect_timeout, self.0.secrets.clone());
+            tokio::spawn(async move {
+                let result = tokio::time::timeout(timeout, client.get_async_connection()).await;
+                state.send_modify(|state| {
+                    state.connecting = false;
+                    match result {
+                        Ok(Ok(connection)) => {
+                            state.connection = Some(connection);
+                            state.error = None;
+                        }
+                        Ok(Err(error)) => {
+                            let text = format!("cannot reach the cluster: {error}");
+                            state.error = Some(scrub(&text, &secrets));
+                        }
+                        Err(_) => {
+                            state.error =
+                                Some(format!("cannot reach the cluster within {timeout:?}"));
+                        }
+                    }
+                });
+            });
         }
-        Err(StoreError::Failed(
-            "not connected to the cluster yet".to_owned(),
-        ))
+        let mut receiver = slot.state.subscribe();
+        let state = receiver
+            .wait_for(|state| state.connection.is_some() || !state.connecting)
+            .await
+            .map_err(|_| StoreError::Failed("the cluster connection was dropped".to_owned()))?;
+        match (&state.connection, &state.error) {
+            (Some(connection), _) => Ok(connection.clone()),
+            (None, Some(error)) => Err(StoreError::Failed(error.clone())),
+            (None, None) => Err(StoreError::Failed(
+                "not connected to the cluster yet".to_owned(),
+            )),
+        }
     }
 
     /// Logs a store failure at warn, at most once per [`WARN_INTERVAL`] (the rest are

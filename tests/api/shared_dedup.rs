@@ -25,7 +25,7 @@ use crate::helpers::{
     EVENT_TIMEOUT, FakeGateway, Received, Step, TestApp, envelope, error_fields, free_port,
     media_body, random_key, spawn_app_with, spawn_binary, terminate, wait_for_status,
 };
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisCluster, RedisServer};
 
 const STORE_OPS: &str = "lipachat_relay_store_operations_total";
 const CLAIMS_OK: &str = "lipachat_relay_store_operations_total{op=\"claim\",result=\"ok\"}";
@@ -692,6 +692,99 @@ async fn the_binary_logs_a_refused_password_without_the_password() {
     assert!(!all.contains(&wrong), "the password is in the log:\n{all}");
     assert!(!all.contains(&right));
     assert!(!all.contains(&key), "the API key is in the log");
+}
+
+// --- Redis Cluster ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn on_a_three_master_cluster_the_shared_window_holds() {
+    let cluster = RedisCluster::start().await;
+    let (urls, prefix) = (cluster.urls(), unique_prefix());
+    let mut vars = shared_vars(&urls, &prefix);
+    vars.push(("RELAY_REDIS_CLUSTER", "true"));
+    let (a, b) = two_replicas(&vars).await;
+
+    // A fresh relay's first burst: every send claims in the cluster, none bypasses it.
+    let ids: Vec<String> = (0..12).map(|n| format!("cluster-burst-{n}")).collect();
+    let bodies: Vec<Value> = ids.iter().map(|id| media_body(id)).collect();
+    let answers = join_all(bodies.iter().map(|body| send(&a, body))).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(
+        metric_of(&a, FAIL_OPEN).await,
+        0.0,
+        "no send bypassed Redis"
+    );
+    let mut masters_used = 0;
+    let mut keys = 0;
+    for node in &cluster.nodes {
+        let count = node.cli(&["dbsize"]).await.trim().parse::<u32>().unwrap();
+        keys += count;
+        masters_used += u32::from(count > 0);
+    }
+    assert_eq!(keys, 12, "every send is remembered in the cluster");
+    assert!(masters_used >= 2, "the keys spread over the masters");
+
+    check_concurrent_sends_make_one_gateway_call(&a, &b, "cluster-both").await;
+    check_send_through_a_replays_through_b(&a, &b, "cluster-across").await;
+    check_another_payload_through_b_is_422(&a, &b, "cluster-other").await;
+    for id in &ids {
+        assert!(send(&b, &media_body(id)).await.replayed, "{id}");
+    }
+    assert_eq!(metric_of(&b, FAIL_OPEN).await, 0.0);
+}
+
+#[tokio::test]
+async fn when_the_whole_cluster_restarts_the_relays_share_again_without_a_restart() {
+    let (logs, _guard) = Logs::capture();
+    let mut cluster = RedisCluster::start().await;
+    let (urls, prefix) = (cluster.urls(), unique_prefix());
+    let mut vars = shared_vars(&urls, &prefix);
+    vars.push(("RELAY_REDIS_CLUSTER", "true"));
+    let (a, b) = two_replicas(&vars).await;
+    check_send_through_a_replays_through_b(&a, &b, "cluster-before").await;
+
+    for node in &mut cluster.nodes {
+        node.stop().await;
+    }
+    let during = send(&a, &media_body("cluster-during")).await;
+    assert_eq!(during.status, 200, "open mode serves without the cluster");
+    assert!(metric_of(&a, FAIL_OPEN).await >= 1.0);
+    assert_health_is_independent_of_redis(&[a.url(), b.url()]).await;
+
+    // Each node comes back with its slots (its nodes.conf), empty.
+    for node in &mut cluster.nodes {
+        node.restart().await;
+    }
+    cluster.wait_until_ok().await;
+    // The relays follow on their own: the Cluster client repairs its node connections in the
+    // background, backing off up to 1 s, so the first calls after the restart may still fail
+    // open. Every 20 ms a new messageId goes through A and again through B, until B replays.
+    let back = Instant::now();
+    let recovered = async {
+        let mut attempt = 0;
+        loop {
+            let id = format!("cluster-after-{attempt}");
+            assert_eq!(send(&a, &media_body(&id)).await.status, 200);
+            if send(&b, &media_body(&id)).await.replayed {
+                return;
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(EVENT_TIMEOUT, recovered)
+        .await
+        .unwrap_or_else(|_| panic!("the relays never shared again\n{}", logs.text()));
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "recovery took {:?}",
+        back.elapsed()
+    );
+    check_send_through_a_replays_through_b(&a, &b, "cluster-after").await;
+    eprintln!(
+        "cluster restart: shared again {:?} after it was back",
+        back.elapsed()
+    );
 }
 
 // --- relay processes killed with SIGKILL -------------------------------------------------------

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use lipachat_relay::config::{Config, KeyRequirement};
+use lipachat_relay::dedup::LEASE_MARGIN;
 use lipachat_relay::{AppState, serve};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -889,6 +890,133 @@ async fn resend_until_sent(
     tokio::time::timeout(limit, resend)
         .await
         .expect("the resend never succeeded")
+}
+
+#[tokio::test]
+async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
+    // Short, so the test is quick; long enough that a resend taking over after the lease
+    // has about a second left for its send (see `Resends::cut_off`).
+    const DEADLINE_MS: u64 = 1500;
+    let redis = RedisServer::start().await;
+    let gateway = FakeGateway::start().await;
+    let (url, prefix, key) = (redis.url(), unique_prefix(), random_key());
+    let base = gateway.base_url();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let deadline = DEADLINE_MS.to_string();
+    let vars = [
+        ("LIPACHAT_API_KEY", key.as_str()),
+        ("LIPACHAT_BASE_URL", &base),
+        ("RELAY_REDIS_URL", &url),
+        ("RELAY_REDIS_PREFIX", &prefix),
+        ("RELAY_DEADLINE_MS", &deadline),
+    ];
+    let client = reqwest::Client::new();
+    let first = start_relay(&listen, &vars).await;
+
+    // Completed before the kill.
+    let done = read(
+        post_to(&client, &first.url, &media_body("done-1"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(done.status, 200);
+    let mut counts = HashMap::new();
+    count_received(&gateway, &mut counts).await;
+    // In flight at the kill: held at the gateway.
+    gateway.script([Step::held()]);
+    let lost = tokio::spawn(post_to(&client, &first.url, &media_body("flight-1")));
+    count(&mut counts, &gateway.next_request().await);
+    // Killed well within its deadline, so the send never ended.
+    first.kill_9().await;
+    assert!(
+        lost.await.unwrap().is_err(),
+        "the caller lost its connection"
+    );
+    let claim = dedup_key(&prefix, "flight-1");
+    let lease_ms: i64 = redis.cli(&["pttl", &claim]).await.trim().parse().unwrap();
+    let lease_ends = Instant::now() + Duration::from_millis(lease_ms.max(0) as u64);
+    assert!(
+        lease_ms > 0 && lease_ms <= (DEADLINE_MS + LEASE_MARGIN.as_millis() as u64) as i64,
+        "the dead relay's claim lasts its lease, the deadline plus the margin: {lease_ms} ms"
+    );
+
+    let second = start_relay(&listen, &vars).await;
+    // The completed send: replayed after the restart, sent once.
+    let replay = read(
+        post_to(&client, &second.url, &media_body("done-1"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(replay.replayed);
+    assert_eq!(replay.body, done.body);
+    assert_eq!(gateway.calls(), 2);
+
+    // The send in flight: the caller resends until it is answered. While the dead relay's
+    // claim lasts, each resend waits on it and ends in 504 without a send; then one resend
+    // takes the claim over and sends (held at the gateway, to look at its claim).
+    gateway.script([Step::held()]);
+    let mut waited = 0;
+    let resending = async {
+        loop {
+            let started = Instant::now();
+            let mut resend = tokio::spawn(post_to(&client, &second.url, &media_body("flight-1")));
+            tokio::select! {
+                request = gateway.next_request() => return (started, resend, request),
+                answer = &mut resend => {
+                    let answer = read(answer.unwrap().unwrap()).await;
+                    assert_eq!((answer.status, answer.attempts), (504, 0), "{answer:?}");
+                    waited += 1;
+                }
+            }
+        }
+    };
+    let (started, resend, request) = tokio::time::timeout(
+        Duration::from_millis(DEADLINE_MS * 4) + LEASE_MARGIN * 2,
+        resending,
+    )
+    .await
+    .expect("no resend ever took over");
+    let took_over = Instant::now();
+    count(&mut counts, &request);
+    assert!(
+        took_over >= lease_ends,
+        "the new send went {:?} before the lease ended",
+        lease_ends - took_over
+    );
+    assert!(waited >= 1, "the resend had to wait for the lease");
+    // The new claim's lease is what is left of the resend's deadline, plus the margin (the
+    // relay's deadline began a little after `started`: 100 ms of slack for that).
+    let new_lease: u64 = redis.cli(&["pttl", &claim]).await.trim().parse().unwrap();
+    let left = Duration::from_millis(DEADLINE_MS).saturating_sub(started.elapsed());
+    assert!(
+        Duration::from_millis(new_lease) <= left + LEASE_MARGIN + Duration::from_millis(100),
+        "lease {new_lease} ms, but only {left:?} of the deadline is left"
+    );
+    gateway.release(1);
+    let sent = read(resend.await.unwrap().unwrap()).await;
+    assert_eq!((sent.status, sent.attempts), (200, 1), "{sent:?}");
+    assert!(!sent.replayed);
+    count_received(&gateway, &mut counts).await;
+    assert_eq!(
+        counts["flight-1"], 2,
+        "once by the dead relay, once after its lease"
+    );
+    assert_eq!(counts["done-1"], 1);
+    let again = read(
+        post_to(&client, &second.url, &media_body("flight-1"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(again.replayed);
+    eprintln!(
+        "kill -9 mid-send: the dead relay's claim had {lease_ms} ms left; the resend waited \
+         {waited} time(s) (504, no send), then took over {:?} into its deadline with a \
+         {new_lease} ms lease and sent once",
+        took_over - started
+    );
 }
 
 /// One messageId of the experiment: was its first send answered before the kill, and how

@@ -22,6 +22,8 @@ pub struct RedisServer {
     dir: PathBuf,
     extra: Vec<String>,
     child: Option<Child>,
+    /// redis-server's own pid, stopped directly on drop.
+    pid: Option<u32>,
 }
 
 /// A port that is free, and (for a Cluster node) whose bus port, +10000, is free too.
@@ -59,6 +61,7 @@ impl RedisServer {
             dir: scratch_dir(tag),
             extra,
             child: None,
+            pid: None,
         };
         server.run().await;
         server
@@ -73,8 +76,9 @@ impl RedisServer {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            // The watchdog: redis in the background, then wait for our pipe to close.
-            .arg(r#"redis-server "$@" & pid=$!; read _ignored; kill "$pid"; wait "$pid""#)
+            // The watchdog: redis in the background (its pid on stdout), then wait for our
+            // pipe to close.
+            .arg(r#"redis-server "$@" & pid=$!; echo "$pid"; read _ignored; kill "$pid"; wait "$pid""#)
             .arg("sh")
             .args([
                 "--port",
@@ -92,14 +96,25 @@ impl RedisServer {
             ])
             .args(&self.extra)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        self.child = Some(
-            command
-                .spawn()
-                .expect("cannot run redis-server (apt install redis-server)"),
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        // Not kill_on_drop: killing the watchdog would orphan redis-server. Closing its pipe
+        // makes it stop redis-server and exit by itself.
+        let mut child = command
+            .spawn()
+            .expect("cannot run redis-server (apt install redis-server)");
+        let mut stdout = child.stdout.take().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0; 1];
+        while stdout.read(&mut byte).await.unwrap_or(0) == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        self.pid = String::from_utf8_lossy(&line).trim().parse().ok();
+        assert!(
+            self.pid.is_some(),
+            "the watchdog did not say redis-server's pid"
         );
+        self.child = Some(child);
         self.wait_until_ready().await;
     }
 
@@ -142,6 +157,7 @@ impl RedisServer {
 
     /// Stops the server (as an outage would) and waits until it has exited.
     pub async fn stop(&mut self) {
+        self.pid = None;
         if let Some(mut child) = self.child.take() {
             drop(child.stdin.take());
             tokio::time::timeout(EVENT_TIMEOUT, child.wait())
@@ -178,8 +194,18 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        // Dropping the child closes the watchdog's pipe (and kill_on_drop ends the sh).
-        drop(self.child.take());
+        // Stop redis-server now (the test process may exit right after this), then close the
+        // watchdog's pipe so it exits too; tokio reaps it.
+        if let Some(pid) = self.pid.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -13,10 +13,10 @@
 //! decision. The URLs may carry a password: it is never logged, and error texts are scrubbed
 //! of it.
 //!
-//! Recovery, without a restart: a call that fails on a lost or refused connection is tried
-//! once more within the same timeout, on the connection the manager has started meanwhile, so
-//! the first call after Redis returns already succeeds (every command sent here is safe to
-//! repeat: see [`SharedStore::query`]). A refused password is the one failure the manager
+//! Recovery, without a restart: a call that fails on a refused connection (or, for the dedup
+//! steps, which are safe to repeat, a lost one) is tried once more within the same timeout, on
+//! the connection the manager has started meanwhile, so the first call after Redis returns
+//! already succeeds. A refused password is the one failure the manager
 //! keeps for good, so after one the manager is replaced (at most once per
 //! [`RECONNECT_INTERVAL`]). A Cluster connection is made by one task for all callers, who
 //! wait for it within their timeout.
@@ -188,8 +188,9 @@ impl SharedStore {
         self.0.timeout
     }
 
-    /// One command, bounded and counted. After a lost connection it may reach Redis twice, so
-    /// it must be safe to repeat (a claim that finds its own value, a compare-and-set).
+    /// One command, bounded and counted. A claim or completion may reach Redis twice after a
+    /// lost connection (see [`may_repeat`]); other operations are repeated only when the
+    /// connection was refused.
     pub async fn query<T: FromRedisValue>(&self, op: StoreOp, cmd: &Cmd) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = self
@@ -198,7 +199,7 @@ impl SharedStore {
                 loop {
                     let mut connection = self.connection().await?;
                     match cmd.query_async::<T>(&mut connection).await {
-                        Err(error) if !retried && self.recovers(&error) => retried = true,
+                        Err(error) if !retried && self.recovers(op, &error) => retried = true,
                         result => return result.map_err(|error| self.failed(&error)),
                     }
                 }
@@ -231,7 +232,7 @@ impl SharedStore {
                 loop {
                     let mut connection = self.connection().await?;
                     match invocation.invoke_async::<T>(&mut connection).await {
-                        Err(error) if !retried && self.recovers(&error) => retried = true,
+                        Err(error) if !retried && self.recovers(op, &error) => retried = true,
                         result => return result.map_err(|error| self.failed(&error)),
                     }
                 }
@@ -241,16 +242,17 @@ impl SharedStore {
         result
     }
 
-    /// Whether a second try may succeed where `error` failed: the connection was lost or
-    /// refused (the manager has begun a new one), or the password was refused and the manager
-    /// has just been replaced. (The Cluster client repairs node connections in the background,
-    /// backing off to 1 s, and retries within a call by itself.)
-    fn recovers(&self, error: &RedisError) -> bool {
+    /// Whether to try `op` a second time after `error`: the connection was refused (the
+    /// manager has begun a new one), or the password was refused and the manager has just
+    /// been replaced — the command never ran —, or the connection was lost and `op` is safe
+    /// to run twice. (The Cluster client repairs node connections in the background, backing
+    /// off to 1 s, and retries within a call by itself.)
+    fn recovers(&self, op: StoreOp, error: &RedisError) -> bool {
         match &self.0.connection {
             Connection::Single(slot) if error.kind() == ErrorKind::AuthenticationFailed => {
                 slot.rebuild()
             }
-            _ => error.is_io_error(),
+            _ => may_repeat(op, error),
         }
     }
 
@@ -401,6 +403,15 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Whether `op` may be sent again after `error`, an I/O error: always when the connection was
+/// refused (nothing was sent); after a lost connection (the command may have run) only for the
+/// dedup steps, which are safe to repeat — a claim that finds its own value is ours, and the
+/// completion is a compare-and-set — unlike taking a rate-limit slot.
+fn may_repeat(op: StoreOp, error: &RedisError) -> bool {
+    error.is_connection_refusal()
+        || (error.is_io_error() && matches!(op, StoreOp::Claim | StoreOp::Complete))
+}
+
 /// The text with every configured password replaced.
 fn scrub(text: &str, secrets: &[String]) -> String {
     secrets.iter().fold(text.to_owned(), |text, secret| {
@@ -445,6 +456,37 @@ impl ConnectionLike for Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        RedisError::from(std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried_for_every_operation() {
+        for op in StoreOp::ALL {
+            assert!(
+                may_repeat(op, &io(std::io::ErrorKind::ConnectionRefused)),
+                "{op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lost_connection_is_retried_only_for_the_dedup_steps() {
+        let lost = io(std::io::ErrorKind::BrokenPipe);
+        assert!(may_repeat(StoreOp::Claim, &lost));
+        assert!(may_repeat(StoreOp::Complete, &lost));
+        assert!(
+            !may_repeat(StoreOp::Limit, &lost),
+            "a slot must not be taken twice"
+        );
+    }
+
+    #[test]
+    fn a_server_error_is_not_retried() {
+        let error = RedisError::from((ErrorKind::Client, "no"));
+        assert!(!may_repeat(StoreOp::Claim, &error));
+    }
 
     #[test]
     fn passwords_are_scrubbed_from_error_texts() {

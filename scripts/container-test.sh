@@ -9,14 +9,18 @@
 #     toolchain (`rustc --print sysroot`), in place of rust:1-bookworm;
 #   - runtime: glibc, CA certificates and /etc/passwd with user 65532 only, in place of
 #     gcr.io/distroless/cc-debian12:nonroot.
+# and one for the compose `replicas` profile's Redis (REDIS_IMAGE):
+#   - redis: a minimal Debian bookworm with Debian's redis-server, in place of redis:7-bookworm.
 # The crates are vendored into a copy of the build context, so the build needs no network (a
 # container here reaches the crate registry but does not trust this machine's TLS proxy).
 #
-# Cache: the Debian tree lives in ${LIPACHAT_CI_CACHE:-/var/cache/lipachat-relay-ci}/bookworm-vN
-# and the stand-ins are Docker images named lipachat-relay-ci/*, tagged with STANDIN_VERSION
-# (and the Rust version). Bump STANDIN_VERSION to rebuild them; delete the folder and the images
-# to start over. A cold run adds about 3 minutes (debootstrap, toolchain import) to the 3 of a
-# warm one (mostly the image build). CONTAINER_TEST_REUSE_IMAGE=1 reuses an existing test image.
+# Cache: the Debian trees live in ${LIPACHAT_CI_CACHE:-/var/cache/lipachat-relay-ci}/bookworm-vN
+# (and bookworm-redis-vN) and the stand-ins are Docker images named lipachat-relay-ci/*, tagged
+# with STANDIN_VERSION (and the Rust version). Bump STANDIN_VERSION to rebuild them; delete the
+# folder and the images to start over. A lock in the folder keeps two runs on one machine from
+# building the same stand-in at once. A cold run adds about 3 minutes (debootstraps, toolchain
+# import; the Redis tree took 42 s here) to the 3 of a warm one (mostly the image build; the
+# replicas profile adds about 15 s). CONTAINER_TEST_REUSE_IMAGE=1 reuses an existing test image.
 #
 # Checks, in order: image under 30 MB with the expected user, env and HEALTHCHECK; no shell in
 # the image; `docker run IMAGE` with no key exits 2 naming the variable; the default command run
@@ -24,7 +28,9 @@
 # non-root uid with no effective capabilities, cannot be written to, answers /readyz and /media,
 # and exits 0 on `docker stop` within the grace time; the compose `demo` profile answers a
 # SENT envelope with no secret; the compose `live` profile, its key from a compose secret and
-# its settings from .env, sends through the demo's mock gateway; every container exits 0.
+# its settings from .env, sends through the demo's mock gateway; the compose `replicas` profile
+# (two relays, one Redis, a mock gateway): a send through relay-a is replayed byte for byte by
+# relay-b, and the mock's GET /mock/sends lists it once; every container exits 0.
 # Skips (exit 0, saying so) when no Docker engine answers. Contacts only 127.0.0.1 and Docker's
 # own networks (plus the Debian mirror and the crate registry when the cache is cold).
 set -euo pipefail
@@ -64,6 +70,7 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 RUST_VERSION=$(rustc --version | awk '{print $2}')
 BUILDER_IMAGE=lipachat-relay-ci/rust:${RUST_VERSION}-bookworm-v${STANDIN_VERSION}
 RUNTIME_IMAGE=lipachat-relay-ci/distroless-cc:bookworm-v${STANDIN_VERSION}
+REDIS_STANDIN_IMAGE=lipachat-relay-ci/redis:bookworm-v${STANDIN_VERSION}
 IMAGE=lipachat-relay:container-test
 NAME=lipachat-relay-ct-$$
 PROJECT=lipachat-relay-ct-$$
@@ -80,7 +87,7 @@ compose_in() { (cd "$project_dir" && RELAY_IMAGE=$IMAGE timeout 180 "${compose[@
 cleanup() {
   docker rm -f "$NAME" "$NAME-size" >/dev/null 2>&1 || true
   if [ -f "$project_dir/docker-compose.yml" ]; then
-    compose_in --profile demo --profile live down -v --remove-orphans >/dev/null 2>&1 || true
+    compose_in --profile demo --profile live --profile replicas down -v --remove-orphans >/dev/null 2>&1 || true
   fi
   # Whatever the compose tool could not remove (e.g. it failed to read its file).
   docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker rm -f >/dev/null 2>&1 || true
@@ -119,6 +126,14 @@ post_until_sent() {
 }
 
 # --- base-image stand-ins ----------------------------------------------------------------
+# One run at a time builds stand-ins on this machine (other worktrees share the cache).
+lock_cache() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.lock"
+  flock -w 3600 9 || fail "waited an hour for $CACHE/.lock"
+}
+unlock_cache() { flock -u 9; }
+
 prepare_rootfs() {
   ROOTFS=$CACHE/bookworm-v$STANDIN_VERSION
   [ -f "$ROOTFS/.complete" ] && return
@@ -168,6 +183,25 @@ build_runtime_standin() {
   tar -C "$dir" -c . | docker import - "$RUNTIME_IMAGE" >/dev/null
 }
 
+build_redis_standin() {
+  docker image inspect "$REDIS_STANDIN_IMAGE" >/dev/null 2>&1 && return
+  local rootfs=$CACHE/bookworm-redis-v$STANDIN_VERSION
+  if [ ! -f "$rootfs/.complete" ]; then
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap || fail "cannot install debootstrap"
+    say "debootstrap bookworm with redis-server into $rootfs (once; log in $CACHE/debootstrap-redis.log)"
+    rm -rf "$rootfs"
+    timeout 1800 nice debootstrap --variant=minbase --include=redis-server \
+      bookworm "$rootfs" "$DEBIAN_MIRROR" >"$CACHE/debootstrap-redis.log" 2>&1 ||
+      { tail -20 "$CACHE/debootstrap-redis.log"; fail "debootstrap (redis)"; }
+    touch "$rootfs/.complete"
+  fi
+  say "redis stand-in $REDIS_STANDIN_IMAGE: Debian bookworm's redis-server, user redis"
+  nice tar -C "$rootfs" -c --exclude=./.complete --exclude='./proc/*' --exclude='./sys/*' \
+    --exclude='./dev/*' --exclude='./var/cache/apt/*' --exclude='./var/lib/apt/lists/*' . |
+    docker import --change 'USER redis' --change 'WORKDIR /var/lib/redis' \
+      --change 'CMD ["redis-server"]' - "$REDIS_STANDIN_IMAGE" >/dev/null
+}
+
 # --- the build context: the repository's files plus vendored crates -----------------------
 prepare_context() {
   CONTEXT=$work/context
@@ -194,8 +228,10 @@ TOML
 # --- build ---------------------------------------------------------------------------------
 build_image() {
   t0=$(date +%s)
+  lock_cache
   build_builder_standin
   build_runtime_standin
+  unlock_cache
   prepare_context
   standin_secs=$(($(date +%s) - t0))
 
@@ -349,8 +385,38 @@ inspect '{{range .Config.Env}}{{println .}}{{end}}' | grep -qx 'RELAY_MAX_ATTEMP
 inspect '{{range .Config.Env}}{{println .}}{{end}}' | grep -q '^LIPACHAT_API_KEY=' && fail "live relay: the key is in its environment"
 say "compose live relay: read_only, cap_drop ALL, 128 MiB, 127.0.0.1 only, .env applied, key only as a file"
 
-ids=$(compose_in --profile demo --profile live ps -q)
-compose_in --profile demo --profile live stop >/dev/null 2>&1 || fail "compose stop"
+# --- compose: the replicas profile, two relays sharing one Redis --------------------------
+# A send through relay-a, then the same through relay-b: b replays a's answer (shared window),
+# and the mock gateway saw the messageId once.
+lock_cache
+build_redis_standin
+unlock_cache
+a_port=$(free_port) b_port=$(free_port) mock_port=$(free_port)
+REDIS_IMAGE=$REDIS_STANDIN_IMAGE RELAY_A_PORT=$a_port RELAY_B_PORT=$b_port MOCK_PORT=$mock_port \
+  compose_in --profile replicas up -d --no-build >"$work/up.log" 2>&1 ||
+  { cat "$work/up.log"; compose_in --profile replicas logs | tail -30; fail "compose --profile replicas up"; }
+for service in redis relay-a relay-b; do
+  wait_healthy "$(compose_in --profile replicas ps -q "$service")" 60
+done
+say "compose replicas: redis ($REDIS_STANDIN_IMAGE), relay-a, relay-b healthy"
+REPLICA_BODY=${BODY/ct-1/ct-3}
+from_a=$(post_until_sent "$a_port" "$REPLICA_BODY" 30) ||
+  { compose_in --profile replicas logs | tail -30; fail "replicas: relay-a answered no SENT envelope: $from_a"; }
+curl -s -D "$work/b.headers" -o "$work/b.body" --max-time 10 "http://127.0.0.1:$b_port/media" \
+  -H 'Content-Type: application/json' -d "$REPLICA_BODY" || fail "replicas: relay-b did not answer"
+from_b=$(cat "$work/b.body")
+head -1 "$work/b.headers" | grep -q ' 200' || fail "replicas: relay-b answered $(head -1 "$work/b.headers")"
+grep -qi '^idempotent-replayed: true' "$work/b.headers" ||
+  { compose_in --profile replicas logs | tail -30; fail "replicas: relay-b sent again instead of replaying: $from_b"; }
+[ "$from_b" = "$from_a" ] || fail "replicas: relay-b's replay differs from relay-a's answer"
+sent=$(curl -s --max-time 5 "http://127.0.0.1:$mock_port/mock/sends")
+times=$(printf '%s' "$sent" | python3 -c 'import json,sys; print(json.load(sys.stdin)["messageIds"].count("ct-3"))') ||
+  fail "replicas: GET /mock/sends answered $sent"
+[ "$times" = 1 ] || fail "replicas: the mock gateway saw ct-3 $times times: $sent"
+say "compose replicas: sent through relay-a, replayed by relay-b (idempotent-replayed: true, same body); GET /mock/sends: ct-3 once"
+
+ids=$(compose_in --profile demo --profile live --profile replicas ps -q)
+compose_in --profile demo --profile live --profile replicas stop >/dev/null 2>&1 || fail "compose stop"
 for id in $ids; do
   code=$(docker inspect -f '{{.State.ExitCode}}' "$id")
   [ "$code" = 0 ] || fail "$(docker inspect -f '{{.Name}}' "$id") exited $code on stop"

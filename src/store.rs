@@ -8,25 +8,36 @@
 //! changes. Connections are made lazily, so the relay starts (and serves in `open` mode) while
 //! Redis is down, and uses it again as soon as it answers, without a restart.
 //!
-//! Every round trip is bounded by `RELAY_REDIS_TIMEOUT_MS` and counted in the store metrics;
-//! what to do when one fails (`RELAY_REDIS_FAILURE`) is the caller's decision. The URLs may
-//! carry a password: it is never logged, and error texts are scrubbed of it.
+//! Every round trip is bounded by `RELAY_REDIS_TIMEOUT_MS` (connecting included) and counted in
+//! the store metrics; what to do when one fails (`RELAY_REDIS_FAILURE`) is the caller's
+//! decision. The URLs may carry a password: it is never logged, and error texts are scrubbed
+//! of it.
+//!
+//! Recovery, without a restart: a call that fails on a refused connection (or, for the dedup
+//! steps, which are safe to repeat, a lost one) is tried once more within the same timeout, on
+//! the connection the manager has started meanwhile, so the first call after Redis returns
+//! already succeeds. A refused password is the one failure the manager
+//! keeps for good, so after one the manager is replaced (at most once per
+//! [`RECONNECT_INTERVAL`]). A Cluster connection is made by one task for all callers, who
+//! wait for it within their timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, RedisError, RedisFuture, Script, Value};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisFuture, Script, Value};
+use tokio::sync::watch;
 
 use crate::config::{FailureMode, RedisConfig};
 use crate::metrics::{Metrics, StoreOp, StoreResult};
 
 /// Connecting gets a little more than one round trip, so a slow TLS handshake still works.
 const CONNECT_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
-/// How often a failed Cluster connection is tried again, at most.
+/// How often a failed Cluster connection is tried again, or a standalone connection whose
+/// password was refused is replaced, at most.
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a warning about the store may be logged (the rest are counted).
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -60,17 +71,33 @@ struct Inner {
 }
 
 enum Connection {
-    /// A standalone server: the manager connects lazily and reconnects by itself.
-    Single(ConnectionManager),
-    /// A Cluster: connected on first use, and again after a failed attempt.
-    Cluster(Box<ClusterSlot>),
+    Single(SingleSlot),
+    Cluster(ClusterSlot),
 }
 
+/// A standalone server: the manager connects lazily and reconnects by itself after an I/O
+/// error, but keeps a refused password for good; then it is replaced.
+struct SingleSlot {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    manager: RwLock<ConnectionManager>,
+    last_rebuild: std::sync::Mutex<Option<Instant>>,
+}
+
+/// A Cluster: connected by one task at a time, on first use and again after a failed attempt.
 struct ClusterSlot {
     client: ClusterClient,
-    connection: RwLock<Option<ClusterConnection>>,
-    connecting: AtomicBool,
-    last_attempt: std::sync::Mutex<Option<Instant>>,
+    state: watch::Sender<ClusterState>,
+    connect_timeout: Duration,
+}
+
+#[derive(Clone, Default)]
+struct ClusterState {
+    connection: Option<ClusterConnection>,
+    connecting: bool,
+    last_attempt: Option<Instant>,
+    /// Why the last attempt failed (scrubbed).
+    error: Option<String>,
 }
 
 /// A configuration the client refused (bad TLS settings, say); reported at start-up.
@@ -111,24 +138,28 @@ impl SharedStore {
                 .response_timeout(connect_timeout)
                 .build()
                 .map_err(scrub)?;
-            Connection::Cluster(Box::new(ClusterSlot {
+            Connection::Cluster(ClusterSlot {
                 client,
-                connection: RwLock::new(None),
-                connecting: AtomicBool::new(false),
-                last_attempt: std::sync::Mutex::new(None),
-            }))
+                state: watch::Sender::new(ClusterState::default()),
+                connect_timeout,
+            })
         } else {
             let client = redis::Client::open(addresses.first().copied().unwrap_or_default())
                 .map_err(scrub)?;
-            let manager_config = ConnectionManagerConfig::new()
+            let config = ConnectionManagerConfig::new()
                 .set_number_of_retries(1)
                 .set_min_delay(Duration::from_millis(50))
                 .set_max_delay(Duration::from_millis(500))
                 .set_connection_timeout(Some(connect_timeout))
                 .set_response_timeout(None);
-            Connection::Single(
-                ConnectionManager::new_lazy_with_config(client, manager_config).map_err(scrub)?,
-            )
+            let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                .map_err(scrub)?;
+            Connection::Single(SingleSlot {
+                client,
+                config,
+                manager: RwLock::new(manager),
+                last_rebuild: std::sync::Mutex::new(None),
+            })
         };
         Ok(Some(Self(Arc::new(Inner {
             connection,
@@ -157,21 +188,29 @@ impl SharedStore {
         self.0.timeout
     }
 
-    /// One command, bounded and counted.
+    /// One command, bounded and counted. A claim or completion may reach Redis twice after a
+    /// lost connection (see [`may_repeat`]); other operations are repeated only when the
+    /// connection was refused.
     pub async fn query<T: FromRedisValue>(&self, op: StoreOp, cmd: &Cmd) -> Result<T, StoreError> {
         let started = Instant::now();
-        let result = match self.connection().await {
-            Ok(mut connection) => {
-                let call = cmd.query_async::<T>(&mut connection);
-                self.bounded(call).await
-            }
-            Err(error) => Err(error),
-        };
+        let result = self
+            .bounded(async {
+                let mut retried = false;
+                loop {
+                    let mut connection = self.connection().await?;
+                    match cmd.query_async::<T>(&mut connection).await {
+                        Err(error) if !retried && self.recovers(op, &error) => retried = true,
+                        result => return result.map_err(|error| self.failed(&error)),
+                    }
+                }
+            })
+            .await;
         self.record(op, started, &result);
         result
     }
 
-    /// One script (EVALSHA, loaded on first use), bounded and counted.
+    /// One script (EVALSHA, loaded on first use), bounded and counted; repeated once after a
+    /// lost connection, like [`SharedStore::query`].
     pub async fn script<T: FromRedisValue>(
         &self,
         op: StoreOp,
@@ -180,36 +219,55 @@ impl SharedStore {
         args: &[&[u8]],
     ) -> Result<T, StoreError> {
         let started = Instant::now();
-        let result = match self.connection().await {
-            Ok(mut connection) => {
-                let mut invocation = script.prepare_invoke();
-                for key in keys {
-                    invocation.key(*key);
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let result = self
+            .bounded(async {
+                let mut retried = false;
+                loop {
+                    let mut connection = self.connection().await?;
+                    match invocation.invoke_async::<T>(&mut connection).await {
+                        Err(error) if !retried && self.recovers(op, &error) => retried = true,
+                        result => return result.map_err(|error| self.failed(&error)),
+                    }
                 }
-                for arg in args {
-                    invocation.arg(*arg);
-                }
-                let call = invocation.invoke_async::<T>(&mut connection);
-                self.bounded(call).await
-            }
-            Err(error) => Err(error),
-        };
+            })
+            .await;
         self.record(op, started, &result);
         result
     }
 
+    /// Whether to try `op` a second time after `error`: the connection was refused (the
+    /// manager has begun a new one), or the password was refused and the manager has just
+    /// been replaced — the command never ran —, or the connection was lost and `op` is safe
+    /// to run twice. (The Cluster client repairs node connections in the background, backing
+    /// off to 1 s, and retries within a call by itself.)
+    fn recovers(&self, op: StoreOp, error: &RedisError) -> bool {
+        match &self.0.connection {
+            Connection::Single(slot) if error.kind() == ErrorKind::AuthenticationFailed => {
+                slot.rebuild()
+            }
+            _ => may_repeat(op, error),
+        }
+    }
+
+    fn failed(&self, error: &RedisError) -> StoreError {
+        StoreError::Failed(scrub(&error.to_string(), &self.0.secrets))
+    }
+
+    /// The whole call, connecting included, within `RELAY_REDIS_TIMEOUT_MS`.
     async fn bounded<T>(
         &self,
-        call: impl Future<Output = Result<T, RedisError>>,
+        call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.0.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(StoreError::Failed(scrub(
-                &error.to_string(),
-                &self.0.secrets,
-            ))),
-            Err(_) => Err(StoreError::Timeout(self.0.timeout)),
-        }
+        tokio::time::timeout(self.0.timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.0.timeout)))
     }
 
     fn record<T>(&self, op: StoreOp, started: Instant, result: &Result<T, StoreError>) {
@@ -225,52 +283,66 @@ impl SharedStore {
 
     async fn connection(&self) -> Result<Handle, StoreError> {
         match &self.0.connection {
-            Connection::Single(manager) => Ok(Handle::Single(manager.clone())),
+            Connection::Single(slot) => Ok(Handle::Single(read(&slot.manager).clone())),
             Connection::Cluster(slot) => self.cluster(slot).await.map(Handle::Cluster),
         }
     }
 
-    /// The Cluster connection; when there is none, one attempt at a time is made, bounded by
-    /// the round-trip timeout so a caller never waits for more than that.
+    /// The Cluster connection. Without one, a single task connects (at most once per
+    /// [`RECONNECT_INTERVAL`]) while every caller waits for its outcome; the task goes on if
+    /// the callers give up, so a slow first connection still completes.
     async fn cluster(&self, slot: &ClusterSlot) -> Result<ClusterConnection, StoreError> {
-        if let Some(connection) = read(&slot.connection).clone() {
-            return Ok(connection);
+        if let Some(connection) = &slot.state.borrow().connection {
+            return Ok(connection.clone());
         }
-        let due = {
-            let mut last = slot
+        let mut start = false;
+        slot.state.send_if_modified(|state| {
+            let due = state
                 .last_attempt
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let due = last.is_none_or(|at| at.elapsed() >= RECONNECT_INTERVAL);
-            if due {
-                *last = Some(Instant::now());
+                .is_none_or(|at| at.elapsed() >= RECONNECT_INTERVAL);
+            start = state.connection.is_none() && !state.connecting && due;
+            if start {
+                state.connecting = true;
+                state.last_attempt = Some(Instant::now());
             }
-            due
-        };
-        if due && !slot.connecting.swap(true, Ordering::AcqRel) {
-            let attempt = slot.client.get_async_connection();
-            let result =
-                tokio::time::timeout(self.0.timeout.max(CONNECT_TIMEOUT_FLOOR), attempt).await;
-            slot.connecting.store(false, Ordering::Release);
-            return match result {
-                Ok(Ok(connection)) => {
-                    *slot
-                        .connection
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some(connection.clone());
-                    Ok(connection)
-                }
-                Ok(Err(error)) => Err(StoreError::Failed(scrub(
-                    &format!("cannot reach the cluster: {error}"),
-                    &self.0.secrets,
-                ))),
-                Err(_) => Err(StoreError::Timeout(self.0.timeout)),
-            };
+            start
+        });
+        if start {
+            let (client, state) = (slot.client.clone(), slot.state.clone());
+            let (timeout, secrets) = (slot.connect_timeout, self.0.secrets.clone());
+            tokio::spawn(async move {
+                let result = tokio::time::timeout(timeout, client.get_async_connection()).await;
+                state.send_modify(|state| {
+                    state.connecting = false;
+                    match result {
+                        Ok(Ok(connection)) => {
+                            state.connection = Some(connection);
+                            state.error = None;
+                        }
+                        Ok(Err(error)) => {
+                            let text = format!("cannot reach the cluster: {error}");
+                            state.error = Some(scrub(&text, &secrets));
+                        }
+                        Err(_) => {
+                            state.error =
+                                Some(format!("cannot reach the cluster within {timeout:?}"));
+                        }
+                    }
+                });
+            });
         }
-        Err(StoreError::Failed(
-            "not connected to the cluster yet".to_owned(),
-        ))
+        let mut receiver = slot.state.subscribe();
+        let state = receiver
+            .wait_for(|state| state.connection.is_some() || !state.connecting)
+            .await
+            .map_err(|_| StoreError::Failed("the cluster connection was dropped".to_owned()))?;
+        match (&state.connection, &state.error) {
+            (Some(connection), _) => Ok(connection.clone()),
+            (None, Some(error)) => Err(StoreError::Failed(error.clone())),
+            (None, None) => Err(StoreError::Failed(
+                "not connected to the cluster yet".to_owned(),
+            )),
+        }
     }
 
     /// Logs a store failure at warn, at most once per [`WARN_INTERVAL`] (the rest are
@@ -298,9 +370,46 @@ impl SharedStore {
     }
 }
 
-fn read<T: Clone>(lock: &RwLock<Option<T>>) -> std::sync::RwLockReadGuard<'_, Option<T>> {
+impl SingleSlot {
+    /// Replaces the manager (after a refused password, which it keeps for good), unless that
+    /// was done less than [`RECONNECT_INTERVAL`] ago. Says whether it did.
+    fn rebuild(&self) -> bool {
+        {
+            let mut last = self
+                .last_rebuild
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < RECONNECT_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        // Cannot fail: the same client and configuration made the first manager.
+        let Ok(manager) =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        else {
+            return false;
+        };
+        *self
+            .manager
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = manager;
+        true
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `op` may be sent again after `error`, an I/O error: always when the connection was
+/// refused (nothing was sent); after a lost connection (the command may have run) only for the
+/// dedup steps, which are safe to repeat — a claim that finds its own value is ours, and the
+/// completion is a compare-and-set — unlike taking a rate-limit slot.
+fn may_repeat(op: StoreOp, error: &RedisError) -> bool {
+    error.is_connection_refusal()
+        || (error.is_io_error() && matches!(op, StoreOp::Claim | StoreOp::Complete))
 }
 
 /// The text with every configured password replaced.
@@ -347,6 +456,37 @@ impl ConnectionLike for Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        RedisError::from(std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried_for_every_operation() {
+        for op in StoreOp::ALL {
+            assert!(
+                may_repeat(op, &io(std::io::ErrorKind::ConnectionRefused)),
+                "{op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lost_connection_is_retried_only_for_the_dedup_steps() {
+        let lost = io(std::io::ErrorKind::BrokenPipe);
+        assert!(may_repeat(StoreOp::Claim, &lost));
+        assert!(may_repeat(StoreOp::Complete, &lost));
+        assert!(
+            !may_repeat(StoreOp::Limit, &lost),
+            "a slot must not be taken twice"
+        );
+    }
+
+    #[test]
+    fn a_server_error_is_not_retried() {
+        let error = RedisError::from((ErrorKind::Client, "no"));
+        assert!(!may_repeat(StoreOp::Claim, &error));
+    }
 
     #[test]
     fn passwords_are_scrubbed_from_error_texts() {

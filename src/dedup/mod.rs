@@ -258,11 +258,13 @@ impl Dedup {
         let Some(shared) = &self.0.shared else {
             return Ok(ClaimToken::Local);
         };
-        let lease = deadline
-            .saturating_duration_since(Instant::now())
-            .saturating_add(LEASE_MARGIN);
         let mut pause = POLL_FIRST;
         loop {
+            // What is left of this deadline, now: a request that waited for another replica
+            // and then takes over its lapsed claim has less of it than when it began.
+            let lease = deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_add(LEASE_MARGIN);
             match shared.claim(message_id, fingerprint, lease).await {
                 Ok(Claim::Claimed(token)) => return Ok(token),
                 Ok(Claim::Remembered(answer)) => {

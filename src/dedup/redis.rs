@@ -142,19 +142,23 @@ impl Deduplicate for RedisWindow {
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let owner = fastrand::u128(..).to_be_bytes();
+        let claim = claim_value(fingerprint, owner);
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(message_id))
-            .arg(claim_value(fingerprint, owner).as_slice())
+            .arg(claim.as_slice())
             .arg("NX")
             .arg("PX")
             .arg(lease_ms)
             .arg("GET");
         let held: Option<Vec<u8>> = self.store.query(StoreOp::Claim, &cmd).await?;
         match held {
-            None => Ok(Claim::Claimed(ClaimToken::Shared(
-                claim_value(fingerprint, owner).into_boxed_slice(),
-            ))),
+            None => Ok(Claim::Claimed(ClaimToken::Shared(claim.into_boxed_slice()))),
+            // Our own claim: the store sent the command again after losing the connection,
+            // and the first one had been carried out.
+            Some(value) if value == claim => {
+                Ok(Claim::Claimed(ClaimToken::Shared(claim.into_boxed_slice())))
+            }
             Some(value) => parse(&value).ok_or_else(|| {
                 StoreError::Failed(format!(
                     "the key of this messageId holds a value this relay did not write \

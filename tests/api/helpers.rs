@@ -171,6 +171,12 @@ impl FakeGateway {
         self.state.gate.add_permits(n);
     }
 
+    /// Every request received so far and not yet taken, without waiting.
+    pub async fn take_received(&self) -> Vec<Received> {
+        let mut receiver = self.received.lock().await;
+        std::iter::from_fn(|| receiver.try_recv().ok()).collect()
+    }
+
     /// The next request the gateway receives.
     pub async fn next_request(&self) -> Received {
         let mut receiver = self.received.lock().await;

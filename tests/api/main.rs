@@ -12,3 +12,4 @@ mod operations;
 mod redis_server;
 mod retries;
 mod sends;
+mod shared_dedup;

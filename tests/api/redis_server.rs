@@ -245,6 +245,13 @@ impl RedisCluster {
             .expect("cannot run redis-cli");
         assert!(status.success(), "redis-cli --cluster create failed");
         let cluster = Self { nodes };
+        cluster.wait_until_ok().await;
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok`.
+    pub async fn wait_until_ok(&self) {
+        let cluster = self;
         let ready = async {
             loop {
                 let mut ok = 0;
@@ -266,7 +273,6 @@ impl RedisCluster {
         tokio::time::timeout(EVENT_TIMEOUT, ready)
             .await
             .expect("the cluster did not become ready");
-        cluster
     }
 
     /// The seed-node list for `RELAY_REDIS_URL` (with `RELAY_REDIS_CLUSTER=true`).

@@ -52,13 +52,16 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RELAY = ROOT / "target" / "release" / "lipachat-relay"
 OPENLOOP = FLOOR = None  # the bench binaries' paths, from run.sh (argv 1 and 2)
-ALL_TARGETS = ("direct", "nginx", "floor", "relay", "relay-replay", "relay-limited", "relay-redis",
-               "relay-redis-replay")
+ALL_TARGETS = ("direct", "nginx", "floor", "before", "relay", "before-replay", "relay-replay",
+               "relay-limited", "relay-redis", "relay-redis-replay")
+# An older build of the relay (BENCH_BEFORE in run.sh), measured like `relay`.
+BEFORE = Path(os.environ["BENCH_BEFORE_BIN"]) if os.environ.get("BENCH_BEFORE_BIN") else None
+BEFORE_REV = os.environ.get("BENCH_BEFORE_REV", "")
 REDIS_TARGETS = ("relay-redis", "relay-redis-replay")
 # Targets whose requests must each carry a new messageId: on the relay a fixed body is the
 # replay path (and, on relay-limited, one pair over and over). The floor gets them too, so
 # its requests are the relay's forward requests byte for byte.
-FORWARD = ("floor", "relay", "relay-limited", "relay-redis")
+FORWARD = ("floor", "before", "relay", "relay-limited", "relay-redis")
 TARGETS = [t for t in os.environ.get("BENCH_TARGETS", " ".join(ALL_TARGETS)).split()]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -234,10 +237,11 @@ def relay_env(port, gateway_port, **extra):
     return env
 
 
-def start_relay(port, gateway_port, limits=LIMITS_OFF, output=None, **extra):
+def start_relay(port, gateway_port, limits=LIMITS_OFF, output=None, binary=None, **extra):
+    binary = binary or RELAY
     env = relay_env(port, gateway_port, **limits, **extra)
-    note([*(f"{k}={v}" for k, v in env.items() if k != "PATH"), "taskset", "-c", SERVER_CORE, RELAY, "serve"])
-    return start([RELAY, "serve"], env=env, output=output)
+    note([*(f"{k}={v}" for k, v in env.items() if k != "PATH"), "taskset", "-c", SERVER_CORE, binary, "serve"])
+    return start([binary, "serve"], env=env, output=output)
 
 
 def start_floor(port, gateway_port):
@@ -493,8 +497,12 @@ def dedup_entries(port):
 
 
 def outcomes(port):
-    return {m.group(1): int(float(m.group(2))) for m in
-            re.finditer(r'^lipachat_relay_requests_total\{outcome="([a-z_]+)"\} (\S+)', metrics(port), re.M)}
+    """Requests by outcome, summed over send types."""
+    totals = {}
+    for m in re.finditer(r'^lipachat_relay_requests_total\{(?:type="[a-z]+",)?outcome="([a-z_]+)"\} (\S+)',
+                         metrics(port), re.M):
+        totals[m.group(1)] = totals.get(m.group(1), 0) + int(float(m.group(2)))
+    return totals
 
 
 def fill(port, count):
@@ -562,11 +570,14 @@ def main():
     if busy > 0.10:
         log("WARNING: something else is using the CPU; the numbers will be off")
 
+    if any(t.startswith("before") for t in TARGETS) and not (BEFORE and BEFORE.exists()):
+        sys.exit("bench: the before targets need BENCH_BEFORE (run.sh builds it)")
     gateway_port, proxy_port, floor_port, relay_port = free_port(), free_port(), free_port(), free_port()
+    before_port = free_port()
     limited_port, redis_relay_port, redis_port = free_port(), free_port(), free_port()
     gateway = nginx(gateway_conf(gateway_port), "gateway")
     wait_http(gateway_port, proc=gateway)
-    proxy = floor = relay = limited = redis = redis_relay = None
+    proxy = floor = relay = limited = redis = redis_relay = before = None
     if "nginx" in TARGETS:
         proxy = nginx(proxy_conf(proxy_port, gateway_port), "proxy")
         wait_http(proxy_port, proc=proxy)
@@ -574,6 +585,9 @@ def main():
     # connection open before "idle" memory is read.
     if "floor" in TARGETS:
         floor = start_primed(start_floor(floor_port, gateway_port), floor_port, "floor")
+    if "before" in TARGETS or "before-replay" in TARGETS:
+        before = start_primed(start_relay(before_port, gateway_port, binary=BEFORE), before_port,
+                              "before")
     if "relay" in TARGETS or "relay-replay" in TARGETS:
         relay = start_primed(start_relay(relay_port, gateway_port), relay_port, "relay")
     if "relay-limited" in TARGETS:
@@ -583,7 +597,7 @@ def main():
         redis, redis_relay = start_redis_relay(redis_port, redis_relay_port, gateway_port)
         if not redis_relay:
             TARGETS[:] = [t for t in TARGETS if t not in REDIS_TARGETS]
-    processes = {"nginx": proxy, "floor": floor, "relay": relay, "relay-limited": limited,
+    processes = {"nginx": proxy, "floor": floor, "before": before, "relay": relay, "relay-limited": limited,
                  "relay-redis": redis_relay, "redis-server": redis}
     processes = {name: proc for name, proc in processes.items() if proc}
     # RSS of a process tree: nginx is a master and a worker, the others one process each.
@@ -593,6 +607,8 @@ def main():
         "direct": (gateway_port, "direct.lua", gateway),
         "nginx": (proxy_port, "replay.lua", proxy),
         "floor": (floor_port, "forward.lua", floor),
+        "before": (before_port, "forward.lua", before),
+        "before-replay": (before_port, "replay.lua", before),
         "relay": (relay_port, "forward.lua", relay),
         "relay-replay": (relay_port, "replay.lua", relay),
         "relay-limited": (limited_port, "forward-pairs.lua", limited),
@@ -777,6 +793,21 @@ def report(throughput, cpu, redis_side, latency, oha_latency, idle, loaded, memo
     lines = ["| target | met? | measured |", "| --- | --- | --- |"]
     lines += [f"| {what} | {'yes' if ok else '**no**'} | {value} |" for what, ok, value in checks]
     check_table = "\n".join(lines) if checks else ""
+
+    lines = []
+    for before, after in (("before", "relay"), ("before-replay", "relay-replay")):
+        if before in tp and after in tp:
+            if not lines:
+                lines = [f"| path | before ({BEFORE_REV[:7]}) req/s | after req/s | after ÷ before "
+                         f"| before CPU µs/req | after CPU µs/req | after ÷ before |",
+                         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            lines.append(f"| {after} | {tp[before][0]:,.0f} | {tp[after][0]:,.0f} | "
+                         f"{tp[after][0] / tp[before][0]:.3f}× | {cp[before][0]:.1f} | {cp[after][0]:.1f} | "
+                         f"{cp[after][0] / cp[before][0]:.3f}× |")
+    before_table = "\n".join(lines)
+    if before_table:
+        check_table = (check_table + "\n\nBefore and after, in the same rounds (BENCH_BEFORE):\n\n"
+                       + before_table)
 
     reasons = {}
     for name, reason in SKIPPED.items():

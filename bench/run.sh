@@ -8,6 +8,11 @@
 #   bash bench/run.sh                          # everything
 #   BENCH_TARGETS="direct nginx floor" bash bench/run.sh   # without the relay
 #   BENCH_ROUNDS=5 BENCH_SECONDS=10 BENCH_RATE=2000 BENCH_FILL="10000 100000 1000000"
+#   BENCH_BEFORE=77f91a7 bash bench/run.sh     # also an older build of the relay, in the same rounds
+#
+# BENCH_BEFORE names a git revision: it is built (release, in target/bench-before) and measured
+# as the targets `before` (forward) and `before-replay`, interleaved with the others, so a
+# change's "before and after" come from one run.
 #
 # Installs what it needs when missing: Debian's nginx, wrk and (for the relay-redis targets)
 # redis-server (apt-get, as root) and oha (cargo install oha --locked, about 4 minutes).
@@ -17,7 +22,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENCH_T0="${BENCH_T0:-$(date +%s.%N)}"
 say() { printf '[bench] %s\n' "$*" >&2; }
-export BENCH_TARGETS="${BENCH_TARGETS:-direct nginx floor relay relay-replay relay-limited relay-redis relay-redis-replay}"
+default_targets="direct nginx floor relay relay-replay relay-limited relay-redis relay-redis-replay"
+[ -n "${BENCH_BEFORE:-}" ] && default_targets="direct nginx floor before relay before-replay relay-replay relay-limited relay-redis relay-redis-replay"
+export BENCH_TARGETS="${BENCH_TARGETS:-$default_targets}"
 targets="$BENCH_TARGETS"
 
 [ "$(nproc)" -ge 2 ] || { say "needs 2 cores (one for the load generator, one for the target)"; exit 1; }
@@ -68,6 +75,24 @@ floor=""
 if [[ " $targets " == *" floor "* ]]; then
   floor=$(bench_binary floor)
   [ -x "$floor" ] || { say "the floor did not build"; exit 1; }
+fi
+
+# An older build of the relay, for before/after in one run.
+export BENCH_BEFORE_BIN=""
+if [[ " $targets " == *" before"* ]]; then
+  [ -n "${BENCH_BEFORE:-}" ] || { say "the before targets need BENCH_BEFORE=<git revision>"; exit 1; }
+  before_dir=target/bench-before
+  rev=$(git rev-parse --verify "$BENCH_BEFORE^{commit}") || { say "BENCH_BEFORE=$BENCH_BEFORE is not a revision"; exit 1; }
+  if [ "$(cat "$before_dir/rev" 2>/dev/null)" != "$rev" ]; then
+    say "building $BENCH_BEFORE ($rev) into $before_dir"
+    rm -rf "$before_dir/src"
+    mkdir -p "$before_dir/src"
+    git archive "$rev" | tar -x -C "$before_dir/src"
+    (cd "$before_dir/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked --quiet)
+    echo "$rev" > "$before_dir/rev"
+  fi
+  export BENCH_BEFORE_BIN="$PWD/$before_dir/target/release/lipachat-relay"
+  export BENCH_BEFORE_REV="$rev"
 fi
 
 say "measuring (targets: $targets)"

@@ -14,6 +14,7 @@ use crate::helpers::{
     EVENT_TIMEOUT, Step, TestApp, envelope, error_fields, media_body, spawn_app_with, spawn_binary,
     terminate, wait_for_status,
 };
+use crate::redis_or_skip;
 use crate::redis_server::{RedisCluster, RedisServer};
 
 const FROM: &str = "254110090747";
@@ -357,7 +358,7 @@ async fn forty_sends(one: &TestApp, two: &TestApp) -> Vec<reqwest::Response> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_one_sender_budget_and_space_the_rest() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let (one, two) = two_replicas(&redis, "5000").await;
     for response in forty_sends(&one, &two).await {
         assert_eq!(response.status(), 200);
@@ -406,7 +407,7 @@ async fn two_replicas_share_one_sender_budget_and_space_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_refuse_beyond_the_shared_burst_when_nothing_may_wait() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let (one, two) = two_replicas(&redis, "0").await;
     let mut sent = 0;
     for response in forty_sends(&one, &two).await {
@@ -423,7 +424,7 @@ async fn two_replicas_refuse_beyond_the_shared_burst_when_nothing_may_wait() {
 
 #[tokio::test]
 async fn shared_limit_keys_share_a_hash_tag_and_expire_once_idle() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let url = redis.url();
     let app = spawn_app_with(&[
         ("RELAY_REDIS_URL", url.as_str()),
@@ -447,7 +448,7 @@ async fn shared_limit_keys_share_a_hash_tag_and_expire_once_idle() {
 
 #[tokio::test]
 async fn with_redis_down_open_mode_keeps_the_limits_in_process() {
-    let mut redis = RedisServer::start().await;
+    let mut redis = redis_or_skip!(RedisServer::start());
     let url = redis.url();
     let mut vars = PAIR_BURST_1_PER_MINUTE.to_vec();
     vars.extend([
@@ -472,7 +473,7 @@ async fn with_redis_down_open_mode_keeps_the_limits_in_process() {
 
 #[tokio::test]
 async fn the_limit_script_runs_on_a_redis_cluster() {
-    let cluster = RedisCluster::start().await;
+    let cluster = redis_or_skip!(RedisCluster::start());
     let urls = cluster.urls();
     let app = spawn_app_with(&[
         ("RELAY_REDIS_URL", urls.as_str()),

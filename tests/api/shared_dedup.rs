@@ -26,6 +26,7 @@ use crate::helpers::{
     EVENT_TIMEOUT, FakeGateway, Received, Step, TestApp, envelope, error_fields, free_port,
     media_body, random_key, spawn_app_with, spawn_binary, terminate, wait_for_status,
 };
+use crate::redis_or_skip;
 use crate::redis_server::{RedisCluster, RedisServer};
 
 const STORE_OPS: &str = "lipachat_relay_store_operations_total";
@@ -328,7 +329,7 @@ fn shared_vars<'a>(url: &'a str, prefix: &'a str) -> Vec<(&'a str, &'a str)> {
 
 #[tokio::test]
 async fn the_same_message_id_to_two_replicas_at_once_makes_one_gateway_call() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let (url, prefix) = (redis.url(), unique_prefix());
     let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
     check_concurrent_sends_make_one_gateway_call(&a, &b, "both-1").await;
@@ -339,7 +340,7 @@ async fn the_same_message_id_to_two_replicas_at_once_makes_one_gateway_call() {
 
 #[tokio::test]
 async fn a_send_through_one_replica_is_replayed_through_the_other() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let (url, prefix) = (redis.url(), unique_prefix());
     let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
     check_send_through_a_replays_through_b(&a, &b, "across-1").await;
@@ -347,7 +348,7 @@ async fn a_send_through_one_replica_is_replayed_through_the_other() {
 
 #[tokio::test]
 async fn another_payload_through_the_other_replica_is_422() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let (url, prefix) = (redis.url(), unique_prefix());
     let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
     check_another_payload_through_b_is_422(&a, &b, "other-1").await;
@@ -355,7 +356,7 @@ async fn another_payload_through_the_other_replica_is_422() {
 
 #[tokio::test]
 async fn a_failed_send_through_one_replica_is_not_remembered_on_the_other() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let (url, prefix) = (redis.url(), unique_prefix());
     let mut vars = shared_vars(&url, &prefix);
     vars.push(("RELAY_MAX_ATTEMPTS", "1"));
@@ -378,7 +379,7 @@ async fn a_failed_send_through_one_replica_is_not_remembered_on_the_other() {
 
 #[tokio::test]
 async fn a_replay_from_the_moka_window_costs_no_redis_round_trip() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let (url, prefix) = (redis.url(), unique_prefix());
     let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
     assert_eq!(send(&a, &media_body("local-1")).await.status, 200);
@@ -418,7 +419,7 @@ async fn a_replay_from_the_moka_window_costs_no_redis_round_trip() {
 
 #[tokio::test]
 async fn a_burst_of_new_sends_at_a_fresh_relay_all_claim_in_redis() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let (url, prefix) = (redis.url(), unique_prefix());
     let (a, _b) = two_replicas(&shared_vars(&url, &prefix)).await;
     let ids: Vec<String> = (0..10).map(|n| format!("burst-{n}")).collect();
@@ -456,7 +457,7 @@ async fn assert_health_is_independent_of_redis(urls: &[&str]) {
 #[tokio::test]
 async fn with_redis_stopped_open_mode_keeps_serving_and_shares_again_when_it_returns() {
     let (logs, _guard) = Logs::capture();
-    let mut redis = RedisServer::start().await;
+    let mut redis = redis_or_skip!(RedisServer::start());
     let (url, prefix) = (redis.url(), unique_prefix());
     let mut vars = shared_vars(&url, &prefix);
     vars.push(("RELAY_REDIS_FAILURE", "open"));
@@ -500,7 +501,7 @@ async fn with_redis_stopped_open_mode_keeps_serving_and_shares_again_when_it_ret
 
 #[tokio::test]
 async fn with_redis_stopped_closed_mode_answers_503_and_shares_again_when_it_returns() {
-    let mut redis = RedisServer::start().await;
+    let mut redis = redis_or_skip!(RedisServer::start());
     let (url, prefix) = (redis.url(), unique_prefix());
     let mut vars = shared_vars(&url, &prefix);
     vars.push(("RELAY_REDIS_FAILURE", "closed"));
@@ -529,7 +530,7 @@ async fn with_redis_stopped_closed_mode_answers_503_and_shares_again_when_it_ret
 
 #[tokio::test]
 async fn a_relay_started_while_redis_is_down_serves_and_shares_once_it_is_up() {
-    let mut redis = RedisServer::start().await;
+    let mut redis = redis_or_skip!(RedisServer::start());
     redis.stop().await;
     let (url, prefix) = (redis.url(), unique_prefix());
     let open = shared_vars(&url, &prefix);
@@ -561,7 +562,10 @@ async fn a_refused_password_is_a_store_failure_and_never_shown() {
     let (logs, _guard) = Logs::capture();
     let right = format!("right-{:032x}", fastrand::u128(..));
     let wrong = format!("wrong-{:032x}", fastrand::u128(..));
-    let redis = RedisServer::start_with(vec!["--requirepass".into(), right.clone()], "auth").await;
+    let redis = redis_or_skip!(RedisServer::start_with(
+        vec!["--requirepass".into(), right.clone()],
+        "auth"
+    ));
     let url = format!("redis://:{wrong}@127.0.0.1:{}", redis.port);
     let prefix = unique_prefix();
     let mut closed = shared_vars(&url, &prefix);
@@ -628,7 +632,10 @@ async fn a_refused_password_is_a_store_failure_and_never_shown() {
 async fn the_binary_logs_a_refused_password_without_the_password() {
     let right = format!("right-{:032x}", fastrand::u128(..));
     let wrong = format!("wrong-{:032x}", fastrand::u128(..));
-    let redis = RedisServer::start_with(vec!["--requirepass".into(), right.clone()], "auth").await;
+    let redis = redis_or_skip!(RedisServer::start_with(
+        vec!["--requirepass".into(), right.clone()],
+        "auth"
+    ));
     let gateway = FakeGateway::start().await;
     let key = random_key();
     let listen = format!("127.0.0.1:{}", free_port());
@@ -699,7 +706,7 @@ async fn the_binary_logs_a_refused_password_without_the_password() {
 
 #[tokio::test]
 async fn on_a_three_master_cluster_the_shared_window_holds() {
-    let cluster = RedisCluster::start().await;
+    let cluster = redis_or_skip!(RedisCluster::start());
     let (urls, prefix) = (cluster.urls(), unique_prefix());
     let mut vars = shared_vars(&urls, &prefix);
     vars.push(("RELAY_REDIS_CLUSTER", "true"));
@@ -740,7 +747,7 @@ async fn on_a_three_master_cluster_the_shared_window_holds() {
 #[tokio::test]
 async fn when_the_whole_cluster_restarts_the_relays_share_again_without_a_restart() {
     let (logs, _guard) = Logs::capture();
-    let mut cluster = RedisCluster::start().await;
+    let mut cluster = redis_or_skip!(RedisCluster::start());
     let (urls, prefix) = (cluster.urls(), unique_prefix());
     let mut vars = shared_vars(&urls, &prefix);
     vars.push(("RELAY_REDIS_CLUSTER", "true"));
@@ -900,7 +907,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
     // Short, so the test is quick; long enough that a resend taking over after the lease
     // has about a second left for its send (see `Resends::cut_off`).
     const DEADLINE_MS: u64 = 1500;
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let gateway = FakeGateway::start().await;
     let (url, prefix, key) = (redis.url(), unique_prefix(), random_key());
     let base = gateway.base_url();
@@ -1151,7 +1158,7 @@ async fn kill_9_with_twenty_in_flight_without_redis_sends_every_message_again() 
 
 #[tokio::test]
 async fn kill_9_with_twenty_in_flight_with_redis_sends_completed_ones_once() {
-    let redis = RedisServer::start().await;
+    let redis = redis_or_skip!(RedisServer::start());
     let (counts, rows) = twenty_in_flight_then_kill_9(Some(&redis)).await;
     print_experiment("with RELAY_REDIS_URL", &counts, &rows);
     for row in &rows {

@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::outcome::LimitScope;
 use crate::sends::SendKind;
@@ -34,6 +34,9 @@ pub const METRIC_STORE_FAIL_OPEN: &str = "lipachat_relay_store_fail_open";
 pub const METRIC_RATE_LIMITED: &str = "lipachat_relay_rate_limited";
 pub const METRIC_RATE_WAIT: &str = "lipachat_relay_rate_wait";
 pub const METRIC_BUILD_INFO: &str = "lipachat_relay_build_info";
+
+/// The HTTP statuses whose attempt counters are looked up once.
+const STATUS_CODES: std::ops::RangeInclusive<u16> = 100..=599;
 
 /// OpenTelemetry's advised boundaries for HTTP durations, in seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -238,6 +241,11 @@ pub struct Metrics {
     /// `[send type][outcome]`.
     requests: Vec<[Counter; RequestOutcome::ALL.len()]>,
     upstream_attempts: Family<StatusLabels, Counter>,
+    /// The attempts counter of each HTTP status (100–599), looked up in the family once: a
+    /// gateway attempt costs an atomic add, not a hashed label lookup.
+    attempts_by_code: Box<[OnceLock<Counter>]>,
+    /// The same for `timeout` and `unreachable`.
+    attempts_failed: [Counter; 2],
     request_duration: Histogram,
     upstream_duration: Histogram,
     in_flight: Gauge,
@@ -293,6 +301,13 @@ impl Metrics {
             "Gateway attempts by HTTP status (or timeout, unreachable)",
             upstream_attempts.clone(),
         );
+        let attempts_by_code = (STATUS_CODES).map(|_| OnceLock::new()).collect();
+        let attempts_failed =
+            [UpstreamStatus::Timeout, UpstreamStatus::Unreachable].map(|status| {
+                upstream_attempts
+                    .get_or_create(&StatusLabels { status })
+                    .clone()
+            });
         let request_duration = Histogram::new(DURATION_BUCKETS);
         registry.register_with_unit(
             METRIC_REQUEST_DURATION,
@@ -405,6 +420,8 @@ impl Metrics {
             registry,
             requests,
             upstream_attempts,
+            attempts_by_code,
+            attempts_failed,
             request_duration,
             upstream_duration,
             in_flight,
@@ -438,9 +455,36 @@ impl Metrics {
 
     /// One gateway attempt.
     pub fn record_attempt(&self, status: UpstreamStatus, latency: Duration) {
-        self.upstream_attempts
-            .get_or_create(&StatusLabels { status })
-            .inc();
+        let slot = match status {
+            UpstreamStatus::Code(code) => code
+                .checked_sub(*STATUS_CODES.start())
+                .and_then(|index| self.attempts_by_code.get(usize::from(index))),
+            UpstreamStatus::Timeout => {
+                self.attempts_failed[0].inc();
+                None
+            }
+            UpstreamStatus::Unreachable => {
+                self.attempts_failed[1].inc();
+                None
+            }
+        };
+        match (slot, status) {
+            (Some(slot), _) => {
+                slot.get_or_init(|| {
+                    self.upstream_attempts
+                        .get_or_create(&StatusLabels { status })
+                        .clone()
+                })
+                .inc();
+            }
+            (None, UpstreamStatus::Code(_)) => {
+                // A status outside 100–599: rare enough for the family's own lookup.
+                self.upstream_attempts
+                    .get_or_create(&StatusLabels { status })
+                    .inc();
+            }
+            (None, _) => {}
+        }
         self.upstream_duration.observe(latency.as_secs_f64());
     }
 

@@ -9,6 +9,7 @@
 //! also keeps every answer read from it: remembered answers never change, so a replay served
 //! from here costs no Redis round trip.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use moka::policy::EvictionPolicy;
@@ -21,7 +22,8 @@ use crate::store::StoreError;
 /// The moka window.
 #[derive(Clone)]
 pub struct MemoryWindow {
-    cache: Cache<Box<str>, Remembered, foldhash::fast::RandomState>,
+    /// Keyed by the same `Arc<str>` as the send's entry in flight: no copy of the key.
+    cache: Cache<Arc<str>, Remembered, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for MemoryWindow {
@@ -50,8 +52,8 @@ impl MemoryWindow {
     }
 
     /// Remembers an answer.
-    pub fn insert(&self, message_id: &str, answer: Remembered) {
-        self.cache.insert(Box::from(message_id), answer);
+    pub fn insert(&self, message_id: Arc<str>, answer: Remembered) {
+        self.cache.insert(message_id, answer);
     }
 
     /// Answers remembered now, after moka's pending evictions and expiries are applied.
@@ -82,7 +84,7 @@ impl Deduplicate for MemoryWindow {
         answer: Option<&Remembered>,
     ) -> Result<(), StoreError> {
         if let Some(answer) = answer {
-            self.insert(message_id, answer.clone());
+            self.insert(Arc::from(message_id), answer.clone());
         }
         Ok(())
     }
@@ -107,13 +109,13 @@ mod tests {
     fn at_capacity_a_new_id_is_admitted_and_the_least_recently_used_goes() {
         let window = MemoryWindow::new(3, Duration::from_secs(60));
         for id in ["a", "b", "c"] {
-            window.insert(id, answer(1));
+            window.insert(Arc::from(id), answer(1));
             window.entries();
         }
         // Reading "a" makes "b" the least recently used.
         assert!(window.get("a").is_some());
         window.entries();
-        window.insert("d", answer(1));
+        window.insert(Arc::from("d"), answer(1));
         assert_eq!(window.entries(), 3);
         assert!(window.get("d").is_some(), "the new id must be admitted");
         assert!(window.get("b").is_none(), "the least recently used goes");
@@ -127,7 +129,7 @@ mod tests {
         let window = MemoryWindow::new(100, Duration::from_secs(60));
         for n in 0..1_000 {
             let id = format!("m-{n}");
-            window.insert(&id, answer(1));
+            window.insert(Arc::from(id.as_str()), answer(1));
             assert!(window.get(&id).is_some(), "{id} was not admitted");
         }
         assert!(window.entries() <= 100);
@@ -136,7 +138,7 @@ mod tests {
     #[test]
     fn answers_expire_after_the_ttl() {
         let window = MemoryWindow::new(10, Duration::from_millis(50));
-        window.insert("a", answer(1));
+        window.insert(Arc::from("a"), answer(1));
         assert!(window.get("a").is_some());
         // moka reads its own monotonic clock, which paused tokio time does not move: this
         // waits the 50 ms TTL out.

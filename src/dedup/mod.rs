@@ -16,9 +16,12 @@
 //!   another payload (422). On completion a 2xx answer is remembered in both, anything else
 //!   releases the claim.
 //!
-//! Replays served from the moka cache take no lock and no round trip. The race between a
-//! leader finishing and a newcomer is closed by order: a leader remembers its answer before it
-//! leaves the table, and a newcomer that finds no entry consults the window after taking one.
+//! [`Dedup::begin`] is one short critical section on the table's lock: look for a send in
+//! flight, then look in the moka window, then take the entry. A leader remembers its answer in
+//! moka before it takes the lock to leave the table, so a newcomer sees either the entry (and
+//! waits) or the answer (and replays): one moka lookup per request, and no second send. The
+//! watch channel that carries an outcome to waiters is made only when a first waiter comes,
+//! so a send nobody waits on costs no channel.
 
 pub mod memory;
 pub mod redis;
@@ -149,6 +152,9 @@ pub enum Begin {
     Refused(SendFailure),
 }
 
+/// The outcome channel of a send in flight, made for its first waiter.
+type OutcomeSender = watch::Sender<Option<Outcome>>;
+
 /// A coalesced caller's handle on the leader's outcome.
 #[derive(Debug)]
 pub struct Waiter(watch::Receiver<Option<Outcome>>);
@@ -167,9 +173,12 @@ impl Waiter {
 #[derive(Clone, Debug)]
 pub struct Dedup(Arc<Inner>);
 
+/// Sends in flight in this process, by `messageId`.
+type Table = HashMap<Arc<str>, Pending, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 struct Inner {
-    in_flight: Mutex<HashMap<Box<str>, Pending, foldhash::fast::RandomState>>,
+    in_flight: Mutex<Table>,
     memory: MemoryWindow,
     shared: Option<RedisWindow>,
     metrics: Arc<Metrics>,
@@ -181,7 +190,8 @@ struct Pending {
     fingerprint: Fingerprint,
     /// Which leader this entry is; a leader only ever removes its own.
     seq: u64,
-    outcome: watch::Receiver<Option<Outcome>>,
+    /// `None` until a caller waits on this send.
+    waiters: Option<OutcomeSender>,
 }
 
 impl Dedup {
@@ -206,55 +216,59 @@ impl Dedup {
         self.0.table().len()
     }
 
-    /// Decides what a request with this `messageId` and fingerprint does. Takes no lock on
-    /// a replay from the moka window, and never waits: a new send's claim in the windows is
-    /// the leader's first step ([`Lead::claim`]), inside the send that outlives its caller.
+    /// Decides what a request with this `messageId` and fingerprint does, and never waits: a
+    /// new send's claim in the shared window is the leader's first step ([`Lead::claim`]),
+    /// inside the send that outlives its caller.
     pub fn begin(&self, message_id: &str, fingerprint: Fingerprint) -> Begin {
+        let mut table = self.0.table();
+        if let Some(pending) = table.get_mut(message_id) {
+            if pending.fingerprint != fingerprint {
+                return Begin::Refused(SendFailure::Conflict);
+            }
+            let receiver = match &pending.waiters {
+                Some(sender) => sender.subscribe(),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    pending.waiters = Some(sender);
+                    receiver
+                }
+            };
+            return Begin::Wait(Waiter(receiver));
+        }
         if let Some(answer) = self.0.memory.get(message_id) {
             return match resolve(answer, fingerprint) {
                 Resolved::Replay(answer) => Begin::Replay(answer),
                 Resolved::Refused(failure) => Begin::Refused(failure),
             };
         }
-        let mut table = self.0.table();
-        if let Some(pending) = table.get(message_id) {
-            return if pending.fingerprint == fingerprint {
-                Begin::Wait(Waiter(pending.outcome.clone()))
-            } else {
-                Begin::Refused(SendFailure::Conflict)
-            };
-        }
-        let (sender, receiver) = watch::channel(None);
+        let key: Arc<str> = Arc::from(message_id);
         let seq = self.0.next_seq.fetch_add(1, Ordering::Relaxed);
         table.insert(
-            Box::from(message_id),
+            Arc::clone(&key),
             Pending {
                 fingerprint,
                 seq,
-                outcome: receiver,
+                waiters: None,
             },
         );
         Begin::Lead(Lead {
             dedup: self.clone(),
-            message_id: Box::from(message_id),
+            message_id: key,
             fingerprint,
             seq,
-            sender: Some(sender),
+            finished: false,
             token: None,
         })
     }
 
-    /// The local leader's claim in the windows: memory first (a leader that finished since
-    /// `begin` looked), then the shared window.
+    /// The local leader's claim in the shared window (the moka window was read in `begin`,
+    /// under the table's lock).
     async fn claim(
         &self,
-        message_id: &str,
+        message_id: &Arc<str>,
         fingerprint: Fingerprint,
         deadline: Instant,
     ) -> Result<ClaimToken, Resolved> {
-        if let Some(answer) = self.0.memory.get(message_id) {
-            return Err(resolve(answer, fingerprint));
-        }
         let Some(shared) = &self.0.shared else {
             return Ok(ClaimToken::Local);
         };
@@ -270,7 +284,7 @@ impl Dedup {
                 Ok(Claim::Remembered(answer)) => {
                     // Answers never change: keep it here so the next replay is local.
                     if answer.fingerprint == fingerprint {
-                        self.0.memory.insert(message_id, answer.clone());
+                        self.0.memory.insert(Arc::clone(message_id), answer.clone());
                     }
                     return Err(resolve(answer, fingerprint));
                 }
@@ -313,7 +327,7 @@ impl Dedup {
 }
 
 impl Inner {
-    fn table(&self) -> MutexGuard<'_, HashMap<Box<str>, Pending, foldhash::fast::RandomState>> {
+    fn table(&self) -> MutexGuard<'_, Table> {
         // Every change under this lock is one insert or remove, so a panic elsewhere cannot
         // leave it half-done: a poisoned lock is still consistent.
         self.in_flight
@@ -344,11 +358,11 @@ fn resolve(answer: Remembered, fingerprint: Fingerprint) -> Resolved {
 #[derive(Debug)]
 pub struct Lead {
     dedup: Dedup,
-    message_id: Box<str>,
+    /// Shared with the table's key and the moka window's: one allocation.
+    message_id: Arc<str>,
     fingerprint: Fingerprint,
     seq: u64,
-    /// `None` once finished.
-    sender: Option<watch::Sender<Option<Outcome>>>,
+    finished: bool,
     /// `None` until claimed in the windows.
     token: Option<ClaimToken>,
 }
@@ -388,7 +402,9 @@ impl Lead {
             _ => None,
         };
         if let Some(answer) = &answer {
-            inner.memory.insert(&self.message_id, answer.clone());
+            inner
+                .memory
+                .insert(Arc::clone(&self.message_id), answer.clone());
         }
         if let (Some(shared), Some(token @ ClaimToken::Shared(_))) =
             (&inner.shared, self.token.take())
@@ -404,37 +420,39 @@ impl Lead {
         self.finish(outcome.clone());
     }
 
-    /// Leaves the table and wakes the waiters with `outcome`.
+    /// Leaves the table and wakes the waiters, if any, with `outcome`.
     fn finish(&mut self, outcome: Outcome) {
-        let Some(sender) = self.sender.take() else {
+        if self.finished {
             return;
-        };
-        self.leave();
-        // The table's own receiver went with the entry: any receiver left is a waiter's.
-        if sender.receiver_count() > 0 {
-            sender.send_replace(Some(outcome));
+        }
+        self.finished = true;
+        if let Some(waiters) = self.leave() {
+            waiters.send_replace(Some(outcome));
         }
     }
 
-    fn leave(&self) {
+    /// Removes this leader's entry; returns its waiters' channel.
+    fn leave(&self) -> Option<OutcomeSender> {
         let mut table = self.dedup.0.table();
         if table
             .get(&*self.message_id)
             .is_some_and(|pending| pending.seq == self.seq)
         {
-            table.remove(&*self.message_id);
+            return table
+                .remove(&*self.message_id)
+                .and_then(|pending| pending.waiters);
         }
+        None
     }
 }
 
 impl Drop for Lead {
     fn drop(&mut self) {
-        if self.sender.is_none() {
+        if self.finished {
             return;
         }
-        // Ended without an outcome: free the entry; dropping the sender tells every waiter.
-        self.leave();
-        self.sender = None;
+        // Ended without an outcome: free the entry; dropping its channel tells every waiter.
+        drop(self.leave());
         tracing::warn!(
             message_id = &*self.message_id,
             "a send ended without an outcome; its waiters get 502"
@@ -446,7 +464,7 @@ impl Drop for Lead {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let shared = shared.clone();
-            let message_id = std::mem::take(&mut self.message_id);
+            let message_id = Arc::clone(&self.message_id);
             runtime.spawn(async move {
                 let _ = shared.complete(&message_id, &token, None).await;
             });
@@ -598,26 +616,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_leader_that_finds_the_answer_at_claim_replays_it_to_its_waiters() {
+    async fn every_waiter_gets_the_outcome_and_the_entry_is_gone() {
         let dedup = dedup();
-        // Two leaders cannot coexist for one id, but a leader whose claim finds the answer
-        // remembered (it finished between `begin` and `claim`) resolves as a replay.
-        let Begin::Lead(mut late) = dedup.begin("a", fp(1)) else {
-            panic!("expected lead")
-        };
-        let Begin::Wait(waiter) = dedup.begin("a", fp(1)) else {
-            panic!("expected wait")
-        };
-        dedup
-            .0
-            .memory
-            .insert("a", Remembered::of(fp(1), &reply(200).unwrap()));
-        assert!(matches!(
-            late.claim(later()).await,
-            Err(Resolved::Replay(_))
-        ));
-        assert_eq!(waiter.outcome().await.unwrap().status, StatusCode::OK);
+        let leader = lead(&dedup, "a").await;
+        let waiters: Vec<Waiter> = (0..3)
+            .map(|_| match dedup.begin("a", fp(1)) {
+                Begin::Wait(waiter) => waiter,
+                other => panic!("expected wait, got {other:?}"),
+            })
+            .collect();
+        leader.complete(&reply(200)).await;
+        for waiter in waiters {
+            assert_eq!(waiter.outcome().await.unwrap().status, StatusCode::OK);
+        }
         assert_eq!(dedup.in_flight(), 0);
+        assert!(matches!(dedup.begin("a", fp(1)), Begin::Replay(_)));
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@ use crate::dedup::{Begin, Lead, Remembered, Resolved};
 use crate::error::{ApiError, whole_seconds};
 use crate::metrics::{InFlightGuard, RequestOutcome};
 use crate::outcome::{GatewayReply, Outcome, SendFailure};
+use crate::phone::PhoneNumber;
 use crate::sends::SendKind;
 use crate::telemetry::{self, RequestRecord};
 use crate::upstream::{HEADER_REQUEST_ID, HEADER_TRACEPARENT, UpstreamRequest};
@@ -59,21 +60,14 @@ impl Slot {
 pub async fn send(State(state): State<AppState>, kind: SendKind, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let request_id = parts.headers.get(HEADER_REQUEST_ID).cloned();
-    let trace_id = parts
-        .headers
-        .get(HEADER_TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(telemetry::trace_id)
-        .map(str::to_owned);
-    let request_id_text = request_id.as_ref().and_then(|v| v.to_str().ok());
-    let span = tracing::info_span!("send", request_id = request_id_text, r#type = kind.name());
+    let headers = &parts.headers;
+    let request_id = headers.get(HEADER_REQUEST_ID).and_then(|v| v.to_str().ok());
+    let span = tracing::info_span!("send", request_id, r#type = kind.name());
     let context = Call {
         state: &state,
         kind,
-        headers: &parts.headers,
+        headers,
         started,
-        trace_id: trace_id.as_deref(),
     };
     let mut record = RequestRecord::new(kind, RequestOutcome::Invalid);
     let result = relay(&context, body, &mut record).instrument(span).await;
@@ -93,9 +87,13 @@ pub async fn send(State(state): State<AppState>, kind: SendKind, request: Reques
     }
     let latency = started.elapsed();
     state.metrics.record_request(kind, record.outcome, latency);
+    let trace_id = headers
+        .get(HEADER_TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(telemetry::trace_id);
     telemetry::log_request(
-        request_id_text,
-        trace_id.as_deref(),
+        request_id,
+        trace_id,
         response.status().as_u16(),
         latency,
         &record,
@@ -110,7 +108,6 @@ struct Call<'a> {
     kind: SendKind,
     headers: &'a HeaderMap,
     started: Instant,
-    trace_id: Option<&'a str>,
 }
 
 async fn relay(
@@ -131,10 +128,19 @@ async fn relay(
         &body,
         state.config.default_from.as_ref(),
     )?;
-    record.message_id = Some(request.message_id.clone());
-    record.to = Some(request.to.clone());
+    let SendRequest {
+        message_id,
+        from,
+        to,
+        body,
+        fingerprint,
+    } = request;
+    // The record owns what its log line needs; nothing is copied for it.
+    record.message_id = Some(message_id);
+    record.to = Some(to);
     let slot = state.take_slot().ok_or(ApiError::Overloaded)?;
-    match state.dedup.begin(&request.message_id, request.fingerprint) {
+    let message_id = record.message_id.as_deref().unwrap_or_default();
+    match state.dedup.begin(message_id, fingerprint) {
         Begin::Replay(answer) => {
             record.outcome = RequestOutcome::Replayed;
             Ok(replay(&answer))
@@ -148,9 +154,10 @@ async fn relay(
             Ok(response)
         }
         Begin::Lead(lead) => {
-            let done = lead_send(context, request, lead, slot, record).await;
-            record.attempts = done.attempts;
-            record.rate_wait = done.rate_wait;
+            // The record travels with the send (which may outlive this request) and back.
+            let taken = std::mem::replace(record, RequestRecord::new(context.kind, record.outcome));
+            let done = lead_send(context, from, body, lead, slot, taken).await;
+            *record = done.record;
             let response = answer(done.outcome, done.replayed)?;
             record.outcome = if done.replayed {
                 RequestOutcome::Replayed
@@ -188,26 +195,27 @@ async fn read_body(
     }
 }
 
-/// What a new send ended with.
+/// What a new send ended with, and its record (attempts and rate wait filled in).
 struct SendDone {
     outcome: Outcome,
-    attempts: u32,
-    rate_wait: Duration,
     /// The claim found the answer already remembered (by another replica, say).
     replayed: bool,
+    record: RequestRecord,
 }
 
 /// Runs a new send: claim → rate limit → forward → complete, surviving its caller.
 async fn lead_send(
     context: &Call<'_>,
-    request: SendRequest,
+    from: PhoneNumber,
+    body: Bytes,
     lead: Lead,
     slot: Slot,
-    record: &RequestRecord,
+    mut record: RequestRecord,
 ) -> SendDone {
     let state = context.state.clone();
-    let deadline = state.gateway.deadline_from_now();
-    let upstream = UpstreamRequest::new(context.kind, request.body, context.headers, deadline);
+    // The deadline counts from the request's arrival: no clock read of its own.
+    let deadline = state.gateway.deadline_from(context.started);
+    let upstream = UpstreamRequest::new(context.kind, body, context.headers, deadline);
     let guard = state.drain.track_send();
     let send_state = state.clone();
     let send = async move {
@@ -221,50 +229,46 @@ async fn lead_send(
             };
             return SendDone {
                 outcome,
-                attempts: 0,
-                rate_wait: Duration::ZERO,
                 replayed,
+                record,
             };
         }
-        let rate_wait = match send_state
-            .limits
-            .acquire(&request.from, &request.to, deadline, &send_state.drain)
-            .await
-        {
-            Ok(waited) => waited,
+        let waited = match &record.to {
+            Some(to) => {
+                let limits = &send_state.limits;
+                limits.acquire(&from, to, deadline, &send_state.drain).await
+            }
+            None => Ok(Duration::ZERO),
+        };
+        match waited {
+            Ok(waited) => record.rate_wait = waited,
             Err(failure) => {
                 let outcome = Err(failure);
                 lead.complete(&outcome).await;
                 return SendDone {
                     outcome,
-                    attempts: 0,
-                    rate_wait: Duration::ZERO,
                     replayed: false,
+                    record,
                 };
             }
-        };
+        }
         let outcome = send_state
             .gateway
             .forward(upstream.clone())
             .await
             .map_err(SendFailure::from);
         lead.complete(&outcome).await;
+        record.attempts = upstream.attempts();
         SendDone {
             outcome,
-            attempts: upstream.attempts(),
-            rate_wait,
             replayed: false,
+            record,
         }
     };
     let detached = Detached {
         state,
-        record: record.clone(),
-        request_id: context
-            .headers
-            .get(HEADER_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(Box::from),
-        trace_id: context.trace_id.map(Box::from),
+        request_id: context.headers.get(HEADER_REQUEST_ID).cloned(),
+        traceparent: context.headers.get(HEADER_TRACEPARENT).cloned(),
         started: context.started,
     };
     DetachedSend::new(detached, Box::pin(send.in_current_span())).await
@@ -352,12 +356,12 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
 
 type SendFuture = Pin<Box<dyn Future<Output = SendDone> + Send>>;
 
-/// What a send needs to count and log itself if its caller leaves.
+/// What a send needs to count and log itself if its caller leaves (its record travels in
+/// the send's own output).
 struct Detached {
     state: AppState,
-    record: RequestRecord,
-    request_id: Option<Box<str>>,
-    trace_id: Option<Box<str>>,
+    request_id: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
     started: Instant,
 }
 
@@ -400,10 +404,7 @@ impl Drop for DetachedSend {
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // The runtime is shutting down: the send's drop guards free its dedup entry.
-            tracing::error!(
-                message_id = detached.record.message_id.as_deref(),
-                "caller left while the runtime stopped: send dropped"
-            );
+            tracing::error!("caller left while the runtime stopped: send dropped");
             return;
         };
         detached.state.metrics.record_detached();
@@ -411,13 +412,11 @@ impl Drop for DetachedSend {
             let done = send.await;
             let Detached {
                 state,
-                mut record,
                 request_id,
-                trace_id,
+                traceparent,
                 started,
             } = detached;
-            record.attempts = done.attempts;
-            record.rate_wait = done.rate_wait;
+            let mut record = done.record;
             let status = match answer(done.outcome, done.replayed) {
                 Ok(response) => {
                     record.outcome = if done.replayed {
@@ -436,9 +435,13 @@ impl Drop for DetachedSend {
             state
                 .metrics
                 .record_request(record.kind, record.outcome, latency);
+            let trace_id = traceparent
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .and_then(telemetry::trace_id);
             telemetry::log_request(
-                request_id.as_deref(),
-                trace_id.as_deref(),
+                request_id.as_ref().and_then(|v| v.to_str().ok()),
+                trace_id,
                 status.as_u16(),
                 latency,
                 &record,

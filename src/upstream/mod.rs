@@ -292,11 +292,10 @@ impl GatewayClient {
         })
     }
 
-    /// The deadline a new request gets, from now (the configured deadline is bounded, so
-    /// this cannot overflow; it saturates rather than panic all the same).
-    pub fn deadline_from_now(&self) -> Instant {
-        let now = Instant::now();
-        now.checked_add(self.deadline).unwrap_or(now)
+    /// The deadline of a request that arrived at `start` (the configured deadline is
+    /// bounded, so this cannot overflow; it saturates rather than panic all the same).
+    pub fn deadline_from(&self, start: Instant) -> Instant {
+        start.checked_add(self.deadline).unwrap_or(start)
     }
 
     /// Sends one request through retry → attempt (timeout or deadline) → gateway.

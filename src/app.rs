@@ -206,7 +206,10 @@ mod tests {
             .collect();
         for id in &ids {
             assert_eq!(id.len(), 32, "{id}");
-            assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
         }
         assert!(ids[0] != ids[1] && ids[1] != ids[2]);
     }

@@ -203,6 +203,19 @@ pub fn parse_array(raw: &RawValue) -> Option<Vec<&RawValue>> {
         .map(|e| e.0)
 }
 
+/// A raw JSON value as a string, or `None` when it is not one. Most strings have no escapes:
+/// then the text between the quotes is the string (a `RawValue` is valid JSON, so it holds no
+/// raw quote or control character), borrowed without a second parse; escaped ones go through
+/// serde_json.
+pub fn string_of(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<CowStr<'_>>(text).ok().map(|s| s.0)
+}
+
 /// A string borrowed from the input when it has no escapes, owned otherwise.
 struct CowStr<'a>(Cow<'a, str>);
 
@@ -295,9 +308,9 @@ impl<'a> Check<'a> {
         field: impl Into<Cow<'static, str>>,
         raw: &'a RawValue,
     ) -> Option<Cow<'a, str>> {
-        match serde_json::from_str::<CowStr<'a>>(raw.get()) {
-            Ok(s) => Some(s.0),
-            Err(_) => {
+        match string_of(raw) {
+            Some(text) => Some(text),
+            None => {
                 self.error(field, "must be a string");
                 None
             }
@@ -622,6 +635,13 @@ fn raw_field(out: &mut Vec<u8>, key: &str, value: &RawValue) {
 }
 
 fn json_string(out: &mut Vec<u8>, value: &str) {
+    // Most strings need no escape (no quote, backslash or control character): copy them.
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing a &str into a Vec cannot fail: serde_json only errors on I/O or non-string keys.
     let _ = serde_json::to_writer(&mut *out, value);
 }
@@ -781,6 +801,48 @@ mod tests {
         assert!(!longer_than(&"é".repeat(4), 4));
         assert!(longer_than("abcde", 4));
         assert!(!longer_than("abcd", 4));
+    }
+
+    #[test]
+    fn strings_are_read_with_and_without_escapes() {
+        let raw = |text: &str| serde_json::from_str::<Box<RawValue>>(text).unwrap();
+        assert_eq!(string_of(&raw(r#""plain""#)).as_deref(), Some("plain"));
+        assert!(matches!(
+            string_of(&raw(r#""plain""#)),
+            Some(Cow::Borrowed(_))
+        ));
+        assert_eq!(string_of(&raw(r#""a\"b\u0063""#)).as_deref(), Some("a\"bc"));
+        assert_eq!(string_of(&raw(r#""""#)).as_deref(), Some(""));
+        assert_eq!(string_of(&raw(r#""é\n""#)).as_deref(), Some("é\n"));
+        for not_a_string in ["7", "null", "[\"a\"]", "{\"a\":\"b\"}", "true"] {
+            assert_eq!(string_of(&raw(not_a_string)), None, "{not_a_string}");
+        }
+    }
+
+    #[test]
+    fn whitespace_around_values_is_not_part_of_them() {
+        let body = b"{ \"messageId\" :  \"m-1\" \n, \"mediaType\":\t\"IMAGE\"  ,\"mediaUrl\" : \"https://x.example/a\" , \"from\" : \"254110090747\" , \"to\":\"254712345678\"\r\n}";
+        let request = validate(SendKind::Media.rules(), body, None).unwrap();
+        assert_eq!(&*request.message_id, "m-1");
+    }
+
+    #[test]
+    fn strings_are_written_escaped_only_when_they_need_it() {
+        for text in [
+            "plain",
+            "",
+            "é€",
+            "quote\"",
+            "back\\slash",
+            "line\nbreak",
+            "\u{1}",
+        ] {
+            let mut out = Vec::new();
+            json_string(&mut out, text);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text}");
+        }
     }
 
     #[test]

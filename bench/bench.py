@@ -54,6 +54,10 @@ RELAY = ROOT / "target" / "release" / "lipachat-relay"
 OPENLOOP = FLOOR = None  # the bench binaries' paths, from run.sh (argv 1 and 2)
 ALL_TARGETS = ("direct", "nginx", "floor", "before", "relay", "before-replay", "relay-replay",
                "relay-limited", "relay-redis", "relay-redis-replay")
+# Experiments: other builds of the relay, each measured on the forward path like `relay`, as
+# the target `variant-LABEL` (BENCH_VARIANTS="LABEL=/path/to/lipachat-relay ...").
+VARIANTS = dict(item.split("=", 1) for item in os.environ.get("BENCH_VARIANTS", "").split() if "=" in item)
+ALL_TARGETS = ALL_TARGETS + tuple(f"variant-{label}" for label in VARIANTS)
 # An older build of the relay (BENCH_BEFORE in run.sh), measured like `relay`.
 BEFORE = Path(os.environ["BENCH_BEFORE_BIN"]) if os.environ.get("BENCH_BEFORE_BIN") else None
 BEFORE_REV = os.environ.get("BENCH_BEFORE_REV", "")
@@ -61,7 +65,8 @@ REDIS_TARGETS = ("relay-redis", "relay-redis-replay")
 # Targets whose requests must each carry a new messageId: on the relay a fixed body is the
 # replay path (and, on relay-limited, one pair over and over). The floor gets them too, so
 # its requests are the relay's forward requests byte for byte.
-FORWARD = ("floor", "before", "relay", "relay-limited", "relay-redis")
+FORWARD = ("floor", "before", "relay", "relay-limited", "relay-redis",
+           *(f"variant-{label}" for label in VARIANTS))
 TARGETS = [t for t in os.environ.get("BENCH_TARGETS", " ".join(ALL_TARGETS)).split()]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -590,6 +595,12 @@ def main():
                               "before")
     if "relay" in TARGETS or "relay-replay" in TARGETS:
         relay = start_primed(start_relay(relay_port, gateway_port), relay_port, "relay")
+    variants = {}
+    for label, binary in VARIANTS.items():
+        if f"variant-{label}" in TARGETS:
+            port = free_port()
+            variants[label] = (port, start_primed(start_relay(port, gateway_port, binary=Path(binary)),
+                                                  port, f"variant-{label}"))
     if "relay-limited" in TARGETS:
         limited = start_primed(start_relay(limited_port, gateway_port, limits=LIMITS_OUT_OF_REACH),
                                limited_port, "relay-limited")
@@ -599,6 +610,7 @@ def main():
             TARGETS[:] = [t for t in TARGETS if t not in REDIS_TARGETS]
     processes = {"nginx": proxy, "floor": floor, "before": before, "relay": relay, "relay-limited": limited,
                  "relay-redis": redis_relay, "redis-server": redis}
+    processes.update({f"variant-{label}": proc for label, (_, proc) in variants.items()})
     processes = {name: proc for name, proc in processes.items() if proc}
     # RSS of a process tree: nginx is a master and a worker, the others one process each.
     idle = {name: tree_rss(proc.pid) for name, proc in processes.items()}
@@ -615,6 +627,7 @@ def main():
         "relay-redis": (redis_relay_port, "forward.lua", redis_relay),
         "relay-redis-replay": (redis_relay_port, "replay.lua", redis_relay),
     }
+    table.update({f"variant-{label}": (port, "forward.lua", proc) for label, (port, proc) in variants.items()})
     targets = {name: table[name] for name in ALL_TARGETS if name in TARGETS}
 
     # Warm-up, not counted: every pool and cache reaches its steady size.

@@ -10,6 +10,8 @@
 #             replays need it)
 #   noserver  axum::serve instead of the relay's own accept loop (src/server.rs: header and
 #             idle timeouts, connection limit, fd handling)
+#   nostack   one gateway call straight through reqwest: no tower retry stack, no retry budget,
+#             no attempt timer, no attempt metrics
 # They are experiments, not builds to run: each breaks a promise of the SPEC.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,7 +12,14 @@
 #             idle timeouts, connection limit, fd handling)
 #   nostack   one gateway call straight through reqwest: no tower retry stack, no retry budget,
 #             no attempt timer, no attempt metrics
+#   nomoka-nostack  both of the above at once
 # They are experiments, not builds to run: each breaks a promise of the SPEC.
+#
+# A bench/variants/NAME.env file (KEY=VALUE lines) makes a variant of configuration instead: a
+# wrapper, target/variants/lipachat-relay-NAME, that runs target/release/lipachat-relay (the
+# build bench/run.sh measures as `relay`) with those variables set:
+#   window1k, window10k  the moka window at 1,000 and 10,000 answers instead of 100,000: full
+#             and evicting like the default one, but a smaller, hotter working set
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=$(git rev-parse --verify "${1:-HEAD}^{commit}")
@@ -34,6 +41,19 @@ for patch in bench/variants/*.patch; do
     cp "$out/target/release/lipachat-relay" "$binary"
     echo "$stamp" > "$binary.rev"
   fi
+  list+=("$name=$PWD/$binary")
+done
+for vars in bench/variants/*.env; do
+  [ -e "$vars" ] || continue
+  name=$(basename "$vars" .env)
+  binary="$out/lipachat-relay-$name"
+  {
+    echo '#!/bin/sh'
+    echo "# bench/variants/$name.env: the relay of target/release with these variables."
+    grep -E '^[A-Z_][A-Z0-9_]*=' "$vars" | sed 's/^/export /'
+    echo "exec \"$PWD/target/release/lipachat-relay\" \"\$@\""
+  } > "$binary"
+  chmod +x "$binary"
   list+=("$name=$PWD/$binary")
 done
 echo "${list[*]}"

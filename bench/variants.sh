@@ -12,6 +12,7 @@
 #             idle timeouts, connection limit, fd handling)
 #   nostack   one gateway call straight through reqwest: no tower retry stack, no retry budget,
 #             no attempt timer, no attempt metrics
+# A bench/variants/NAME.list file (one patch name per line) applies those patches together:
 #   nomoka-nostack  both of the above at once
 # They are experiments, not builds to run: each breaks a promise of the SPEC.
 #
@@ -27,16 +28,23 @@ out=target/variants
 mkdir -p "$out"
 say() { printf '[variants] %s\n' "$*" >&2; }
 list=()
-for patch in bench/variants/*.patch; do
-  name=$(basename "$patch" .patch)
+for spec in bench/variants/*.patch bench/variants/*.list; do
+  [ -e "$spec" ] || continue
+  name=$(basename "${spec%.*}")
+  if [[ "$spec" == *.list ]]; then
+    patches=()
+    while read -r part; do [ -n "$part" ] && patches+=("bench/variants/$part.patch"); done < "$spec"
+  else
+    patches=("$spec")
+  fi
   binary="$out/lipachat-relay-$name"
-  stamp="$rev $(sha256sum "$patch" | cut -d' ' -f1)"
+  stamp="$rev $(cat "${patches[@]}" | sha256sum | cut -d' ' -f1)"
   if [ "$(cat "$binary.rev" 2>/dev/null)" != "$stamp" ]; then
     say "building $name at ${rev:0:10}"
     rm -rf "$out/src-$name"
     mkdir -p "$out/src-$name"
     git archive "$rev" | tar -x -C "$out/src-$name"
-    patch -d "$out/src-$name" -p1 --quiet < "$patch"
+    for part in "${patches[@]}"; do patch -d "$out/src-$name" -p1 --quiet < "$part"; done
     (cd "$out/src-$name" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked --quiet)
     cp "$out/target/release/lipachat-relay" "$binary"
     echo "$stamp" > "$binary.rev"

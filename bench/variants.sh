@@ -5,6 +5,8 @@
 #
 #   BENCH_VARIANTS="$(bash bench/variants.sh)" BENCH_TARGETS="floor relay variant-nomoka variant-noserver" bash bench/run.sh
 #
+#   bash bench/variants.sh HEAD nomoka fifo      # only these two
+#
 # A variant takes one piece out, to measure what that piece costs in place:
 #   nomoka    the moka window answers "not remembered" and remembers nothing (forward only:
 #             replays need it)
@@ -12,8 +14,19 @@
 #             idle timeouts, connection limit, fd handling)
 #   nostack   one gateway call straight through reqwest: no tower retry stack, no retry budget,
 #             no attempt timer, no attempt metrics
+#   novalidate  no JSON parse, field checks or normalised body: messageId found by a byte
+#             search, the body sent as it came
+#   nometrics  no request, attempt or in-flight metrics
+#   noreqid   no x-request-id made or echoed (tower-http's SetRequestId/PropagateRequestId)
+#   notrace   no tracing span per send and no request log record (the bench runs at
+#             RUST_LOG=warn, where both are already filtered out)
+#   fifo      the window of answers as a HashMap + VecDeque under one Mutex instead of moka:
+#             what remembering 100,000 answers costs in the simplest store
 # A bench/variants/NAME.list file (one patch name per line) applies those patches together:
-#   nomoka-nostack  both of the above at once
+#   nomoka-nostack  the two above at once; nomoka-nostack-X adds X to them, so X is measured
+#             where nothing bigger hides it
+#   bare      every patch but fifo: what is left of the relay is its routes, the in-flight
+#             table, the slot and the answer; compared with floor it is the residue
 # They are experiments, not builds to run: each breaks a promise of the SPEC.
 #
 # A bench/variants/NAME.env file (KEY=VALUE lines) makes a variant of configuration instead: a
@@ -24,6 +37,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=$(git rev-parse --verify "${1:-HEAD}^{commit}")
+shift || true
+# Names after the revision: build only those (default: every variant).
+only=" $* "
+wanted() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
 out=target/variants
 mkdir -p "$out"
 say() { printf '[variants] %s\n' "$*" >&2; }
@@ -31,6 +48,7 @@ list=()
 for spec in bench/variants/*.patch bench/variants/*.list; do
   [ -e "$spec" ] || continue
   name=$(basename "${spec%.*}")
+  wanted "$name" || continue
   if [[ "$spec" == *.list ]]; then
     patches=()
     while read -r part; do [ -n "$part" ] && patches+=("bench/variants/$part.patch"); done < "$spec"
@@ -54,6 +72,7 @@ done
 for vars in bench/variants/*.env; do
   [ -e "$vars" ] || continue
   name=$(basename "$vars" .env)
+  wanted "$name" || continue
   binary="$out/lipachat-relay-$name"
   {
     echo '#!/bin/sh'

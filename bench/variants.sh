@@ -22,6 +22,9 @@
 #             RUST_LOG=warn, where both are already filtered out)
 #   fifo      the window of answers as a HashMap + VecDeque under one Mutex instead of moka:
 #             what remembering 100,000 answers costs in the simplest store
+#   u128key   the moka window keyed by a 128-bit hash of the messageId instead of the string
+#             (no string to hash or compare when moka rehashes or evicts)
+#   nottl     the moka window without time_to_live (no write-order queue to keep)
 # A bench/variants/NAME.list file (one patch name per line) applies those patches together:
 #   nomoka-nostack  the two above at once; nomoka-nostack-X adds X to them, so X is measured
 #             where nothing bigger hides it
@@ -61,7 +64,8 @@ for spec in bench/variants/*.patch bench/variants/*.list; do
     say "building $name at ${rev:0:10}"
     rm -rf "$out/src-$name"
     mkdir -p "$out/src-$name"
-    git archive "$rev" | tar -x -C "$out/src-$name"
+    # -m: files dated now, so cargo never takes the shared target dir's last variant as fresh
+    git archive "$rev" | tar -x -m -C "$out/src-$name"
     for part in "${patches[@]}"; do patch -d "$out/src-$name" -p1 --quiet < "$part"; done
     (cd "$out/src-$name" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked --quiet)
     cp "$out/target/release/lipachat-relay" "$binary"

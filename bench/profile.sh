@@ -60,6 +60,7 @@ case "$target" in
   *) say "PROFILE_TARGET must be forward, replay or floor"; exit 1 ;;
 esac
 server=${pids[-1]}
+binary=$(basename "$(readlink -f /proc/"$server"/exe)")
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.05; done
 curl -s -o /dev/null "http://127.0.0.1:$port/media" -H 'content-type: application/json' --data-binary @bench/body.json
 
@@ -85,6 +86,7 @@ echo
 echo "by crate (self time; a symbol counts for the first crate its name names, so inlined generics count where they were instantiated):"
 perf report -i "$out" --no-children --sort dso,symbol --stdio 2>/dev/null | python3 -c '
 import re, sys, collections
+binary = sys.argv[2]
 shares = collections.Counter()
 for line in sys.stdin:
     m = re.match(r"\s+([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)", line)
@@ -93,7 +95,7 @@ for line in sys.stdin:
     share, dso, kind, name = float(m[1]), m[2], m[3], m[4].strip()
     if kind == "k":
         crate = "[kernel]"
-    elif "relay" not in dso:
+    elif dso != binary:
         crate = dso
     else:
         path = re.search(r"([A-Za-z_][A-Za-z0-9_]*)::", name.lstrip("<&*( "))
@@ -101,8 +103,9 @@ for line in sys.stdin:
         if not path and re.match(r"_?rjem|je_|tcache|do_rallocx|arena|extent|edata", name):
             crate = "jemalloc"
         crate = "lipachat_relay (ours)" if crate == "lipachat_relay" else crate
+        crate = "the floor (ours)" if crate == "floor" else crate
     shares[crate] += share
 us = float(sys.argv[1])
 for crate, share in shares.most_common(18):
     print(f"  {share:5.1f}%  {share * us / 100:5.2f} µs/req  {crate}")
-' "$us_per_req"
+' "$us_per_req" "$binary"

@@ -26,9 +26,9 @@
 #             (no string to hash or compare when moka rehashes or evicts)
 #   nottl     the moka window without time_to_live (no write-order queue to keep)
 # A bench/variants/NAME.list file (one patch name per line) applies those patches together:
-#   nomoka-nostack  the two above at once; nomoka-nostack-X adds X to them, so X is measured
-#             where nothing bigger hides it
-#   bare      every patch but fifo: what is left of the relay is its routes, the in-flight
+#   nomoka-nostack  nomoka and nostack at once; nomoka-nostack-X adds X to them, so X is
+#             measured where nothing bigger hides it
+#   bare      every "no" patch at once: what is left of the relay is its routes, the in-flight
 #             table, the slot and the answer; compared with floor it is the residue
 # They are experiments, not builds to run: each breaks a promise of the SPEC.
 #

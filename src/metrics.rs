@@ -31,6 +31,7 @@ pub const METRIC_BUDGET_EXHAUSTED: &str = "lipachat_relay_retry_budget_exhausted
 pub const METRIC_STORE_OPERATIONS: &str = "lipachat_relay_store_operations";
 pub const METRIC_STORE_DURATION: &str = "lipachat_relay_store_duration";
 pub const METRIC_STORE_FAIL_OPEN: &str = "lipachat_relay_store_fail_open";
+pub const METRIC_DEDUP_COMPLETIONS: &str = "lipachat_relay_dedup_completions";
 pub const METRIC_RATE_LIMITED: &str = "lipachat_relay_rate_limited";
 pub const METRIC_RATE_WAIT: &str = "lipachat_relay_rate_wait";
 pub const METRIC_BUILD_INFO: &str = "lipachat_relay_build_info";
@@ -212,6 +213,50 @@ impl StoreResult {
     }
 }
 
+/// What became of a completion in the shared window: the `result` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CompletionResult {
+    /// The claim was still this leader's: replaced by the answer, or released.
+    Completed,
+    /// The claim had vanished (a Redis restart, a failover): the 2xx was written anyway.
+    Restored,
+    /// Another replica's claim or an answer held the key: left alone.
+    Superseded,
+    /// A try failed or timed out: retried in the background.
+    Retried,
+    /// Not landed before the claim's lease ended: the claim lapses.
+    GaveUp,
+}
+
+impl CompletionResult {
+    pub const ALL: [Self; 5] = [
+        Self::Completed,
+        Self::Restored,
+        Self::Superseded,
+        Self::Retried,
+        Self::GaveUp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Restored => "restored",
+            Self::Superseded => "superseded",
+            Self::Retried => "retried",
+            Self::GaveUp => "gave_up",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     op: &'static str,
@@ -256,6 +301,7 @@ pub struct Metrics {
     store_operations: [[Counter; StoreResult::ALL.len()]; StoreOp::ALL.len()],
     store_duration: [Histogram; StoreOp::ALL.len()],
     store_fail_open: [Counter; StoreOp::ALL.len()],
+    dedup_completions: [Counter; CompletionResult::ALL.len()],
     /// `[scope][delayed, refused]`.
     rate_limited: [[Counter; 2]; LimitScope::ALL.len()],
     rate_wait: Histogram,
@@ -386,6 +432,19 @@ impl Metrics {
             "Sends that went on with this process's memory only because the shared store failed",
             fail_open,
         );
+        let by_result = Family::<ResultLabels, Counter>::default();
+        let dedup_completions = CompletionResult::ALL.map(|result| {
+            by_result
+                .get_or_create(&ResultLabels {
+                    result: result.as_str(),
+                })
+                .clone()
+        });
+        registry.register(
+            METRIC_DEDUP_COMPLETIONS,
+            "Completions of shared-window claims (remember a 2xx or release), by result",
+            by_result,
+        );
         let by_scope = Family::<LimitLabels, Counter>::default();
         let rate_limited = LimitScope::ALL.map(|scope| {
             ["delayed", "refused"].map(|action| {
@@ -431,6 +490,7 @@ impl Metrics {
             store_operations,
             store_duration,
             store_fail_open,
+            dedup_completions,
             rate_limited,
             rate_wait,
         }
@@ -515,6 +575,13 @@ impl Metrics {
     /// A send that went on without the shared store (`RELAY_REDIS_FAILURE=open`).
     pub fn record_fail_open(&self, op: StoreOp) {
         if let Some(counter) = self.store_fail_open.get(op.index()) {
+            counter.inc();
+        }
+    }
+
+    /// What became of one completion (or one try of it) in the shared window.
+    pub fn record_completion(&self, result: CompletionResult) {
+        if let Some(counter) = self.dedup_completions.get(result.index()) {
             counter.inc();
         }
     }

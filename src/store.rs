@@ -48,9 +48,13 @@ pub enum StoreError {
     /// No answer within `RELAY_REDIS_TIMEOUT_MS`.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// Not connected, connection lost, refused password, or a server error.
+    /// Connection lost, refused password, or a server error: the command may have run.
     #[error("{0}")]
     Failed(String),
+    /// The store was not reached (connection refused, no Cluster connection yet): the
+    /// command was never sent.
+    #[error("{0}")]
+    Unreached(String),
 }
 
 /// A cheap handle on the shared store.
@@ -257,7 +261,12 @@ impl SharedStore {
     }
 
     fn failed(&self, error: &RedisError) -> StoreError {
-        StoreError::Failed(scrub(&error.to_string(), &self.0.secrets))
+        let text = scrub(&error.to_string(), &self.0.secrets);
+        if error.is_connection_refusal() {
+            StoreError::Unreached(text)
+        } else {
+            StoreError::Failed(text)
+        }
     }
 
     /// The whole call, connecting included, within `RELAY_REDIS_TIMEOUT_MS`.
@@ -274,7 +283,7 @@ impl SharedStore {
         let outcome = match result {
             Ok(_) => StoreResult::Ok,
             Err(StoreError::Timeout(_)) => StoreResult::Timeout,
-            Err(StoreError::Failed(_)) => StoreResult::Error,
+            Err(StoreError::Failed(_) | StoreError::Unreached(_)) => StoreResult::Error,
         };
         self.0
             .metrics
@@ -335,11 +344,11 @@ impl SharedStore {
         let state = receiver
             .wait_for(|state| state.connection.is_some() || !state.connecting)
             .await
-            .map_err(|_| StoreError::Failed("the cluster connection was dropped".to_owned()))?;
+            .map_err(|_| StoreError::Unreached("the cluster connection was dropped".to_owned()))?;
         match (&state.connection, &state.error) {
             (Some(connection), _) => Ok(connection.clone()),
-            (None, Some(error)) => Err(StoreError::Failed(error.clone())),
-            (None, None) => Err(StoreError::Failed(
+            (None, Some(error)) => Err(StoreError::Unreached(error.clone())),
+            (None, None) => Err(StoreError::Unreached(
                 "not connected to the cluster yet".to_owned(),
             )),
         }

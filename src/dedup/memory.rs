@@ -7,23 +7,56 @@
 //! Only finished sends live here; sends in flight are held apart, in the coordinator's own
 //! table (`dedup/mod.rs`), so the cache can never evict one. With a shared store, this cache
 //! also keeps every answer read from it: remembered answers never change, so a replay served
-//! from here costs no Redis round trip.
+//! from here costs no Redis round trip. Such a copy keeps the time Redis had left on it
+//! (moka's per-entry [`Expiry`]), so no replica replays a `messageId` after the shared window
+//! has forgotten it; answers of this process's own sends take the window's `time_to_live`,
+//! and skip moka's timer wheel.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use moka::Expiry;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-use super::{Claim, ClaimToken, Deduplicate, Remembered};
-use crate::fingerprint::Fingerprint;
-use crate::store::StoreError;
+use super::Remembered;
 
 /// The moka window.
 #[derive(Clone)]
 pub struct MemoryWindow {
     /// Keyed by the same `Arc<str>` as the send's entry in flight: no copy of the key.
-    cache: Cache<Arc<str>, Remembered, foldhash::fast::RandomState>,
+    cache: Cache<Arc<str>, Entry, foldhash::fast::RandomState>,
+}
+
+/// A remembered answer and, for a copy from the shared window, the time it has left there.
+#[derive(Clone)]
+struct Entry {
+    answer: Remembered,
+    expires_in: Option<Duration>,
+}
+
+/// Copies expire with the shared window; everything else after the window's TTL.
+struct CopiesExpireWithRedis;
+
+impl Expiry<Arc<str>, Entry> for CopiesExpireWithRedis {
+    fn expire_after_create(
+        &self,
+        _: &Arc<str>,
+        entry: &Entry,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        entry.expires_in
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        entry: &Entry,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        entry.expires_in
+    }
 }
 
 impl std::fmt::Debug for MemoryWindow {
@@ -42,18 +75,33 @@ impl MemoryWindow {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .eviction_policy(EvictionPolicy::lru())
+                .expire_after(CopiesExpireWithRedis)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 
     /// The remembered answer for `message_id`, if any.
     pub fn get(&self, message_id: &str) -> Option<Remembered> {
-        self.cache.get(message_id)
+        self.cache.get(message_id).map(|entry| entry.answer)
     }
 
-    /// Remembers an answer.
+    /// Remembers the answer of a send of this process, for the window's TTL.
     pub fn insert(&self, message_id: Arc<str>, answer: Remembered) {
-        self.cache.insert(message_id, answer);
+        let entry = Entry {
+            answer,
+            expires_in: None,
+        };
+        self.cache.insert(message_id, entry);
+    }
+
+    /// Keeps a copy of an answer read from the shared window, for the time it has left there
+    /// (never longer than the window's own TTL).
+    pub fn insert_copy(&self, message_id: Arc<str>, answer: Remembered, expires_in: Duration) {
+        let entry = Entry {
+            answer,
+            expires_in: Some(expires_in),
+        };
+        self.cache.insert(message_id, entry);
     }
 
     /// Answers remembered now, after moka's pending evictions and expiries are applied.
@@ -63,36 +111,10 @@ impl MemoryWindow {
     }
 }
 
-impl Deduplicate for MemoryWindow {
-    async fn claim(
-        &self,
-        message_id: &str,
-        _fingerprint: Fingerprint,
-        _lease: Duration,
-    ) -> Result<Claim, StoreError> {
-        // In flight is the coordinator's table: a miss here means "go ahead".
-        Ok(match self.get(message_id) {
-            Some(answer) => Claim::Remembered(answer),
-            None => Claim::Claimed(ClaimToken::Local),
-        })
-    }
-
-    async fn complete(
-        &self,
-        message_id: &str,
-        _token: &ClaimToken,
-        answer: Option<&Remembered>,
-    ) -> Result<(), StoreError> {
-        if let Some(answer) = answer {
-            self.insert(Arc::from(message_id), answer.clone());
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fingerprint::Fingerprint;
     use bytes::Bytes;
     use http::StatusCode;
 
@@ -144,5 +166,31 @@ mod tests {
         // waits the 50 ms TTL out.
         std::thread::sleep(Duration::from_millis(120));
         assert!(window.get("a").is_none());
+    }
+
+    #[test]
+    fn a_copy_from_the_shared_window_expires_when_redis_forgets_it() {
+        let window = MemoryWindow::new(10, Duration::from_secs(60));
+        window.insert_copy(Arc::from("copy"), answer(1), Duration::from_millis(50));
+        window.insert(Arc::from("own"), answer(1));
+        assert!(window.get("copy").is_some());
+        // moka reads its own monotonic clock: this waits the 50 ms out.
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(
+            window.get("copy").is_none(),
+            "the copy keeps Redis's time left"
+        );
+        assert!(
+            window.get("own").is_some(),
+            "an own answer keeps the window's TTL"
+        );
+    }
+
+    #[test]
+    fn a_copy_never_outlives_the_windows_ttl() {
+        let window = MemoryWindow::new(10, Duration::from_millis(50));
+        window.insert_copy(Arc::from("copy"), answer(1), Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(window.get("copy").is_none());
     }
 }

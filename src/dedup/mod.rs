@@ -9,12 +9,23 @@
 //!   payload gets 422. A leader that ends without completing (panic, cancellation, runtime
 //!   shutdown) drops its [`Lead`], which frees the entry: its waiters get 502 and the next
 //!   request leads.
-//! - **The window of finished sends**, behind [`Deduplicate`]: the moka cache of this process
-//!   ([`memory`]) and, with `RELAY_REDIS_URL`, the window every replica shares ([`redis`]).
-//!   A local leader claims its `messageId` there before it sends: the claim may come back as
-//!   a remembered answer (replay), a claim in flight on another replica (wait for it), or
-//!   another payload (422). On completion a 2xx answer is remembered in both, anything else
-//!   releases the claim.
+//! - **The window of finished sends**: the moka cache of this process ([`memory`]) and, with
+//!   `RELAY_REDIS_URL`, the window every replica shares ([`redis`]). A local leader claims its
+//!   `messageId` there before it sends: the claim may come back as a remembered answer
+//!   (replay), a claim in flight on another replica (wait for it), or another payload (422).
+//!   On completion a 2xx answer is remembered in both, anything else releases the claim.
+//!
+//! **Slow is not down** (SPEC "Shared deduplication"). A store reply that timed out does not
+//! prove the command did not run: Redis may apply it when a stall (a fork, an fsync) ends.
+//! So the claim's value is made here, before it is sent, and a claim whose reply timed out is
+//! *possibly taken*: in `open` mode the send goes on holding that value, and its completion
+//! compare-and-sets it like any other; in `closed` mode the caller gets 503 and the value is
+//! released (compare-and-delete) in the background. A completion that fails is retried in the
+//! background ([`complete`]) until it lands or the lease ends. A request that has seen another
+//! replica's claim in flight keeps waiting for it through store errors until its deadline
+//! (504): it never falls open and sends alongside that leader. Only a store that was not
+//! reached at all ([`StoreError::Unreached`]: the connection was refused, nothing was sent)
+//! leaves no claim to complete.
 //!
 //! [`Dedup::begin`] is one short critical section on the table's lock: look for a send in
 //! flight, then look in the moka window, then take the entry. A leader remembers its answer in
@@ -23,6 +34,8 @@
 //! watch channel that carries an outcome to waiters is made only when a first waiter comes,
 //! so a send nobody waits on costs no channel.
 
+mod complete;
+mod lead;
 pub mod memory;
 pub mod redis;
 
@@ -40,11 +53,21 @@ use crate::fingerprint::Fingerprint;
 use crate::metrics::{Metrics, StoreOp};
 use crate::outcome::{GatewayReply, Outcome, SendFailure, UpstreamError};
 use crate::store::StoreError;
+use complete::Completer;
+pub use lead::Lead;
 use memory::MemoryWindow;
-use redis::RedisWindow;
+use redis::{Held, RedisWindow};
 
-/// How long a claim outlives its send's deadline, so a slow completion still finds it ours.
+/// How long a claim outlives its send's deadline and two store round trips.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The lease of a claim made with `left` of its send's deadline: the send, then a completion
+/// that may take two store timeouts (one try, and a retry), then a margin — so the lease
+/// always outlasts the send and a slow completion still finds the claim ours.
+pub fn lease(left: Duration, store_timeout: Duration) -> Duration {
+    left.saturating_add(store_timeout.saturating_mul(2))
+        .saturating_add(LEASE_MARGIN)
+}
 /// First and longest pause between looks at a send in flight on another replica.
 pub const POLL_FIRST: Duration = Duration::from_millis(10);
 pub const POLL_MAX: Duration = Duration::from_millis(250);
@@ -97,45 +120,14 @@ impl Remembered {
     }
 }
 
-/// What a window says about a `messageId`.
-#[derive(Debug)]
-pub enum Claim {
-    /// Nobody holds it: this process may send, and must complete with the token.
-    Claimed(ClaimToken),
-    /// A send with this fingerprint was answered 2xx.
-    Remembered(Remembered),
-    /// Another replica is sending it, with this fingerprint.
-    InFlight(Fingerprint),
-}
-
 /// Proof of a claim, for completing it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClaimToken {
-    /// Held in this process only (memory window, or the shared store failed open).
+    /// Held in this process only (memory window, or the shared store was not reached).
     Local,
-    /// A claim in the shared window: the exact value set, compared on completion.
-    Shared(Box<[u8]>),
-}
-
-/// The steps a window of finished sends offers; the moka window and the shared Redis window
-/// both implement them, and in-process types (channels, tickets) never cross this seam.
-pub trait Deduplicate {
-    /// Claims `message_id` for a new send, or says what holds it. A claim lapses after
-    /// `lease` unless completed.
-    fn claim(
-        &self,
-        message_id: &str,
-        fingerprint: Fingerprint,
-        lease: Duration,
-    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
-    /// Ends a claim: remembers `answer` (a 2xx) or, with `None`, releases the claim, in
-    /// either case only if the claim is still `token`'s.
-    fn complete(
-        &self,
-        message_id: &str,
-        token: &ClaimToken,
-        answer: Option<&Remembered>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A claim in the shared window (set, or possibly set by a reply that timed out): the
+    /// exact value, compared on completion, and when its lease ends.
+    Shared { value: Box<[u8]>, until: Instant },
 }
 
 /// The answer of [`Dedup::begin`].
@@ -181,6 +173,7 @@ struct Inner {
     in_flight: Mutex<Table>,
     memory: MemoryWindow,
     shared: Option<RedisWindow>,
+    completer: Completer,
     metrics: Arc<Metrics>,
     next_seq: AtomicU64,
 }
@@ -200,6 +193,7 @@ impl Dedup {
         Self(Arc::new(Inner {
             in_flight: Mutex::new(HashMap::default()),
             memory,
+            completer: Completer::new(Arc::clone(&metrics)),
             shared,
             metrics,
             next_seq: AtomicU64::new(1),
@@ -273,55 +267,84 @@ impl Dedup {
             return Ok(ClaimToken::Local);
         };
         let mut pause = POLL_FIRST;
+        // Once another replica's claim has been seen, a store error is not a reason to send.
+        let mut seen_in_flight = false;
         loop {
             // What is left of this deadline, now: a request that waited for another replica
             // and then takes over its lapsed claim has less of it than when it began.
-            let lease = deadline
-                .saturating_duration_since(Instant::now())
-                .saturating_add(LEASE_MARGIN);
-            match shared.claim(message_id, fingerprint, lease).await {
-                Ok(Claim::Claimed(token)) => return Ok(token),
-                Ok(Claim::Remembered(answer)) => {
-                    // Answers never change: keep it here so the next replay is local.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let lease = lease(left, shared.store().timeout());
+            let value = redis::claim_value(fingerprint);
+            // The configured deadline and timeout are bounded; saturate rather than panic.
+            let until = Instant::now().checked_add(lease).unwrap_or(deadline);
+            match shared.claim(message_id, &value, lease).await {
+                Ok(Held::Claimed) => return Ok(ClaimToken::Shared { value, until }),
+                Ok(Held::Remembered { answer, expires_in }) => {
+                    // Answers never change: keep it here, for as long as Redis does, so the
+                    // next replay is local.
                     if answer.fingerprint == fingerprint {
-                        self.0.memory.insert(Arc::clone(message_id), answer.clone());
+                        let id = Arc::clone(message_id);
+                        self.0.memory.insert_copy(id, answer.clone(), expires_in);
                     }
                     return Err(resolve(answer, fingerprint));
                 }
-                Ok(Claim::InFlight(other)) if other != fingerprint => {
+                Ok(Held::InFlight(other)) if other != fingerprint => {
                     return Err(Resolved::Refused(SendFailure::Conflict));
                 }
-                Ok(Claim::InFlight(_)) => {
-                    // Coalesced across replicas: look again until the leader completes, its
-                    // lease lapses (then this request claims it), or this deadline ends.
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(Resolved::Refused(SendFailure::Upstream(
-                            UpstreamError::DeadlineExceeded,
-                        )));
-                    }
-                    tokio::time::sleep(pause.min(left)).await;
-                    pause = (pause * 2).min(POLL_MAX);
+                Ok(Held::InFlight(_)) => seen_in_flight = true,
+                Err(error) if seen_in_flight => {
+                    shared
+                        .store()
+                        .warn("cannot look at a send in flight", &error);
                 }
-                Err(error) => return self.store_failed(shared, &error, StoreOp::Claim),
+                Err(error) => {
+                    let token = ClaimToken::Shared { value, until };
+                    return self.store_failed(shared, message_id, token, &error);
+                }
             }
+            // Coalesced across replicas: look again until the leader completes, its lease
+            // lapses (then this request claims it), or this deadline ends.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Resolved::Refused(SendFailure::Upstream(
+                    UpstreamError::DeadlineExceeded,
+                )));
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(POLL_MAX);
         }
     }
 
-    /// `RELAY_REDIS_FAILURE` decides: open goes on with this process's memory only.
+    /// A claim that failed: `RELAY_REDIS_FAILURE` decides. Unless the store was not reached
+    /// at all, the claim may have been applied: open mode goes on holding it (the completion
+    /// compare-and-sets it), closed mode releases it in the background.
     fn store_failed(
         &self,
         shared: &RedisWindow,
+        message_id: &Arc<str>,
+        possibly_taken: ClaimToken,
         error: &StoreError,
-        op: StoreOp,
     ) -> Result<ClaimToken, Resolved> {
         shared.store().warn("cannot claim a messageId", error);
+        let reached = !matches!(error, StoreError::Unreached(_));
         match shared.store().failure_mode() {
             FailureMode::Open => {
-                self.0.metrics.record_fail_open(op);
-                Ok(ClaimToken::Local)
+                self.0.metrics.record_fail_open(StoreOp::Claim);
+                Ok(if reached {
+                    possibly_taken
+                } else {
+                    ClaimToken::Local
+                })
             }
-            FailureMode::Closed => Err(Resolved::Refused(SendFailure::StoreUnavailable)),
+            FailureMode::Closed => {
+                if reached && let ClaimToken::Shared { value, until } = possibly_taken {
+                    let id = Arc::clone(message_id);
+                    self.0
+                        .completer
+                        .retry(shared.clone(), id, value, None, until);
+                }
+                Err(Resolved::Refused(SendFailure::StoreUnavailable))
+            }
         }
     }
 }
@@ -350,125 +373,6 @@ fn resolve(answer: Remembered, fingerprint: Fingerprint) -> Resolved {
         Resolved::Replay(answer)
     } else {
         Resolved::Refused(SendFailure::Conflict)
-    }
-}
-
-/// Held by the leader of a send. [`Lead::complete`] records the outcome; dropping it without
-/// completing frees the entry, so its waiters get 502 and the next request leads.
-#[derive(Debug)]
-pub struct Lead {
-    dedup: Dedup,
-    /// Shared with the table's key and the moka window's: one allocation.
-    message_id: Arc<str>,
-    fingerprint: Fingerprint,
-    seq: u64,
-    finished: bool,
-    /// `None` until claimed in the windows.
-    token: Option<ClaimToken>,
-}
-
-impl Lead {
-    /// Claims the `messageId` in the windows (`deadline` bounds a wait for another replica's
-    /// send). When the claim ends the send before it starts — a replay, 422, 503 or 504 —
-    /// the waiters get that outcome too and the leader is finished.
-    pub async fn claim(&mut self, deadline: Instant) -> Result<(), Resolved> {
-        let claimed = self
-            .dedup
-            .claim(&self.message_id, self.fingerprint, deadline)
-            .await;
-        match claimed {
-            Ok(token) => {
-                self.token = Some(token);
-                Ok(())
-            }
-            Err(resolved) => {
-                let outcome = match &resolved {
-                    Resolved::Replay(answer) => Ok(answer.to_reply()),
-                    Resolved::Refused(failure) => Err(failure.clone()),
-                };
-                self.finish(outcome);
-                Err(resolved)
-            }
-        }
-    }
-
-    /// Remembers a 2xx answer (in memory, and in the shared window if the claim is there) or
-    /// releases the claim, then wakes every waiter with `outcome`. Waiters are woken after
-    /// the windows are updated, so a caller that retries at once sees the remembered answer.
-    pub async fn complete(mut self, outcome: &Outcome) {
-        let inner = &self.dedup.0;
-        let answer = match outcome {
-            Ok(reply) if reply.is_success() => Some(Remembered::of(self.fingerprint, reply)),
-            _ => None,
-        };
-        if let Some(answer) = &answer {
-            inner
-                .memory
-                .insert(Arc::clone(&self.message_id), answer.clone());
-        }
-        if let (Some(shared), Some(token @ ClaimToken::Shared(_))) =
-            (&inner.shared, self.token.take())
-            && let Err(error) = shared
-                .complete(&self.message_id, &token, answer.as_ref())
-                .await
-        {
-            shared
-                .store()
-                .warn("cannot record a send's outcome", &error);
-            inner.metrics.record_fail_open(StoreOp::Complete);
-        }
-        self.finish(outcome.clone());
-    }
-
-    /// Leaves the table and wakes the waiters, if any, with `outcome`.
-    fn finish(&mut self, outcome: Outcome) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        if let Some(waiters) = self.leave() {
-            waiters.send_replace(Some(outcome));
-        }
-    }
-
-    /// Removes this leader's entry; returns its waiters' channel.
-    fn leave(&self) -> Option<OutcomeSender> {
-        let mut table = self.dedup.0.table();
-        if table
-            .get(&*self.message_id)
-            .is_some_and(|pending| pending.seq == self.seq)
-        {
-            return table
-                .remove(&*self.message_id)
-                .and_then(|pending| pending.waiters);
-        }
-        None
-    }
-}
-
-impl Drop for Lead {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        // Ended without an outcome: free the entry; dropping its channel tells every waiter.
-        drop(self.leave());
-        tracing::warn!(
-            message_id = &*self.message_id,
-            "a send ended without an outcome; its waiters get 502"
-        );
-        // Release the shared claim rather than leave it to its lease, when a runtime is still
-        // there to do it.
-        if let (Some(shared), Some(token @ ClaimToken::Shared(_))) =
-            (&self.dedup.0.shared, self.token.take())
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let shared = shared.clone();
-            let message_id = Arc::clone(&self.message_id);
-            runtime.spawn(async move {
-                let _ = shared.complete(&message_id, &token, None).await;
-            });
-        }
     }
 }
 
@@ -510,6 +414,19 @@ mod tests {
             }
             other => panic!("expected lead for {id}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_lease_outlasts_the_send_and_two_store_round_trips() {
+        let ms = Duration::from_millis;
+        assert_eq!(lease(ms(30_000), ms(250)), ms(30_000 + 500) + LEASE_MARGIN);
+        // A store timeout longer than the margin still fits: the lease grows with it.
+        assert_eq!(lease(ms(1_000), ms(5_000)), ms(11_000) + LEASE_MARGIN);
+        assert_eq!(
+            lease(Duration::MAX, ms(1)),
+            Duration::MAX,
+            "saturates, never panics"
+        );
     }
 
     #[tokio::test]

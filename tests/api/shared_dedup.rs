@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use lipachat_relay::config::{Config, KeyRequirement};
-use lipachat_relay::dedup::LEASE_MARGIN;
+use lipachat_relay::dedup::lease;
 use lipachat_relay::{AppState, serve};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -30,27 +30,32 @@ use crate::redis_or_skip;
 use crate::redis_server::{RedisCluster, RedisServer};
 
 const STORE_OPS: &str = "lipachat_relay_store_operations_total";
-const CLAIMS_OK: &str = "lipachat_relay_store_operations_total{op=\"claim\",result=\"ok\"}";
+pub(crate) const CLAIMS_OK: &str =
+    "lipachat_relay_store_operations_total{op=\"claim\",result=\"ok\"}";
 const FAIL_OPEN: &str = "lipachat_relay_store_fail_open_total";
 
 /// A key prefix no other test uses.
-fn unique_prefix() -> String {
+pub(crate) fn unique_prefix() -> String {
     format!("t-{:016x}", fastrand::u64(..))
 }
 
 /// `{prefix}:dedup:{messageId}`, as the relay writes it.
-fn dedup_key(prefix: &str, message_id: &str) -> String {
+pub(crate) fn dedup_key(prefix: &str, message_id: &str) -> String {
     format!("{prefix}:dedup:{message_id}")
 }
 
 /// A relay in this process, pointed at another relay's fake gateway (a second replica).
-struct Replica {
+pub(crate) struct Replica {
     base_url: String,
     client: reqwest::Client,
     _shutdown: oneshot::Sender<()>,
 }
 
-async fn spawn_replica(gateway: &FakeGateway, api_key: &str, vars: &[(&str, &str)]) -> Replica {
+pub(crate) async fn spawn_replica(
+    gateway: &FakeGateway,
+    api_key: &str,
+    vars: &[(&str, &str)],
+) -> Replica {
     let base = gateway.base_url();
     let mut all: Vec<(&str, &str)> = vec![
         ("LIPACHAT_API_KEY", api_key),
@@ -74,7 +79,7 @@ async fn spawn_replica(gateway: &FakeGateway, api_key: &str, vars: &[(&str, &str
 }
 
 /// What the tests need of a relay, in-process app or replica alike.
-trait Relay {
+pub(crate) trait Relay {
     fn url(&self) -> &str;
     fn http(&self) -> &reqwest::Client;
 }
@@ -99,7 +104,7 @@ impl Relay for Replica {
 
 /// A POST of `body` to `/media` on `base`, as a future that owns everything it needs (so it
 /// can be spawned while the test goes on).
-fn post_to(
+pub(crate) fn post_to(
     client: &reqwest::Client,
     base: &str,
     body: &Value,
@@ -111,7 +116,7 @@ fn post_to(
         .send()
 }
 
-async fn post(relay: &impl Relay, body: &Value) -> reqwest::Response {
+pub(crate) async fn post(relay: &impl Relay, body: &Value) -> reqwest::Response {
     post_to(relay.http(), relay.url(), body)
         .await
         .expect("the relay did not answer")
@@ -119,16 +124,16 @@ async fn post(relay: &impl Relay, body: &Value) -> reqwest::Response {
 
 /// A whole answer, read.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    replayed: bool,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) replayed: bool,
     /// `x-relay-attempts`: how often the relay called the gateway for this request.
     attempts: u32,
     content_type: String,
-    body: String,
+    pub(crate) body: String,
 }
 
-async fn read(response: reqwest::Response) -> Answer {
+pub(crate) async fn read(response: reqwest::Response) -> Answer {
     let header = |name: &str| {
         response
             .headers()
@@ -148,11 +153,11 @@ async fn read(response: reqwest::Response) -> Answer {
     }
 }
 
-async fn send(relay: &impl Relay, body: &Value) -> Answer {
+pub(crate) async fn send(relay: &impl Relay, body: &Value) -> Answer {
     read(post(relay, body).await).await
 }
 
-async fn metrics_of(relay: &impl Relay) -> String {
+pub(crate) async fn metrics_of(relay: &impl Relay) -> String {
     relay
         .http()
         .get(format!("{}/metrics", relay.url()))
@@ -165,7 +170,7 @@ async fn metrics_of(relay: &impl Relay) -> String {
 }
 
 /// The sum of every sample whose name (with labels) starts with `prefix`.
-fn metric(text: &str, prefix: &str) -> f64 {
+pub(crate) fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#') && line.starts_with(prefix))
         .filter_map(|line| line.rsplit_once(' '))
@@ -173,13 +178,13 @@ fn metric(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-async fn metric_of(relay: &impl Relay, prefix: &str) -> f64 {
+pub(crate) async fn metric_of(relay: &impl Relay, prefix: &str) -> f64 {
     metric(&metrics_of(relay).await, prefix)
 }
 
 /// Polls the relays' `/metrics` every 10 ms until the sum of `prefix` over them reaches
 /// `at_least` (a store round trip in another task has no event to wait on).
-async fn wait_for_metric(urls: &[&str], prefix: &str, at_least: f64) {
+pub(crate) async fn wait_for_metric(urls: &[&str], prefix: &str, at_least: f64) {
     let client = reqwest::Client::new();
     let poll = async {
         loop {
@@ -207,7 +212,7 @@ async fn wait_for_metric(urls: &[&str], prefix: &str, at_least: f64) {
 }
 
 /// Replica A (with the fake gateway) and replica B, both on the shared store `vars` name.
-async fn two_replicas(vars: &[(&str, &str)]) -> (TestApp, Replica) {
+pub(crate) async fn two_replicas(vars: &[(&str, &str)]) -> (TestApp, Replica) {
     let a = spawn_app_with(vars).await;
     let b = spawn_replica(&a.gateway, &a.api_key, vars).await;
     (a, b)
@@ -323,7 +328,7 @@ async fn check_another_payload_through_b_is_422(a: &TestApp, b: &Replica, id: &s
 
 // --- standalone Redis --------------------------------------------------------------------
 
-fn shared_vars<'a>(url: &'a str, prefix: &'a str) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn shared_vars<'a>(url: &'a str, prefix: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![("RELAY_REDIS_URL", url), ("RELAY_REDIS_PREFIX", prefix)]
 }
 
@@ -907,6 +912,9 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
     // Short, so the test is quick; long enough that a resend taking over after the lease
     // has about a second left for its send (see `Resends::cut_off`).
     const DEADLINE_MS: u64 = 1500;
+    // RELAY_REDIS_TIMEOUT_MS's default: the lease outlasts two store round trips too.
+    const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+    let full_lease = lease(Duration::from_millis(DEADLINE_MS), REDIS_TIMEOUT);
     let redis = redis_or_skip!(RedisServer::start());
     let gateway = FakeGateway::start().await;
     let (url, prefix, key) = (redis.url(), unique_prefix(), random_key());
@@ -947,8 +955,9 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
     let lease_ms: i64 = redis.cli(&["pttl", &claim]).await.trim().parse().unwrap();
     let lease_ends = Instant::now() + Duration::from_millis(lease_ms.max(0) as u64);
     assert!(
-        lease_ms > 0 && lease_ms <= (DEADLINE_MS + LEASE_MARGIN.as_millis() as u64) as i64,
-        "the dead relay's claim lasts its lease, the deadline plus the margin: {lease_ms} ms"
+        lease_ms > 0 && lease_ms <= full_lease.as_millis() as i64,
+        "the dead relay's claim lasts its lease, the deadline plus two store timeouts and the \
+         margin: {lease_ms} ms"
     );
 
     let second = start_relay(&listen, &vars).await;
@@ -983,7 +992,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
         }
     };
     let (started, resend, request) = tokio::time::timeout(
-        Duration::from_millis(DEADLINE_MS * 4) + LEASE_MARGIN * 2,
+        Duration::from_millis(DEADLINE_MS * 4) + full_lease * 2,
         resending,
     )
     .await
@@ -1001,7 +1010,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
     let new_lease: u64 = redis.cli(&["pttl", &claim]).await.trim().parse().unwrap();
     let left = Duration::from_millis(DEADLINE_MS).saturating_sub(started.elapsed());
     assert!(
-        Duration::from_millis(new_lease) <= left + LEASE_MARGIN + Duration::from_millis(100),
+        Duration::from_millis(new_lease) <= lease(left, REDIS_TIMEOUT) + Duration::from_millis(100),
         "lease {new_lease} ms, but only {left:?} of the deadline is left"
     );
     gateway.release(1);

@@ -57,6 +57,9 @@ pub enum ApiError {
     /// 502: the send leading this request ended without an outcome.
     #[error("the send this request waited on ended without an answer; retry")]
     Abandoned,
+    /// 502: the gateway's answer is over 1 MiB.
+    #[error("the gateway's answer is larger than 1 MiB")]
+    GatewayAnswerTooLarge,
     /// 502: the gateway answered, but not with JSON.
     #[error("the gateway answered with something that is not JSON (HTTP {0})")]
     GatewayNotJson(u16),
@@ -89,9 +92,10 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::GatewayUnreachable | Self::GatewayNotJson(_) | Self::Abandoned => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::GatewayUnreachable
+            | Self::GatewayAnswerTooLarge
+            | Self::GatewayNotJson(_)
+            | Self::Abandoned => StatusCode::BAD_GATEWAY,
             Self::Overloaded | Self::Draining | Self::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -110,9 +114,10 @@ impl ApiError {
             | Self::UnsupportedMediaType => RequestOutcome::Invalid,
             Self::IdempotencyConflict => RequestOutcome::Conflict,
             Self::RateLimited { .. } => RequestOutcome::RateLimited,
-            Self::GatewayUnreachable | Self::GatewayNotJson(_) | Self::Abandoned => {
-                RequestOutcome::UpstreamError
-            }
+            Self::GatewayUnreachable
+            | Self::GatewayAnswerTooLarge
+            | Self::GatewayNotJson(_)
+            | Self::Abandoned => RequestOutcome::UpstreamError,
             Self::Overloaded | Self::Draining => RequestOutcome::Shed,
             Self::StoreUnavailable => RequestOutcome::StoreUnavailable,
             Self::DeadlineExceeded | Self::AttemptsTimedOut => RequestOutcome::Timeout,
@@ -164,6 +169,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Unreachable(_) => Self::GatewayUnreachable,
             UpstreamError::AttemptTimeout => Self::AttemptsTimedOut,
             UpstreamError::DeadlineExceeded => Self::DeadlineExceeded,
+            UpstreamError::AnswerTooLarge => Self::GatewayAnswerTooLarge,
         }
     }
 }
@@ -284,6 +290,7 @@ mod tests {
             (ApiError::IdempotencyConflict, 422),
             (ApiError::GatewayUnreachable, 502),
             (ApiError::GatewayNotJson(200), 502),
+            (ApiError::GatewayAnswerTooLarge, 502),
             (ApiError::Overloaded, 503),
             (ApiError::Draining, 503),
             (ApiError::DeadlineExceeded, 504),

@@ -39,7 +39,14 @@ pub enum UpstreamError {
     /// `RELAY_DEADLINE_MS` ran out, back-off included.
     #[error("request deadline exceeded")]
     DeadlineExceeded,
+    /// The gateway's answer is longer than [`MAX_ANSWER_BYTES`]: not passed on, not
+    /// remembered (the dedup window's memory bound is its capacity times this).
+    #[error("the gateway's answer is larger than {MAX_ANSWER_BYTES} bytes")]
+    AnswerTooLarge,
 }
+
+/// The longest gateway answer the relay reads: 1 MiB.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// Which rate limit refused a send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -8,7 +8,8 @@
 //! dedup window has made it the leader (so replays, coalesced and invalid requests take none)
 //! and before the first gateway attempt (so retries of the same send take none). A send that
 //! needs to wait does so while the wait fits in `RELAY_RATE_MAX_WAIT_MS` and in what is left of
-//! its deadline, holding its `RELAY_MAX_IN_FLIGHT` slot; otherwise it is refused at once with
+//! its deadline once one gateway attempt is set aside (so a wait never ends in a 504),
+//! holding its `RELAY_MAX_IN_FLIGHT` slot; otherwise it is refused at once with
 //! the scope and how long until a slot frees ([`SendFailure::RateLimited`], a 429). A drain
 //! ends the wait with [`SendFailure::Draining`] (503).
 //!
@@ -129,7 +130,8 @@ impl Limits {
     }
 
     /// Waits for a slot for one new send from `from` to `to`, or refuses it. Returns how long
-    /// it waited. `deadline` is the send's (`RELAY_DEADLINE_MS` from its start).
+    /// it waited. `deadline` is the latest the send may leave: its own deadline less the time
+    /// kept for one gateway attempt (`GatewayClient::last_departure`).
     pub async fn acquire(
         &self,
         from: &PhoneNumber,

@@ -17,6 +17,10 @@
 //! - Each key holds its TAT and expires (`PX`) when the TAT has passed: from then on it would
 //!   read the same as a missing key, so Redis holds only senders and pairs still within their
 //!   last interval.
+//! - Each key also holds the nonce of the send that last moved it (`<tat>:<nonce>`). A client
+//!   library that sends the script again after losing its reply (the Cluster client retries a
+//!   call once) finds its own nonce and gets its first answer back instead of a second slot:
+//!   a send is charged once.
 //! - A reserved slot stays spent if its send then ends before leaving (a drain during the
 //!   wait): the limits err on the side of sending less.
 
@@ -33,17 +37,28 @@ use crate::store::{SharedStore, StoreError};
 /// Reserves a slot in both keys, or refuses.
 ///
 /// KEYS: sender, pair. ARGV: sender period and tolerance (µs; period 0 = off), pair period and
-/// tolerance, the longest wait allowed (µs). Returns `{verdict, wait, scope}`: verdict 0 = go
-/// after `wait` µs, 1 = refused (a slot is `wait` µs away); scope 1 = sender, 2 = pair, the
-/// key with the longer wait.
+/// tolerance, the longest wait allowed (µs), the send's nonce. Returns `{verdict, wait,
+/// scope}`: verdict 0 = go after `wait` µs, 1 = refused (a slot is `wait` µs away); scope 1 =
+/// sender, 2 = pair, the key with the longer wait. A key that already holds this nonce means
+/// this send was charged by an earlier run of the script: go, after what is left of its wait.
 const RESERVE: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local nonce = ARGV[6]
 local tat = {now, now}
 local wait = {0, 0}
 for i = 1, 2 do
-  if tonumber(ARGV[2 * i - 1]) > 0 then
-    local held = tonumber(redis.call('GET', KEYS[i]) or '')
+  local period = tonumber(ARGV[2 * i - 1])
+  if period > 0 then
+    local value = redis.call('GET', KEYS[i])
+    local held, owner = nil, nil
+    if value then
+      held, owner = string.match(value, '^(%d+):?(.*)$')
+      held = tonumber(held)
+    end
+    if held and owner == nonce then
+      return {0, math.max(0, held - period - now), i}
+    end
     if held and held > now then
       tat[i] = held
     end
@@ -66,7 +81,7 @@ for i = 1, 2 do
   local period = tonumber(ARGV[2 * i - 1])
   if period > 0 then
     local next = math.max(tat[i], leaves) + period
-    redis.call('SET', KEYS[i], string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000))
+    redis.call('SET', KEYS[i], string.format('%.0f:%s', next, nonce), 'PX', math.ceil((next - now) / 1000))
   end
 end
 return {0, longest, scope}
@@ -147,6 +162,18 @@ impl SharedLimits {
         to: &PhoneNumber,
         budget: Duration,
     ) -> Result<Reservation, StoreError> {
+        self.reserve_for(from, to, budget, fastrand::u64(1..)).await
+    }
+
+    /// [`SharedLimits::reserve`] for the send known by `nonce`: run again for the same send
+    /// (the same nonce), it charges nothing more and answers as the first run did.
+    pub async fn reserve_for(
+        &self,
+        from: &PhoneNumber,
+        to: &PhoneNumber,
+        budget: Duration,
+        nonce: u64,
+    ) -> Result<Reservation, StoreError> {
         let (sender_key, pair_key) = keys(self.store.prefix(), from, to);
         let args = [
             self.sender.period.to_string(),
@@ -156,6 +183,7 @@ impl SharedLimits {
             u64::try_from(budget.as_micros())
                 .unwrap_or(u64::MAX)
                 .to_string(),
+            format!("{nonce:x}"),
         ];
         let args: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
         let (verdict, wait, scope): (i64, i64, i64) = self

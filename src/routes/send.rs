@@ -241,7 +241,9 @@ async fn lead_send(
         let waited = match &record.to {
             Some(to) => {
                 let limits = &send_state.limits;
-                limits.acquire(&from, to, deadline, &send_state.drain).await
+                // The wait must leave time for an attempt, or the send is refused now (429).
+                let leave_by = send_state.gateway.last_departure(deadline);
+                limits.acquire(&from, to, leave_by, &send_state.drain).await
             }
             None => Ok(Duration::ZERO),
         };

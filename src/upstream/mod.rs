@@ -18,13 +18,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::ServiceExt;
 use tower::{Service, ServiceBuilder};
 
 use crate::config::{Config, join_path};
 use crate::metrics::{Metrics, UpstreamStatus};
-pub use crate::outcome::{GatewayReply, UpstreamError};
+pub use crate::outcome::{GatewayReply, MAX_ANSWER_BYTES, UpstreamError};
 use crate::sends::{SEND_TYPES, SendKind};
 use retry::RetryPolicy;
 
@@ -190,10 +191,7 @@ impl ServiceParts {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::Unreachable(describe(&e)))?;
+        let body = read_answer(response, MAX_ANSWER_BYTES).await?;
         let is_json =
             !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
         Ok(GatewayReply {
@@ -203,6 +201,25 @@ impl ServiceParts {
             is_json,
             retry_after,
         })
+    }
+}
+
+/// The whole answer body, or [`UpstreamError::AnswerTooLarge`] past `limit` bytes (said by
+/// its `Content-Length` or found while reading).
+async fn read_answer(response: reqwest::Response, limit: usize) -> Result<Bytes, UpstreamError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(UpstreamError::AnswerTooLarge);
+    }
+    let body = http::Response::from(response).into_body();
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(UpstreamError::AnswerTooLarge),
+        Err(error) => Err(UpstreamError::Unreachable(format!(
+            "error reading the answer: {error}"
+        ))),
     }
 }
 
@@ -235,6 +252,15 @@ pub struct GatewayClient {
     stack: Stack,
     budget: Arc<TpsBudget>,
     deadline: Duration,
+    /// Time kept free for one attempt at the end of a rate-limit wait.
+    attempt_reserve: Duration,
+}
+
+/// The time a send keeps for one gateway attempt when it waits for its rate slot: one
+/// `RELAY_ATTEMPT_TIMEOUT_MS`, but at most half of `RELAY_DEADLINE_MS`, so that a deadline
+/// shorter than an attempt still leaves room to wait.
+pub fn attempt_reserve(attempt_timeout: Duration, deadline: Duration) -> Duration {
+    attempt_timeout.min(deadline / 2)
 }
 
 /// A failure to build the HTTP client (TLS set-up); reported at start-up.
@@ -289,6 +315,7 @@ impl GatewayClient {
             stack,
             budget,
             deadline: config.deadline,
+            attempt_reserve: attempt_reserve(config.attempt_timeout, config.deadline),
         })
     }
 
@@ -296,6 +323,15 @@ impl GatewayClient {
     /// bounded, so this cannot overflow; it saturates rather than panic all the same).
     pub fn deadline_from(&self, start: Instant) -> Instant {
         start.checked_add(self.deadline).unwrap_or(start)
+    }
+
+    /// The latest a send with this `deadline` may leave its rate-limit wait and still have
+    /// time for one attempt: a wait that ends later is refused at once (429), rather than
+    /// leaving a send that runs out of its deadline (504).
+    pub fn last_departure(&self, deadline: Instant) -> Instant {
+        deadline
+            .checked_sub(self.attempt_reserve)
+            .unwrap_or_else(Instant::now)
     }
 
     /// Sends one request through retry → attempt (timeout or deadline) → gateway.
@@ -306,5 +342,52 @@ impl GatewayClient {
             return Err(UpstreamError::DeadlineExceeded);
         }
         self.stack.clone().oneshot(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer whose length is known up front, or one streamed in chunks of unknown total.
+    fn answer(body: Vec<u8>, declare_length: bool) -> reqwest::Response {
+        let body = if declare_length {
+            reqwest::Body::from(body)
+        } else {
+            let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = body
+                .chunks(64 * 1024)
+                .map(|chunk| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(chunk))))
+                .collect();
+            reqwest::Body::wrap(http_body_util::StreamBody::new(futures::stream::iter(
+                chunks,
+            )))
+        };
+        let response = reqwest::Response::from(http::Response::new(body));
+        assert_eq!(response.content_length().is_some(), declare_length);
+        response
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_one_mebibyte_is_read_whole() {
+        let body = read_answer(answer(vec![b' '; MAX_ANSWER_BYTES], true), MAX_ANSWER_BYTES)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), MAX_ANSWER_BYTES);
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_one_mebibyte_is_refused_by_its_length_or_while_read() {
+        for declare_length in [true, false] {
+            let body = vec![b' '; MAX_ANSWER_BYTES + 1];
+            let result = read_answer(answer(body, declare_length), MAX_ANSWER_BYTES).await;
+            assert_eq!(result.unwrap_err(), UpstreamError::AnswerTooLarge);
+        }
+    }
+
+    #[test]
+    fn a_rate_wait_keeps_one_attempt_or_half_the_deadline_free() {
+        let seconds = Duration::from_secs;
+        assert_eq!(attempt_reserve(seconds(10), seconds(30)), seconds(10));
+        assert_eq!(attempt_reserve(seconds(10), seconds(8)), seconds(4));
     }
 }

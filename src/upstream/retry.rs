@@ -83,7 +83,8 @@ impl RetryPolicy {
             Ok(reply) if is_retryable_status(reply.status) => reply.retry_after,
             Ok(_) => return None,
             Err(UpstreamError::Unreachable(_) | UpstreamError::AttemptTimeout) => None,
-            Err(UpstreamError::DeadlineExceeded) => return None,
+            // The gateway answered: sending again would not shorten it.
+            Err(UpstreamError::DeadlineExceeded | UpstreamError::AnswerTooLarge) => return None,
         };
         let attempts = request.attempts();
         if attempts >= self.max_attempts {

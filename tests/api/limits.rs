@@ -525,3 +525,51 @@ async fn the_limit_script_runs_on_a_redis_cluster() {
         "one sender key and two pair keys, on one node"
     );
 }
+
+/// The rate script run twice for one send — what a client library does when it sends a call
+/// again after losing its reply — charges the send once: the second run finds the send's own
+/// nonce and answers as the first did; another send is still held to the limit.
+#[tokio::test]
+async fn the_shared_rate_script_charges_a_repeated_send_once() {
+    use lipachat_relay::config::{Config, KeyRequirement};
+    use lipachat_relay::limit::redis::{Reservation, SharedLimits};
+    use lipachat_relay::metrics::Metrics;
+    use lipachat_relay::phone::PhoneNumber;
+    use lipachat_relay::store::SharedStore;
+
+    let redis = redis_or_skip!(RedisServer::start());
+    let url = redis.url();
+    let prefix = format!("t-{:016x}", fastrand::u64(..));
+    let config = Config::from_vars(
+        [
+            ("LIPACHAT_API_KEY", "k"),
+            ("RELAY_REDIS_URL", url.as_str()),
+            ("RELAY_REDIS_PREFIX", prefix.as_str()),
+            ("RELAY_PAIR_INTERVAL_MS", "60000"),
+            ("RELAY_PAIR_BURST", "1"),
+        ],
+        KeyRequirement::Required,
+    )
+    .unwrap();
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let store = SharedStore::new(&config.redis, metrics).unwrap().unwrap();
+    let limits = SharedLimits::new(store, &config.limits);
+    let from = PhoneNumber::parse("254110090747").unwrap();
+    let to = PhoneNumber::parse("254712345678").unwrap();
+    let no_wait = Duration::ZERO;
+
+    let first = limits.reserve_for(&from, &to, no_wait, 7).await.unwrap();
+    assert!(matches!(first, Reservation::Go { .. }), "{first:?}");
+    let repeated = limits.reserve_for(&from, &to, no_wait, 7).await.unwrap();
+    assert!(
+        matches!(repeated, Reservation::Go { wait, .. } if wait.is_zero()),
+        "the same send again is not charged again: {repeated:?}"
+    );
+    let next = limits.reserve_for(&from, &to, no_wait, 8).await.unwrap();
+    // One interval away, not two: the repeat moved nothing.
+    assert!(
+        matches!(next, Reservation::Refused { retry_after, .. }
+            if retry_after <= Duration::from_secs(60)),
+        "another send to the pair waits one interval: {next:?}"
+    );
+}

@@ -867,9 +867,7 @@ def report(throughput, cpu, redis_side, latency, oha_latency, idle, loaded, memo
                                        check_table, outcome_text, notes_text) if t)
     runtime, measuring = time.time() - T0, time.time() - MEASURE_T0
     commands = "\n".join(f"    {c}" for c in COMMANDS)
-    doc = f"""# Benchmarks
-
-Written by `bash bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {measuring / 60:.1f} minutes of
+    generated = f"""Written by `bash bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {measuring / 60:.1f} minutes of
 measuring ({runtime / 60:.1f} minutes with the build). Numbers move ±5–10 % from run to run: compare targets within one run.
 
 - Machine: {os.cpu_count()} cores, {cpu_model}, Linux {platform.release()}; {busy:.0%} of the CPU busy just before the start;
@@ -949,12 +947,25 @@ measuring ({runtime / 60:.1f} minutes with the build). Numbers move ±5–10 % f
 Commands, as run (ports and the temp dir replaced by placeholders):
 
 {commands}
-
-Rerun: `bash bench/run.sh` from the repository root (as root on Debian: it installs nginx,
-wrk, redis-server and oha when missing). `BENCH_TARGETS="direct nginx floor"` limits the targets.
 """
-    OUT.write_text(doc)
+    OUT.write_text(splice(OUT.read_text() if OUT.exists() else "", generated))
     log(f"wrote {OUT}")
+
+
+# BENCHMARKS.md also holds text written by hand (how to run the bench, a reading of the runs):
+# the script rewrites only what lies between these two lines.
+GENERATED_BEGIN = "<!-- written by bench/run.sh from here; text outside these two lines is kept -->"
+GENERATED_END = "<!-- written by bench/run.sh up to here -->"
+
+
+def splice(document, generated):
+    """The document with its generated part replaced; a new document if it has no markers."""
+    block = f"{GENERATED_BEGIN}\n\n{generated.strip()}\n\n{GENERATED_END}"
+    if GENERATED_BEGIN in document and GENERATED_END in document:
+        head, rest = document.split(GENERATED_BEGIN, 1)
+        _, tail = rest.split(GENERATED_END, 1)
+        return head + block + tail
+    return f"# Benchmarks\n\n{block}\n"
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 mod binary;
 mod dedup;
+mod docs;
 mod faults;
 mod helpers;
 mod limits;

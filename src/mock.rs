@@ -139,7 +139,8 @@ async fn send(
 }
 
 /// The gateway's own checks on a body as the relay forwards it: the type's documented rules,
-/// phone numbers as digits only, media types upper-case. Returns the messageId.
+/// phone numbers as digits only, media types upper-case, `longtitude` as the location page spells
+/// it. Returns the messageId.
 fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
     let request = validate(kind.rules(), body, None).ok()?;
     let value: Value = serde_json::from_slice(body).ok()?;
@@ -150,11 +151,15 @@ fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
         SendKind::Media => MediaType::ALL
             .iter()
             .any(|t| Some(t.as_str()) == text("mediaType")),
+        // The relay forwards `longitude` as the page's `longtitude`.
+        SendKind::Location => value.get("longtitude").is_some() && value.get("longitude").is_none(),
         SendKind::Text
         | SendKind::Template
         | SendKind::Buttons
         | SendKind::List
-        | SendKind::Contact => true,
+        | SendKind::Contact
+        | SendKind::RequestLocation
+        | SendKind::Flows => true,
     };
     spelled.then(|| request.message_id.into())
 }
@@ -195,6 +200,10 @@ mod tests {
                 "sectionItems": [{"id": "KPLC", "title": "KPLC", "description": "power"}]}]}),
             SendKind::Contact => json!({"name": {"formattedName": "Test User"},
                 "phones": [{"phone": "254712345678", "type": "Cell"}]}),
+            SendKind::Location => json!({"latitude": 35.929673, "longtitude": -78.948237}),
+            SendKind::RequestLocation => json!({"text": "Share your current location"}),
+            SendKind::Flows => json!({"text": "Share your details", "flowId": "YOUR_FLOW_ID",
+                "flowCta": "Share Details!", "screen": "DETAILS", "data": {"service": ""}}),
         };
         body["messageId"] = json!("m-1");
         body["from"] = json!("254110090747");
@@ -226,6 +235,9 @@ mod tests {
             (SendKind::Buttons, "buttons"),
             (SendKind::List, "buttons"),
             (SendKind::Contact, "phones"),
+            (SendKind::Location, "latitude"),
+            (SendKind::RequestLocation, "text"),
+            (SendKind::Flows, "flowId"),
         ];
         for (kind, field) in required {
             let mut body = forwarded(kind);
@@ -249,6 +261,26 @@ mod tests {
         let mut template = forwarded(SendKind::Template);
         template["template"].as_object_mut().unwrap().remove("name");
         assert!(!accepts(SendKind::Template, &template));
+        let mut location = forwarded(SendKind::Location);
+        location["latitude"] = json!(91);
+        assert!(!accepts(SendKind::Location, &location));
+        let mut request = forwarded(SendKind::RequestLocation);
+        request["text"] = json!("a".repeat(1025));
+        assert!(!accepts(SendKind::RequestLocation, &request));
+        let mut flow = forwarded(SendKind::Flows);
+        flow["flowCta"] = json!("a".repeat(21));
+        assert!(!accepts(SendKind::Flows, &flow));
+    }
+
+    #[test]
+    fn a_location_needs_the_pages_spelling_of_longtitude() {
+        let mut body = forwarded(SendKind::Location);
+        let value = body.as_object_mut().unwrap().remove("longtitude").unwrap();
+        body["longitude"] = value;
+        assert!(
+            !accepts(SendKind::Location, &body),
+            "the relay sends it as longtitude"
+        );
     }
 
     #[test]

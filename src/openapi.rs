@@ -20,7 +20,8 @@ use serde::Serialize;
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, PathItem};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{
-    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ArrayItems, ObjectBuilder, SchemaType, Type,
+    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ArrayItems, ObjectBuilder, OneOfBuilder, SchemaType,
+    Type,
 };
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Required, ResponseBuilder,
@@ -29,6 +30,9 @@ use utoipa::openapi::{
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::ErrorEnvelope;
+use crate::sends::flows::FlowsRequest;
+use crate::sends::location::LocationRequest;
+use crate::sends::request_location::RequestLocationRequest;
 use crate::sends::{SEND_TYPES, SendKind, SendType};
 use crate::validate::FieldError;
 
@@ -45,7 +49,7 @@ const MEDIA_URL_PATTERN: &str = r"^[Hh][Tt][Tt][Pp][Ss]://([A-Za-z0-9]([A-Za-z0-
 /// not needed. A JSON null counts as absent.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SendCommon {
+pub(crate) struct SendCommon {
     /// The caller's unique id for this message: the deduplication key, across every send
     /// type. 1–128 characters, no control characters.
     #[schema(
@@ -446,7 +450,8 @@ fn openapi() {}
     info(
         title = "lipachat-relay",
         description = "Sidecar that sends WhatsApp messages (media, text, templates, buttons, \
-            lists, contacts) through the Lipachat gateway; callers never hold its secret.",
+            lists, contacts, locations, location requests, flows) through the Lipachat gateway; \
+            callers never hold its secret.",
     ),
     paths(healthz, readyz, metrics, openapi),
     components(schemas(
@@ -474,6 +479,9 @@ fn openapi() {}
         ContactRequest,
         ContactName,
         ContactPhone,
+        LocationRequest,
+        RequestLocationRequest,
+        FlowsRequest,
         GatewayEnvelope,
         SendResult,
         GatewayBadRequest,
@@ -494,6 +502,9 @@ fn request_schema(kind: SendKind) -> &'static str {
         SendKind::Buttons => "ButtonsRequest",
         SendKind::List => "ListRequest",
         SendKind::Contact => "ContactRequest",
+        SendKind::Location => "LocationRequest",
+        SendKind::RequestLocation => "RequestLocationRequest",
+        SendKind::Flows => "FlowsRequest",
     }
 }
 
@@ -620,20 +631,43 @@ fn has_string(name: &str) -> ObjectBuilder {
         .required(name)
 }
 
+/// `{"properties": {name: {"type": "number"}}, "required": [name]}`: `name` is a number.
+fn has_number(name: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .property(name, ObjectBuilder::new().schema_type(Type::Number))
+        .required(name)
+}
+
 /// Adds `anyOf` alternatives to a component schema: it must match them as well.
 fn also_any_of(doc: &mut Document, schema: &str, alternatives: Vec<ObjectBuilder>) {
+    let any_of = alternatives
+        .into_iter()
+        .fold(AnyOfBuilder::new(), |any_of, alternative| {
+            any_of.item(alternative)
+        });
+    also_match(doc, schema, any_of.into());
+}
+
+/// Adds `oneOf` alternatives to a component schema: it must match exactly one of them too.
+fn also_one_of(doc: &mut Document, schema: &str, alternatives: Vec<ObjectBuilder>) {
+    let one_of = alternatives
+        .into_iter()
+        .fold(OneOfBuilder::new(), |one_of, alternative| {
+            one_of.item(alternative)
+        });
+    also_match(doc, schema, one_of.into());
+}
+
+/// Replaces a component schema by `allOf: [itself, rule]`.
+fn also_match(doc: &mut Document, schema: &str, rule: RefOr<Schema>) {
     let Some(schemas) = doc.components.as_mut().map(|c| &mut c.schemas) else {
         return;
     };
     let Some(original) = schemas.remove(schema) else {
         return;
     };
-    let any_of = alternatives
-        .into_iter()
-        .fold(AnyOfBuilder::new(), |any_of, alternative| {
-            any_of.item(alternative)
-        });
-    let combined = AllOfBuilder::new().item(original).item(any_of);
+    let combined = AllOfBuilder::new().item(original).item(rule);
     schemas.insert(schema.to_owned(), combined.into());
 }
 
@@ -693,6 +727,12 @@ fn document(has_default_from: bool) -> Document {
         vec![has_string("languageCode"), has_string("language")],
     );
     also_any_of(&mut doc, "TemplateButton", template_button_targets());
+    // The location's longitude under exactly one of its two spellings (sends::location).
+    also_one_of(
+        &mut doc,
+        "LocationRequest",
+        vec![has_number("longtitude"), has_number("longitude")],
+    );
     if !has_default_from {
         let common = doc
             .components

@@ -13,3 +13,4 @@ mod redis_server;
 mod retries;
 mod sends;
 mod shared_dedup;
+mod templates;

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs schemathesis, every check, against the relay started with --mock-upstream, using the
-# OpenAPI document the relay serves: every send path, its gateway alias, and the ops routes.
+# OpenAPI document the relay serves: every send path and its gateway alias (one per row of
+# src/sends SEND_TYPES), GET /templates and its alias, and the ops routes. The paths come from
+# the document alone, so a new send type or route is covered once it is documented
+# (schemathesis leaves out /openapi.json itself, the document it was given).
 # scripts/schemathesis_hooks.py adds what the schema cannot say (unique messageIds, the list's
 # 10 rows in all). Installs schemathesis from PyPI if it is missing.
 # Usage: bash scripts/schemathesis.sh        (from the repository root)

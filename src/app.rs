@@ -24,12 +24,13 @@ use crate::dedup::memory::MemoryWindow;
 use crate::dedup::redis::RedisWindow;
 use crate::limit::Limits;
 use crate::metrics::Metrics;
-use crate::routes::ops;
 use crate::routes::send::{self, Slot};
+use crate::routes::{ops, templates};
 use crate::sends::SEND_TYPES;
 use crate::server;
 use crate::shutdown::Drain;
 use crate::store::{SharedStore, StoreSetupError};
+use crate::templates::ListingCache;
 use crate::upstream::{ClientBuildError, GatewayClient};
 
 /// What every request shares, behind one `Arc`: extractors clone the state per request, and
@@ -48,6 +49,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
     pub openapi: Bytes,
+    /// The gateway's template listings, by business number (`GET /templates`).
+    pub templates: ListingCache,
     /// `RELAY_MAX_IN_FLIGHT` slots.
     slots: Arc<Semaphore>,
 }
@@ -85,6 +88,7 @@ impl AppState {
             metrics,
             drain: Drain::new(),
             openapi,
+            templates: ListingCache::default(),
             slots,
         })))
     }
@@ -135,6 +139,10 @@ pub fn app(state: AppState) -> Router {
             .route(send_type.path, handler.clone())
             .route(send_type.gateway_path, handler);
     }
+    // The template listing takes a slot only when it calls the gateway.
+    let router = router
+        .route(crate::templates::PATH, get(templates::list))
+        .route(crate::templates::ALIAS_PATH, get(templates::list_by_path));
     // The ops routes take no slot, so they keep answering under overload and while draining.
     let router = router
         .route("/healthz", get(ops::healthz))

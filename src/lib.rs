@@ -15,6 +15,8 @@
 //! - [`upstream`] forwards through deadline → retry (policy + budget) → attempt timeout →
 //!   reqwest, injecting the `apiKey` (the only module that sees the secret).
 //! - [`error`] writes every answer the relay makes itself, in the gateway's envelope shape.
+//! - `GET /templates` ([`routes::templates`]) relays the gateway's template listing through
+//!   the same client, kept five minutes in [`templates`]' cache.
 //!
 //! Leaf types shared by several of those: [`phone`], [`fingerprint`], [`outcome`]. Around it:
 //! [`server`] (the accept loop: head and idle timeouts, connection limit, drain of
@@ -41,6 +43,7 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod upstream;
 pub mod validate;
 

@@ -35,6 +35,7 @@ pub const METRIC_DEDUP_COMPLETIONS: &str = "lipachat_relay_dedup_completions";
 pub const METRIC_RATE_LIMITED: &str = "lipachat_relay_rate_limited";
 pub const METRIC_RATE_WAIT: &str = "lipachat_relay_rate_wait";
 pub const METRIC_BUILD_INFO: &str = "lipachat_relay_build_info";
+pub const METRIC_TEMPLATE_LISTINGS: &str = "lipachat_relay_template_listings";
 
 /// The HTTP statuses whose attempt counters are looked up once.
 const STATUS_CODES: std::ops::RangeInclusive<u16> = 100..=599;
@@ -158,6 +159,11 @@ impl EncodeLabelValue for UpstreamStatus {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: UpstreamStatus,
 }
@@ -186,6 +192,29 @@ impl StoreOp {
 
     fn index(self) -> usize {
         Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+/// How a `GET /templates` request was answered: the `result` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ListingResult {
+    /// From the cache, without calling the gateway.
+    Cached,
+    /// The gateway's 2xx answer, now cached.
+    Fetched,
+    /// Anything else (refused, gateway error, unreachable): not cached.
+    Failed,
+}
+
+impl ListingResult {
+    pub const ALL: [Self; 3] = [Self::Cached, Self::Fetched, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cached => "cached",
+            Self::Fetched => "fetched",
+            Self::Failed => "failed",
+        }
     }
 }
 
@@ -253,11 +282,6 @@ impl CompletionResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     op: &'static str,
     result: &'static str,
@@ -305,6 +329,8 @@ pub struct Metrics {
     /// `[scope][delayed, refused]`.
     rate_limited: [[Counter; 2]; LimitScope::ALL.len()],
     rate_wait: Histogram,
+    /// By [`ListingResult`], in `ALL` order.
+    template_listings: [Counter; ListingResult::ALL.len()],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -468,6 +494,19 @@ impl Metrics {
             Unit::Seconds,
             rate_wait.clone(),
         );
+        let by_result = Family::<ResultLabels, Counter>::default();
+        let template_listings = ListingResult::ALL.map(|result| {
+            by_result
+                .get_or_create(&ResultLabels {
+                    result: result.as_str(),
+                })
+                .clone()
+        });
+        registry.register(
+            METRIC_TEMPLATE_LISTINGS,
+            "GET /templates requests by result (cached, fetched, failed)",
+            by_result,
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -493,6 +532,16 @@ impl Metrics {
             dedup_completions,
             rate_limited,
             rate_wait,
+            template_listings,
+        }
+    }
+
+    /// One answered `GET /templates`.
+    pub fn record_template_listing(&self, result: ListingResult) {
+        if let Some(index) = ListingResult::ALL.iter().position(|r| *r == result)
+            && let Some(counter) = self.template_listings.get(index)
+        {
+            counter.inc();
         }
     }
 

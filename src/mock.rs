@@ -9,13 +9,14 @@
 //! normalising guarantees: phone numbers as digits and media types spelled as documented. `GET /mock/sends` lists the
 //! accepted sends in order, with the path each came by, so a test can assert each went out
 //! once. The list keeps the most recent [`MAX_RECORDED_SENDS`] so a long demo cannot grow
-//! without bound.
+//! without bound. `GET /api/v1/template/{number}` answers every business number with the same
+//! small list of templates, in the shape of the "Listing Message Templates" page.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -25,9 +26,10 @@ use serde_json::{Value, json};
 
 use crate::config::ApiKey;
 use crate::error::now_rfc3339;
+use crate::phone::PhoneNumber;
 use crate::sends::media::MediaType;
 use crate::sends::{SEND_TYPES, SendKind};
-use crate::upstream::HEADER_API_KEY;
+use crate::upstream::{GATEWAY_TEMPLATES_PATH, HEADER_API_KEY};
 use crate::validate::validate;
 
 pub const PATH_SENDS: &str = "/mock/sends";
@@ -75,6 +77,7 @@ pub fn router(accept: Accept) -> Router {
         );
     }
     router
+        .route(crate::templates::ALIAS_PATH, get(templates))
         .route(PATH_SENDS, get(sends))
         .route(
             "/healthz",
@@ -92,6 +95,32 @@ fn json_response(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
+/// Whether the request carries a key the mock accepts.
+fn authorised(accept: &Accept, headers: &HeaderMap) -> bool {
+    let presented = headers.get(HEADER_API_KEY).and_then(|v| v.to_str().ok());
+    match (accept, presented) {
+        (_, None) => false,
+        (Accept::AnyKey, Some(key)) => !key.is_empty(),
+        (Accept::Key(expected), Some(key)) => expected.expose() == key,
+    }
+}
+
+fn invalid_credentials() -> Response {
+    json_response(
+        StatusCode::UNAUTHORIZED,
+        json!({"timestamp": now_rfc3339(), "data": null, "status": "success",
+               "message": "Invalid credentials", "errors": null}),
+    )
+}
+
+fn bad_request(path: &str) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        json!({"timestamp": now_rfc3339(), "status": 400, "error": "Bad Request",
+               "path": path}),
+    )
+}
+
 async fn send(
     State(state): State<MockState>,
     kind: SendKind,
@@ -99,25 +128,11 @@ async fn send(
     body: Bytes,
 ) -> Response {
     let path = kind.spec().gateway_path;
-    let presented = headers.get(HEADER_API_KEY).and_then(|v| v.to_str().ok());
-    let authorised = match (&state.accept, presented) {
-        (_, None) => false,
-        (Accept::AnyKey, Some(key)) => !key.is_empty(),
-        (Accept::Key(expected), Some(key)) => expected.expose() == key,
-    };
-    if !authorised {
-        return json_response(
-            StatusCode::UNAUTHORIZED,
-            json!({"timestamp": now_rfc3339(), "data": null, "status": "success",
-                   "message": "Invalid credentials", "errors": null}),
-        );
+    if !authorised(&state.accept, &headers) {
+        return invalid_credentials();
     }
     let Some(message_id) = acceptable(kind, &body) else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"timestamp": now_rfc3339(), "status": 400, "error": "Bad Request",
-                   "path": path}),
-        );
+        return bad_request(path);
     };
     if let Ok(mut sends) = state.sends.lock() {
         if sends.len() == MAX_RECORDED_SENDS {
@@ -139,7 +154,8 @@ async fn send(
 }
 
 /// The gateway's own checks on a body as the relay forwards it: the type's documented rules,
-/// phone numbers as digits only, media types upper-case. Returns the messageId.
+/// phone numbers as digits only, media types upper-case, `longtitude` as the location page spells
+/// it. Returns the messageId.
 fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
     let request = validate(kind.rules(), body, None).ok()?;
     let value: Value = serde_json::from_slice(body).ok()?;
@@ -150,13 +166,86 @@ fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
         SendKind::Media => MediaType::ALL
             .iter()
             .any(|t| Some(t.as_str()) == text("mediaType")),
+        // The relay forwards `longitude` as the page's `longtitude`.
+        SendKind::Location => value.get("longtitude").is_some() && value.get("longitude").is_none(),
         SendKind::Text
         | SendKind::Template
         | SendKind::Buttons
         | SendKind::List
-        | SendKind::Contact => true,
+        | SendKind::Contact
+        | SendKind::RequestLocation
+        | SendKind::Flows => true,
     };
     spelled.then(|| request.message_id.into())
+}
+
+/// `GET /api/v1/template/{number}`: the same two templates for every business number given
+/// as digits (as the relay sends it), in the page's shape: the gateway's envelope around
+/// `data.data`, Meta's template objects.
+async fn templates(
+    State(state): State<MockState>,
+    number: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&state.accept, &headers) {
+        return invalid_credentials();
+    }
+    let digits_only = number.is_ok_and(|Path(text)| {
+        PhoneNumber::parse(&text).is_ok_and(|parsed| parsed.digits() == text)
+    });
+    if !digits_only {
+        return bad_request(GATEWAY_TEMPLATES_PATH);
+    }
+    json_response(StatusCode::OK, template_listing())
+}
+
+/// The mock's fixed template listing.
+pub fn template_listing() -> Value {
+    json!({
+        "timestamp": null,
+        "data": {
+            "data": [
+                {
+                    "name": "offer_830",
+                    "components": [
+                        {"type": "BODY", "text": "Hello {{1}}, your offer {{2}} is ready.",
+                         "example": {"body_text": [["John", "830"]]}},
+                        {"type": "BUTTONS", "buttons": [
+                            {"type": "QUICK_REPLY", "text": "Yes"},
+                            {"type": "QUICK_REPLY", "text": "Stop"}
+                        ]}
+                    ],
+                    "language": "en",
+                    "status": "APPROVED",
+                    "category": "MARKETING",
+                    "id": "1510667259557589",
+                    "createdAt": null,
+                    "rejected_reason": "NONE",
+                    "quality_score": {"score": "UNKNOWN", "date": "1727275621"}
+                },
+                {
+                    "name": "temp_lower_68",
+                    "components": [
+                        {"type": "HEADER", "format": "TEXT", "text": "{{1}} registration",
+                         "example": {"header_text": ["July"]}},
+                        {"type": "BODY",
+                         "text": "Hi {{1}}, we have a new user registered click {{2}} to view.",
+                         "example": {"body_text": [["John", "https://lipachat.com/offers/ASHSH"]]}}
+                    ],
+                    "language": "en",
+                    "status": "APPROVED",
+                    "category": "UTILITY",
+                    "id": "2815665278588373",
+                    "createdAt": null,
+                    "rejected_reason": "NONE",
+                    "quality_score": {"score": "UNKNOWN", "date": "1728979833"}
+                }
+            ]
+        },
+        "status": "success",
+        "message": "",
+        "errors": null
+    })
 }
 
 async fn sends(State(state): State<MockState>) -> Response {
@@ -195,6 +284,10 @@ mod tests {
                 "sectionItems": [{"id": "KPLC", "title": "KPLC", "description": "power"}]}]}),
             SendKind::Contact => json!({"name": {"formattedName": "Test User"},
                 "phones": [{"phone": "254712345678", "type": "Cell"}]}),
+            SendKind::Location => json!({"latitude": 35.929673, "longtitude": -78.948237}),
+            SendKind::RequestLocation => json!({"text": "Share your current location"}),
+            SendKind::Flows => json!({"text": "Share your details", "flowId": "YOUR_FLOW_ID",
+                "flowCta": "Share Details!", "screen": "DETAILS", "data": {"service": ""}}),
         };
         body["messageId"] = json!("m-1");
         body["from"] = json!("254110090747");
@@ -226,6 +319,9 @@ mod tests {
             (SendKind::Buttons, "buttons"),
             (SendKind::List, "buttons"),
             (SendKind::Contact, "phones"),
+            (SendKind::Location, "latitude"),
+            (SendKind::RequestLocation, "text"),
+            (SendKind::Flows, "flowId"),
         ];
         for (kind, field) in required {
             let mut body = forwarded(kind);
@@ -249,6 +345,26 @@ mod tests {
         let mut template = forwarded(SendKind::Template);
         template["template"].as_object_mut().unwrap().remove("name");
         assert!(!accepts(SendKind::Template, &template));
+        let mut location = forwarded(SendKind::Location);
+        location["latitude"] = json!(91);
+        assert!(!accepts(SendKind::Location, &location));
+        let mut request = forwarded(SendKind::RequestLocation);
+        request["text"] = json!("a".repeat(1025));
+        assert!(!accepts(SendKind::RequestLocation, &request));
+        let mut flow = forwarded(SendKind::Flows);
+        flow["flowCta"] = json!("a".repeat(21));
+        assert!(!accepts(SendKind::Flows, &flow));
+    }
+
+    #[test]
+    fn a_location_needs_the_pages_spelling_of_longtitude() {
+        let mut body = forwarded(SendKind::Location);
+        let value = body.as_object_mut().unwrap().remove("longtitude").unwrap();
+        body["longitude"] = value;
+        assert!(
+            !accepts(SendKind::Location, &body),
+            "the relay sends it as longtitude"
+        );
     }
 
     #[test]

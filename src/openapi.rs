@@ -17,10 +17,13 @@
 )]
 
 use serde::Serialize;
-use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, PathItem};
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{
-    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ArrayItems, ObjectBuilder, SchemaType, Type,
+    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ArrayItems, ObjectBuilder, OneOfBuilder, SchemaType,
+    Type,
 };
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Required, ResponseBuilder,
@@ -29,7 +32,11 @@ use utoipa::openapi::{
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::ErrorEnvelope;
+use crate::sends::flows::FlowsRequest;
+use crate::sends::location::LocationRequest;
+use crate::sends::request_location::RequestLocationRequest;
 use crate::sends::{SEND_TYPES, SendKind, SendType};
+use crate::templates::{ListedTemplate, TemplateListing, TemplateListingData};
 use crate::validate::FieldError;
 
 /// A phone number with country code: 8–15 digits once `+`, spaces, dashes and parentheses are
@@ -45,7 +52,7 @@ const MEDIA_URL_PATTERN: &str = r"^[Hh][Tt][Tt][Pp][Ss]://([A-Za-z0-9]([A-Za-z0-
 /// not needed. A JSON null counts as absent.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SendCommon {
+pub(crate) struct SendCommon {
     /// The caller's unique id for this message: the deduplication key, across every send
     /// type. 1–128 characters, no control characters.
     #[schema(
@@ -446,7 +453,8 @@ fn openapi() {}
     info(
         title = "lipachat-relay",
         description = "Sidecar that sends WhatsApp messages (media, text, templates, buttons, \
-            lists, contacts) through the Lipachat gateway; callers never hold its secret.",
+            lists, contacts, locations, location requests, flows) through the Lipachat gateway; \
+            callers never hold its secret.",
     ),
     paths(healthz, readyz, metrics, openapi),
     components(schemas(
@@ -474,6 +482,12 @@ fn openapi() {}
         ContactRequest,
         ContactName,
         ContactPhone,
+        LocationRequest,
+        RequestLocationRequest,
+        FlowsRequest,
+        TemplateListing,
+        TemplateListingData,
+        ListedTemplate,
         GatewayEnvelope,
         SendResult,
         GatewayBadRequest,
@@ -494,6 +508,9 @@ fn request_schema(kind: SendKind) -> &'static str {
         SendKind::Buttons => "ButtonsRequest",
         SendKind::List => "ListRequest",
         SendKind::Contact => "ContactRequest",
+        SendKind::Location => "LocationRequest",
+        SendKind::RequestLocation => "RequestLocationRequest",
+        SendKind::Flows => "FlowsRequest",
     }
 }
 
@@ -588,6 +605,113 @@ fn send_responses() -> Responses {
         .build()
 }
 
+/// `GET /templates?from=` (`alias`: false) or `GET /api/v1/template/{number}`: the gateway's
+/// template listing. `from` is required unless the relay has a default sender.
+fn templates_operation(alias: bool, has_default_from: bool) -> Operation {
+    let (operation_id, summary, parameter) = if alias {
+        (
+            "list_templates_alias",
+            "Alias of GET /templates?from=, the gateway's own path",
+            ParameterBuilder::new()
+                .name("number")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("The business (WABA or sandbox) number"))
+                .schema(Some(phone_schema())),
+        )
+    } else {
+        (
+            "list_templates",
+            "The gateway's message templates of a business number (cached 5 minutes)",
+            ParameterBuilder::new()
+                .name("from")
+                .parameter_in(ParameterIn::Query)
+                .required(if has_default_from {
+                    Required::False
+                } else {
+                    Required::True
+                })
+                .description(Some(
+                    "The business (WABA or sandbox) number; LIPACHAT_DEFAULT_FROM when absent",
+                ))
+                .schema(Some(phone_schema())),
+        )
+    };
+    let relay = "ErrorEnvelope";
+    let responses = ResponsesBuilder::new()
+        .response(
+            "200",
+            json_response(
+                "The gateway's listing, from the cache or just fetched",
+                "TemplateListing",
+            )
+            .header(
+                "cache-control",
+                string_header("`max-age=<seconds it stays cached>`"),
+            ),
+        )
+        .response(
+            "400",
+            json_response(
+                "A bad number (relay), or the gateway's own 400",
+                "BadRequestBody",
+            ),
+        )
+        .response(
+            "401",
+            json_response("The gateway refused the relay's key", "GatewayEnvelope"),
+        )
+        .response(
+            "502",
+            json_response(
+                "Gateway unreachable or answered with something that is not JSON",
+                relay,
+            ),
+        )
+        .response(
+            "503",
+            json_response("Over RELAY_MAX_IN_FLIGHT or shutting down", relay)
+                .header("retry-after", string_header("Seconds to wait")),
+        )
+        .response(
+            "504",
+            json_response("Deadline or every attempt timed out", relay),
+        )
+        .response(
+            "default",
+            ResponseBuilder::new()
+                .description("Any other gateway answer, relayed byte for byte (never cached)")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                        .build(),
+                )
+                .header("x-request-id", request_id_header()),
+        )
+        .build();
+    OperationBuilder::new()
+        .tag("templates")
+        .operation_id(Some(operation_id))
+        .summary(Some(summary))
+        .description(Some(
+            "The gateway's \"Listing Message Templates\" answer for the number, with the \
+             relay's apiKey; a 2xx answer is cached 5 minutes per number (`cache-control: \
+             max-age` says how long it has left), anything else is passed on and not cached \
+             (`cache-control: no-store`).",
+        ))
+        .parameter(parameter)
+        .responses(responses)
+        .build()
+}
+
+fn phone_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(PHONE_PATTERN))
+        .examples([serde_json::json!("254110090747")])
+}
+
 /// A JSON answer with this schema; every answer carries `x-request-id`.
 fn json_response(description: &str, schema: &str) -> ResponseBuilder {
     ResponseBuilder::new()
@@ -620,20 +744,43 @@ fn has_string(name: &str) -> ObjectBuilder {
         .required(name)
 }
 
+/// `{"properties": {name: {"type": "number"}}, "required": [name]}`: `name` is a number.
+fn has_number(name: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .property(name, ObjectBuilder::new().schema_type(Type::Number))
+        .required(name)
+}
+
 /// Adds `anyOf` alternatives to a component schema: it must match them as well.
 fn also_any_of(doc: &mut Document, schema: &str, alternatives: Vec<ObjectBuilder>) {
+    let any_of = alternatives
+        .into_iter()
+        .fold(AnyOfBuilder::new(), |any_of, alternative| {
+            any_of.item(alternative)
+        });
+    also_match(doc, schema, any_of.into());
+}
+
+/// Adds `oneOf` alternatives to a component schema: it must match exactly one of them too.
+fn also_one_of(doc: &mut Document, schema: &str, alternatives: Vec<ObjectBuilder>) {
+    let one_of = alternatives
+        .into_iter()
+        .fold(OneOfBuilder::new(), |one_of, alternative| {
+            one_of.item(alternative)
+        });
+    also_match(doc, schema, one_of.into());
+}
+
+/// Replaces a component schema by `allOf: [itself, rule]`.
+fn also_match(doc: &mut Document, schema: &str, rule: RefOr<Schema>) {
     let Some(schemas) = doc.components.as_mut().map(|c| &mut c.schemas) else {
         return;
     };
     let Some(original) = schemas.remove(schema) else {
         return;
     };
-    let any_of = alternatives
-        .into_iter()
-        .fold(AnyOfBuilder::new(), |any_of, alternative| {
-            any_of.item(alternative)
-        });
-    let combined = AllOfBuilder::new().item(original).item(any_of);
+    let combined = AllOfBuilder::new().item(original).item(rule);
     schemas.insert(schema.to_owned(), combined.into());
 }
 
@@ -675,6 +822,18 @@ fn document(has_default_from: bool) -> Document {
             );
         }
     }
+    for (path, alias) in [
+        (crate::templates::PATH, false),
+        (crate::templates::ALIAS_PATH, true),
+    ] {
+        doc.paths.paths.insert(
+            path.to_owned(),
+            PathItem::new(
+                HttpMethod::Get,
+                templates_operation(alias, has_default_from),
+            ),
+        );
+    }
     // A body text under either name the page gives it (sends::buttons, sends::list), and the
     // template's language likewise (sends::template).
     also_any_of(
@@ -693,6 +852,12 @@ fn document(has_default_from: bool) -> Document {
         vec![has_string("languageCode"), has_string("language")],
     );
     also_any_of(&mut doc, "TemplateButton", template_button_targets());
+    // The location's longitude under exactly one of its two spellings (sends::location).
+    also_one_of(
+        &mut doc,
+        "LocationRequest",
+        vec![has_number("longtitude"), has_number("longitude")],
+    );
     if !has_default_from {
         let common = doc
             .components
@@ -766,6 +931,23 @@ mod tests {
         }
         for (status, response) in responses.as_object().unwrap() {
             assert!(response["headers"]["x-request-id"].is_object(), "{status}");
+        }
+    }
+
+    #[test]
+    fn the_template_listing_and_its_alias_are_documented() {
+        for has_default_from in [false, true] {
+            let doc = served(has_default_from);
+            let list = &doc["paths"]["/templates"]["get"];
+            assert_eq!(list["parameters"][0]["name"], "from");
+            assert_eq!(list["parameters"][0]["in"], "query");
+            assert_eq!(list["parameters"][0]["required"], !has_default_from);
+            assert!(list["responses"]["200"]["headers"]["cache-control"].is_object());
+            let alias = &doc["paths"]["/api/v1/template/{number}"]["get"];
+            assert_eq!(alias["parameters"][0]["name"], "number");
+            assert_eq!(alias["parameters"][0]["in"], "path");
+            assert_eq!(alias["parameters"][0]["required"], true);
+            assert_eq!(list["responses"], alias["responses"]);
         }
     }
 

@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::LogFormat;
-use crate::metrics::RequestOutcome;
+use crate::metrics::{ListingResult, RequestOutcome};
 use crate::phone::PhoneNumber;
 use crate::sends::SendKind;
 
@@ -112,6 +112,30 @@ pub fn log_request(
         latency_ms,
         caller_gone = detached,
         "send request"
+    );
+}
+
+/// Writes the one info line of a `GET /templates` request; `from` comes masked.
+pub fn log_listing(
+    request_id: Option<&str>,
+    from: Option<&str>,
+    result: ListingResult,
+    status: u16,
+    attempts: u32,
+    latency: Duration,
+) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    tracing::info!(
+        request_id,
+        from,
+        result = result.as_str(),
+        status,
+        attempts,
+        latency_ms,
+        "templates request"
     );
 }
 

@@ -216,6 +216,16 @@ pub fn string_of(raw: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<CowStr<'_>>(text).ok().map(|s| s.0)
 }
 
+/// A raw JSON value as a number, or `None` when it is not one. A JSON number opens with a
+/// minus or a digit, and its grammar is a subset of what `f64` parses; one too large for an
+/// `f64` comes back infinite, which every range check refuses.
+pub fn number_of(raw: &RawValue) -> Option<f64> {
+    let text = raw.get();
+    text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        .then(|| text.parse::<f64>().ok())
+        .flatten()
+}
+
 /// A string borrowed from the input when it has no escapes, owned otherwise.
 struct CowStr<'a>(Cow<'a, str>);
 
@@ -247,6 +257,9 @@ pub enum Forward<'a> {
     Str(Cow<'a, str>),
     /// Written as this raw JSON.
     Raw(&'a RawValue),
+    /// Not written: the check forwards its value under another of the type's names (the
+    /// location's `longitude`, sent as the page's `longtitude`).
+    Omit,
 }
 
 /// Where a send type's check records its errors and normalised fields.
@@ -389,6 +402,30 @@ impl<'a> Check<'a> {
         value: Option<&'a RawValue>,
     ) -> Option<Vec<&'a RawValue>> {
         value.and_then(|raw| self.array_of(field, raw))
+    }
+
+    /// A required number: "is required" when absent, "must be a number" when not one.
+    pub fn required_number(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        value: Option<&RawValue>,
+    ) -> Option<f64> {
+        match value {
+            None => {
+                self.error(field, "is required");
+                None
+            }
+            Some(raw) => self.number(field, raw),
+        }
+    }
+
+    /// The value as a number, or "must be a number".
+    pub fn number(&mut self, field: impl Into<Cow<'static, str>>, raw: &RawValue) -> Option<f64> {
+        let number = number_of(raw);
+        if number.is_none() {
+            self.error(field, "must be a number");
+        }
+        number
     }
 
     /// A required string whose text no rule reads: checked without decoding it. True when
@@ -603,6 +640,7 @@ fn encode(
                 continue;
             }
             Some((_, Forward::Raw(raw))) => Some(*raw),
+            Some((_, Forward::Omit)) => None,
             None => object.get(key),
         };
         if let Some(raw) = raw {
@@ -842,6 +880,19 @@ mod tests {
             let back: String = serde_json::from_slice(&out).unwrap();
             assert_eq!(back, text);
             assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_from_json_numbers_only() {
+        let raw = |text: &str| serde_json::from_str::<Box<RawValue>>(text).unwrap();
+        assert_eq!(number_of(&raw("35.929673")), Some(35.929673));
+        assert_eq!(number_of(&raw("-78.948237")), Some(-78.948237));
+        assert_eq!(number_of(&raw("0")), Some(0.0));
+        assert_eq!(number_of(&raw("-1E+2")), Some(-100.0));
+        assert_eq!(number_of(&raw("1e400")), Some(f64::INFINITY));
+        for not_a_number in [r#""35.9""#, "null", "true", "[1]", r#"{"a":1}"#] {
+            assert_eq!(number_of(&raw(not_a_number)), None, "{not_a_number}");
         }
     }
 

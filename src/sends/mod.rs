@@ -12,8 +12,11 @@
 
 pub mod buttons;
 pub mod contact;
+pub mod flows;
 pub mod list;
+pub mod location;
 pub mod media;
+pub mod request_location;
 pub mod template;
 pub mod text;
 
@@ -28,17 +31,23 @@ pub enum SendKind {
     Buttons,
     List,
     Contact,
+    Location,
+    RequestLocation,
+    Flows,
 }
 
 impl SendKind {
     /// Every send type, in table order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 9] = [
         Self::Media,
         Self::Text,
         Self::Template,
         Self::Buttons,
         Self::List,
         Self::Contact,
+        Self::Location,
+        Self::RequestLocation,
+        Self::Flows,
     ];
 
     /// Its row of the table.
@@ -76,7 +85,7 @@ pub struct SendType {
 }
 
 /// The table, in [`SendKind`] order.
-pub static SEND_TYPES: [SendType; 6] = [
+pub static SEND_TYPES: [SendType; 9] = [
     SendType {
         kind: SendKind::Media,
         path: "/media",
@@ -141,6 +150,40 @@ pub static SEND_TYPES: [SendType; 6] = [
             name: "contact",
             fields: contact::FIELDS,
             check: contact::check,
+        },
+    },
+    SendType {
+        kind: SendKind::Location,
+        path: "/location",
+        // Assumed: the page's stored text shows no URL; its siblings' pattern is followed.
+        gateway_path: "/api/v1/whatsapp/location",
+        summary: "Send a WhatsApp location pin (latitude, longitude, optional name and address)",
+        rules: Rules {
+            name: "location",
+            fields: location::FIELDS,
+            check: location::check,
+        },
+    },
+    SendType {
+        kind: SendKind::RequestLocation,
+        path: "/request_location",
+        gateway_path: "/api/v1/whatsapp/request_location",
+        summary: "Ask the user to share their location (a text with WhatsApp's location button)",
+        rules: Rules {
+            name: "request_location",
+            fields: request_location::FIELDS,
+            check: request_location::check,
+        },
+    },
+    SendType {
+        kind: SendKind::Flows,
+        path: "/interactive/flows",
+        gateway_path: "/api/v1/whatsapp/interactive/flows",
+        summary: "Send a published WhatsApp Flow, opened by a call-to-action button",
+        rules: Rules {
+            name: "flows",
+            fields: flows::FIELDS,
+            check: flows::check,
         },
     },
 ];

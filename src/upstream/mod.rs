@@ -6,6 +6,8 @@
 //! `RELAY_ATTEMPT_TIMEOUT_MS` or `RELAY_DEADLINE_MS`, whichever ends first. The
 //! request is an `Arc` around a `Bytes` body, so cloning it for a retry is a reference count.
 //! A gateway answer is never an error here, whatever its status: the handler passes it on.
+//! Sends POST their body; the template listing (`GET /templates`) GETs its number's page
+//! through the same stack, so it has the same retries, timeouts and secret handling.
 
 pub mod retry;
 
@@ -26,6 +28,7 @@ use tower::{Service, ServiceBuilder};
 use crate::config::{Config, join_path};
 use crate::metrics::{Metrics, UpstreamStatus};
 pub use crate::outcome::{GatewayReply, MAX_ANSWER_BYTES, UpstreamError};
+use crate::phone::PhoneNumber;
 use crate::sends::{SEND_TYPES, SendKind};
 use retry::RetryPolicy;
 
@@ -33,6 +36,9 @@ pub const HEADER_API_KEY: &str = "apikey";
 pub const HEADER_REQUEST_ID: &str = "x-request-id";
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub const HEADER_TRACESTATE: &str = "tracestate";
+/// The gateway's template listing, `GET {base}/api/v1/template/{number}` ("Listing Message
+/// Templates").
+pub const GATEWAY_TEMPLATES_PATH: &str = "/api/v1/template";
 
 /// Connection set-up gets its own, shorter bound than a whole attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,9 +47,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 pub struct UpstreamRequest(Arc<RequestParts>);
 
+/// Where a request goes.
+#[derive(Debug)]
+enum Target {
+    /// POST the body to the send type's gateway path.
+    Send(SendKind),
+    /// GET the template listing of this business number.
+    Templates(PhoneNumber),
+}
+
 #[derive(Debug)]
 struct RequestParts {
-    kind: SendKind,
+    target: Target,
     body: Bytes,
     request_id: Option<HeaderValue>,
     traceparent: Option<HeaderValue>,
@@ -56,9 +71,18 @@ impl UpstreamRequest {
     /// Picks the forwarded headers from the caller's; everything else (a client `apiKey`
     /// included) stays behind.
     pub fn new(kind: SendKind, body: Bytes, caller: &HeaderMap, deadline: Instant) -> Self {
+        Self::build(Target::Send(kind), body, caller, deadline)
+    }
+
+    /// The template listing of `number` (a GET, no body), with the caller's forwarded headers.
+    pub fn templates(number: PhoneNumber, caller: &HeaderMap, deadline: Instant) -> Self {
+        Self::build(Target::Templates(number), Bytes::new(), caller, deadline)
+    }
+
+    fn build(target: Target, body: Bytes, caller: &HeaderMap, deadline: Instant) -> Self {
         let pick = |name: &str| caller.get(name).cloned();
         Self(Arc::new(RequestParts {
-            kind,
+            target,
             body,
             request_id: pick(HEADER_REQUEST_ID),
             traceparent: pick(HEADER_TRACEPARENT),
@@ -90,6 +114,8 @@ struct ServiceParts {
     client: reqwest::Client,
     /// The gateway URL of each send type, by [`SendKind::index`], parsed once.
     urls: Box<[reqwest::Url]>,
+    /// The template listing's URL, without the number.
+    templates_url: reqwest::Url,
     api_key: HeaderValue,
     attempt_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -160,17 +186,28 @@ impl Drop for AttemptRecord<'_> {
 impl ServiceParts {
     async fn send(&self, request: &UpstreamRequest) -> Result<GatewayReply, UpstreamError> {
         let parts = &request.0;
-        let url = self.urls.get(parts.kind.index()).ok_or_else(|| {
-            UpstreamError::Unreachable("no gateway URL for this send type".into())
-        })?;
-        let mut builder = self
-            .client
-            .post(url.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(
-                HeaderName::from_static(HEADER_API_KEY),
-                self.api_key.clone(),
-            );
+        let builder = match &parts.target {
+            Target::Send(kind) => {
+                let url = self.urls.get(kind.index()).ok_or_else(|| {
+                    UpstreamError::Unreachable("no gateway URL for this send type".into())
+                })?;
+                self.client
+                    .post(url.clone())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(parts.body.clone())
+            }
+            Target::Templates(number) => {
+                // A number is digits only, so appending it cannot change the URL's shape.
+                let url = join_path(&self.templates_url, number.digits()).map_err(|_| {
+                    UpstreamError::Unreachable("no gateway URL for this number".into())
+                })?;
+                self.client.get(url)
+            }
+        };
+        let mut builder = builder.header(
+            HeaderName::from_static(HEADER_API_KEY),
+            self.api_key.clone(),
+        );
         for (name, value) in [
             (HEADER_REQUEST_ID, &parts.request_id),
             (HEADER_TRACEPARENT, &parts.traceparent),
@@ -181,7 +218,6 @@ impl ServiceParts {
             }
         }
         let response = builder
-            .body(parts.body.clone())
             .send()
             .await
             .map_err(|e| UpstreamError::Unreachable(describe(&e)))?;
@@ -294,9 +330,13 @@ impl GatewayClient {
             .map_err(|e| {
                 ClientBuildError(format!("LIPACHAT_BASE_URL: cannot append a path ({e})"))
             })?;
+        let templates_url = join_path(&config.base_url, GATEWAY_TEMPLATES_PATH).map_err(|e| {
+            ClientBuildError(format!("LIPACHAT_BASE_URL: cannot append a path ({e})"))
+        })?;
         let service = GatewayService(Arc::new(ServiceParts {
             client,
             urls,
+            templates_url,
             api_key,
             attempt_timeout: config.attempt_timeout,
             metrics: Arc::clone(&metrics),

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use lipachat_relay::config::{Config, KeyRequirement};
 use lipachat_relay::sends::SEND_TYPES;
@@ -97,6 +97,7 @@ impl Step {
 /// A request as the fake gateway received it.
 #[derive(Debug)]
 pub struct Received {
+    pub method: Method,
     /// The gateway path it came to (`/api/v1/whatsapp/...`).
     pub path: String,
     pub headers: HeaderMap,
@@ -131,12 +132,14 @@ impl FakeGateway {
             gate: Arc::new(Semaphore::new(0)),
             received: sender,
         };
-        // Every send type's gateway path, as the relay's table lists them.
+        // Every send type's gateway path, as the relay's table lists them, and the template
+        // listing (scripted like the sends: a test gives it a listing body).
         let router = SEND_TYPES
             .iter()
             .fold(Router::new(), |router, send_type| {
                 router.route(send_type.gateway_path, post(answer))
             })
+            .route("/api/v1/template/{number}", get(answer))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -189,6 +192,7 @@ impl FakeGateway {
 
 async fn answer(
     State(state): State<FakeState>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -202,6 +206,7 @@ async fn answer(
         next.unwrap_or_else(|| state.default.lock().unwrap().clone())
     };
     let _ = state.received.send(Received {
+        method,
         path: uri.path().to_owned(),
         headers,
         body,

@@ -15,3 +15,4 @@ mod retries;
 mod sends;
 mod shared_dedup;
 mod slow_redis;
+mod templates;

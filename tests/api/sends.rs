@@ -13,7 +13,8 @@ use crate::helpers::{envelope, error_fields, random_key, spawn_app, spawn_app_wi
 
 /// Lipachat's own example request for a send type, from its page, with phone numbers in
 /// place of the placeholders (`254XXXXX`). The template page's example is stored only up to
-/// `"languageCod`; it is completed with the language `en` its table shows.
+/// `"languageCod`; it is completed with the language `en` its table shows. The location page
+/// has none: its table's example values stand in.
 fn example(kind: SendKind) -> Value {
     match kind {
         SendKind::Media => json!({
@@ -77,6 +78,32 @@ fn example(kind: SendKind) -> Value {
             "from": "254110090747",
             "name": {"formattedName": "Test User"},
             "phones": [{"phone": "254712345678", "type": "Cell", "waId": "254712345678"}]
+        }),
+        // The location page has no example: its table's own values, a name and an address.
+        SendKind::Location => json!({
+            "messageId": "0c6a4a9e-5d1b-4a57-9b0e-3f0f1d9b7c21",
+            "to": "254712345678",
+            "from": "254110090747",
+            "latitude": 35.929673,
+            "longtitude": -78.948237,
+            "name": "Lipachat office",
+            "address": "Durham, North Carolina"
+        }),
+        SendKind::RequestLocation => json!({
+            "messageId": "b3e1e37c-e50b-48b2-8972-6cc659ac33d2",
+            "to": "254712345678",
+            "from": "254110090747",
+            "text": "Let's start with your pickup. You can either manually *enter an address* or *share your current location*."
+        }),
+        SendKind::Flows => json!({
+            "messageId": "1a85c604-0f08-4182-8011-407ba84598c5",
+            "to": "254717746565",
+            "from": "254110090747",
+            "text": "Thank you share your details and one of our agents will be in touch",
+            "flowId": "YOUR_FLOW_ID",
+            "flowCta": "Share Details!",
+            "screen": "First screen in your JSON request",
+            "data": {"service": "", "serviceOption": "", "package": ""}
         }),
     }
 }
@@ -228,6 +255,68 @@ const RULES: &[Case] = &[
         |b| b["phones"][0]["waId"] = json!(254712345678u64),
         &["phones[0].waId"],
     ),
+    (SendKind::Location, |b| remove(b, "latitude"), &["latitude"]),
+    (
+        SendKind::Location,
+        |b| b["latitude"] = json!("35.929673"),
+        &["latitude"],
+    ),
+    (
+        SendKind::Location,
+        |b| b["latitude"] = json!(-90.5),
+        &["latitude"],
+    ),
+    (
+        SendKind::Location,
+        |b| remove(b, "longtitude"),
+        &["longtitude"],
+    ),
+    (
+        SendKind::Location,
+        |b| b["longtitude"] = json!(180.000001),
+        &["longtitude"],
+    ),
+    (
+        SendKind::Location,
+        |b| {
+            remove(b, "longtitude");
+            b["longitude"] = json!(-181);
+        },
+        &["longitude"],
+    ),
+    (
+        SendKind::Location,
+        |b| b["longitude"] = json!(-78.948237),
+        &["longitude"],
+    ),
+    (SendKind::Location, |b| b["name"] = json!(7), &["name"]),
+    (
+        SendKind::Location,
+        |b| b["address"] = json!(["Durham"]),
+        &["address"],
+    ),
+    (SendKind::RequestLocation, |b| remove(b, "text"), &["text"]),
+    (
+        SendKind::RequestLocation,
+        |b| b["text"] = json!(false),
+        &["text"],
+    ),
+    (
+        SendKind::RequestLocation,
+        |b| b["text"] = json!("a".repeat(1025)),
+        &["text"],
+    ),
+    (SendKind::Flows, |b| remove(b, "text"), &["text"]),
+    (SendKind::Flows, |b| remove(b, "flowId"), &["flowId"]),
+    (SendKind::Flows, |b| b["flowId"] = json!(42), &["flowId"]),
+    (SendKind::Flows, |b| remove(b, "flowCta"), &["flowCta"]),
+    (
+        SendKind::Flows,
+        |b| b["flowCta"] = json!("Share all your details"),
+        &["flowCta"],
+    ),
+    (SendKind::Flows, |b| remove(b, "screen"), &["screen"]),
+    (SendKind::Flows, |b| b["data"] = json!("service"), &["data"]),
 ];
 
 /// Several rules broken at once, common fields included.
@@ -295,6 +384,35 @@ const SEVERAL: &[Case] = &[
             b["phones"] = json!([{"type": "Cell"}, {"phone": "1", "type": "Cell", "waId": 1}]);
         },
         &["name", "phones[0].phone", "phones[1].waId"],
+    ),
+    (
+        SendKind::Location,
+        |b| {
+            b["latitude"] = json!(100);
+            b["longitude"] = json!(1);
+            b["address"] = json!(1);
+            remove(b, "messageId");
+        },
+        &["messageId", "latitude", "longitude", "address"],
+    ),
+    (
+        SendKind::RequestLocation,
+        |b| {
+            b["text"] = json!("a".repeat(1025));
+            b["to"] = json!("2547");
+            b["from"] = json!(254110090747u64);
+        },
+        &["text", "to", "from"],
+    ),
+    (
+        SendKind::Flows,
+        |b| {
+            remove(b, "text");
+            b["flowCta"] = json!("x".repeat(21));
+            b["screen"] = json!({"id": "DETAILS"});
+            b["data"] = json!([]);
+        },
+        &["text", "flowCta", "screen", "data"],
     ),
 ];
 
@@ -380,6 +498,43 @@ async fn the_tables_names_for_a_body_text_and_a_language_are_accepted() {
 }
 
 #[tokio::test]
+async fn a_location_given_as_longitude_goes_as_the_pages_longtitude() {
+    let app = spawn_app().await;
+    let mut body = example(SendKind::Location);
+    body["longitude"] = body["longtitude"].take();
+    remove(&mut body, "longtitude");
+    let response = app.post_json("/location", &body).await;
+    assert_eq!(response.status(), 200);
+    let sent = app.gateway.next_request().await;
+    assert_eq!(sent.path, "/api/v1/whatsapp/location");
+    assert_eq!(sent.body, example(SendKind::Location));
+    // The same send under the other spelling: a replay, not a second message.
+    let again = app
+        .post_json("/api/v1/whatsapp/location", &example(SendKind::Location))
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.gateway.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_flows_data_object_is_forwarded_as_sent() {
+    let app = spawn_app().await;
+    let body = r#"{"messageId":"flow-raw-1","to":"254717746565","from":"254110090747",
+        "text":"Details?","flowId":"2044724355999872","flowCta":"Share Details!",
+        "screen":"DETAILS","data":{"zeta": 1.50, "alpha": [true, null]}}"#;
+    let response = app
+        .post_raw("/interactive/flows", "application/json", body.to_owned())
+        .await;
+    assert_eq!(response.status(), 200);
+    let sent = app.gateway.next_request().await;
+    assert_eq!(
+        sent.body["data"],
+        json!({"zeta": 1.50, "alpha": [true, null]})
+    );
+}
+
+#[tokio::test]
 async fn each_documented_rule_refuses_on_its_own() {
     for (kind, change, expected) in RULES {
         refused_with(*kind, *change, expected).await;
@@ -414,6 +569,19 @@ async fn a_rule_error_says_what_is_wrong() {
         answer["errors"][0]["message"],
         "must be at most 4096 characters"
     );
+    let mut body = example(SendKind::Location);
+    body["longitude"] = json!(-78.948237);
+    body["latitude"] = json!(90.5);
+    let answer = envelope(app.post_json("/location", &body).await).await;
+    assert_eq!(
+        answer["errors"],
+        json!([
+            {"field": "latitude", "message": "must be between -90 and 90"},
+            {"field": "longitude",
+             "message": "must not be given with longtitude (the same field, spelled as the page spells it)"}
+        ])
+    );
+    assert_eq!(app.gateway.calls(), 0);
 }
 
 #[tokio::test]
@@ -533,6 +701,9 @@ fn unacceptable(send_type: &SendType) -> Value {
         SendKind::Template => "template",
         SendKind::Buttons | SendKind::List => "buttons",
         SendKind::Contact => "phones",
+        SendKind::Location => "latitude",
+        SendKind::RequestLocation => "text",
+        SendKind::Flows => "flowId",
     };
     remove(&mut body, field);
     body

@@ -32,6 +32,15 @@ fn slow_vars<'a>(url: &'a str, prefix: &'a str, failure: &'a str) -> Vec<(&'a st
     vars
 }
 
+/// One send through each relay before the stall, as a relay that has been running has: its
+/// connection to Redis is up. (A connection still being made when the stall begins has not
+/// sent the claim at all; its completion then lands only on its next background try, and a
+/// duplicate arriving in between finds nothing to wait on.)
+async fn warm_up(a: &impl Relay, b: &impl Relay) {
+    assert_eq!(send(a, &media_body("warm-a")).await.status, 200);
+    assert_eq!(send(b, &media_body("warm-b")).await.status, 200);
+}
+
 /// Stalls Redis for `millis` in `mode` (`WRITE` or `ALL`).
 async fn stall(redis: &RedisServer, millis: u32, mode: &str) {
     let answer = redis
@@ -53,6 +62,7 @@ async fn check_open_mode_stall_during_a_claim(mode: &str) {
     let (url, prefix) = (redis.url(), unique_prefix());
     let (a, b) = two_replicas(&slow_vars(&url, &prefix, "open")).await;
     let id = format!("slow-open-{mode}");
+    warm_up(&a, &b).await;
     let calls = a.gateway.calls();
 
     stall(&redis, 600, mode).await;
@@ -89,6 +99,7 @@ async fn check_closed_mode_stall_during_a_claim(mode: &str) {
     let (url, prefix) = (redis.url(), unique_prefix());
     let (a, b) = two_replicas(&slow_vars(&url, &prefix, "closed")).await;
     let id = format!("slow-closed-{mode}");
+    warm_up(&a, &b).await;
     let calls = a.gateway.calls();
 
     stall(&redis, 600, mode).await;

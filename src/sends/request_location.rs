@@ -1,0 +1,121 @@
+//! `POST /request_location` (Lipachat's "Request Location" page; SPEC "Every Lipachat send"):
+//! a text with WhatsApp's "Send location" button, inside the 24-hour window.
+//!
+//! The page documents one field of its own, `text` ("Message body text. Supports URLs.
+//! Maximum 1024 characters."), and its example sends it: a required string of at most 1024
+//! characters. No minimum is documented, so an empty text is the gateway's to judge.
+
+use utoipa::ToSchema;
+
+use crate::openapi::SendCommon;
+use crate::validate::{Check, longer_than};
+
+pub const MAX_TEXT_CHARS: usize = 1024;
+
+/// The type's own fields, in the order they are forwarded.
+pub const FIELDS: &[&str] = &["text"];
+
+/// The request-location rules.
+pub fn check(check: &mut Check<'_>) {
+    if let Some(text) = check.required_string("text", check.get("text"))
+        && longer_than(&text, MAX_TEXT_CHARS)
+    {
+        check.error("text", "must be at most 1024 characters");
+    }
+}
+
+// The OpenAPI schema only: the request is read raw, never into this type.
+/// `POST /request_location` (Lipachat's "Request Location"): a text with WhatsApp's "Send
+/// location" button.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub struct RequestLocationRequest {
+    #[serde(flatten)]
+    common: SendCommon,
+    /// The message shown above WhatsApp's "Send location" button; may hold URLs.
+    #[schema(
+        max_length = 1024,
+        example = "Let's start with your pickup. Share your current location."
+    )]
+    text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sends::SendKind;
+    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use serde_json::{Value, json};
+
+    /// The page's example, with a phone number in place of its placeholder.
+    fn example() -> Value {
+        json!({
+            "messageId": "b3e1e37c-e50b-48b2-8972-6cc659ac33d2",
+            "to": "254712345678",
+            "from": "254110090747",
+            "text": "Let's start with your pickup. You can either manually *enter an address* or *share your current location*."
+        })
+    }
+
+    #[test]
+    fn the_documented_example_is_forwarded_in_order() {
+        let request = run(SendKind::RequestLocation, &example()).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&request.body).unwrap(),
+            r#"{"messageId":"b3e1e37c-e50b-48b2-8972-6cc659ac33d2","text":"Let's start with your pickup. You can either manually *enter an address* or *share your current location*.","from":"254110090747","to":"254712345678"}"#
+        );
+    }
+
+    #[test]
+    fn text_is_a_required_string() {
+        let mut body = example();
+        body.as_object_mut().unwrap().remove("text");
+        assert_eq!(
+            errors(SendKind::RequestLocation, &body),
+            [("text".into(), "is required".into())]
+        );
+        body["text"] = json!(["pickup"]);
+        assert_eq!(
+            errors(SendKind::RequestLocation, &body),
+            [("text".into(), "must be a string".into())]
+        );
+    }
+
+    #[test]
+    fn text_is_at_most_1024_characters() {
+        let mut body = example();
+        body["text"] = json!("é".repeat(1024));
+        assert!(run(SendKind::RequestLocation, &body).is_ok());
+        body["text"] = json!("a".repeat(1025));
+        assert_eq!(
+            errors(SendKind::RequestLocation, &body),
+            [("text".into(), "must be at most 1024 characters".into())]
+        );
+    }
+
+    #[test]
+    fn an_empty_text_is_left_to_the_gateway() {
+        let mut body = example();
+        body["text"] = json!("");
+        assert!(run(SendKind::RequestLocation, &body).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_kept() {
+        let mut body = example();
+        body["footer"] = json!("Reply STOP to opt out");
+        assert_eq!(forwarded(SendKind::RequestLocation, &body), body);
+    }
+
+    #[test]
+    fn every_error_is_reported_together() {
+        let body = json!({"text": 1, "to": "12", "from": "254110090747"});
+        assert_eq!(
+            fields(SendKind::RequestLocation, &body),
+            ["messageId", "text", "to"]
+        );
+    }
+}

@@ -22,8 +22,7 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{
-    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ArrayItems, ObjectBuilder, OneOfBuilder, SchemaType,
-    Type,
+    AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
 };
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Required, ResponseBuilder,
@@ -32,351 +31,26 @@ use utoipa::openapi::{
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::ErrorEnvelope;
+use crate::sends::buttons::{ButtonsRequest, ReplyButton};
+use crate::sends::common::{SendCommon, sender};
+use crate::sends::contact::{ContactName, ContactPhone, ContactRequest};
 use crate::sends::flows::FlowsRequest;
+use crate::sends::list::{ListRequest, ListRow, ListSection};
 use crate::sends::location::LocationRequest;
+use crate::sends::media::{DocumentMediaRequest, MediaCommon, MediaRequest, OtherMediaRequest};
 use crate::sends::request_location::RequestLocationRequest;
+use crate::sends::template::{
+    HeaderFormat, Template, TemplateBody, TemplateButton, TemplateButtonType, TemplateCategory,
+    TemplateComponents, TemplateFooter, TemplateHeader, TemplateRequest, template_button_targets,
+};
+use crate::sends::text::TextRequest;
 use crate::sends::{SEND_TYPES, SendKind, SendType};
 use crate::templates::{ListedTemplate, TemplateListing, TemplateListingData};
 use crate::validate::FieldError;
 
-/// A phone number with country code: 8–15 digits once `+`, spaces, dashes and parentheses are
-/// stripped.
-const PHONE_PATTERN: &str = r"^[ +()-]*([0-9][ +()-]*){8,15}$";
-/// 1–128 characters, none of them a control character.
-const MESSAGE_ID_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]{1,128}$";
 /// `https://` (any case), a DNS host whose last label starts with a letter, an optional port,
 /// and a path of printable ASCII without spaces: exactly the shape `validate` accepts.
 const MEDIA_URL_PATTERN: &str = r"^[Hh][Tt][Tt][Pp][Ss]://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[!-~]*)?$";
-
-/// Fields every send has. Unknown fields are forwarded to the gateway unchanged; `apiKey` is
-/// not needed. A JSON null counts as absent.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct SendCommon {
-    /// The caller's unique id for this message: the deduplication key, across every send
-    /// type. 1–128 characters, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 128,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$",
-        example = "order-1234-receipt"
-    )]
-    message_id: String,
-    /// Sender, with country code. Required unless the relay has `LIPACHAT_DEFAULT_FROM`.
-    #[schema(
-        pattern = "^[ +()-]*([0-9][ +()-]*){8,15}$",
-        example = "254110090747",
-        nullable = false
-    )]
-    from: Option<String>,
-    /// Recipient, with country code.
-    #[schema(
-        pattern = "^[ +()-]*([0-9][ +()-]*){8,15}$",
-        example = "+254 712 345 678"
-    )]
-    to: String,
-}
-
-/// Fields every media send has (Lipachat's "Sending Media" page).
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct MediaCommon {
-    #[serde(flatten)]
-    common: SendCommon,
-    /// Absolute https:// URL of the media, with a host; percent-encode anything outside
-    /// printable ASCII.
-    #[schema(
-        max_length = 2048,
-        pattern = "^[Hh][Tt][Tt][Pp][Ss]://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[!-~]*)?$",
-        example = "https://cdn.example.com/receipt.png"
-    )]
-    media_url: String,
-    /// Shown under the media.
-    #[schema(max_length = 1024)]
-    caption: Option<String>,
-}
-
-/// A DOCUMENT send, which may name the file.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct DocumentMediaRequest {
-    #[serde(flatten)]
-    common: MediaCommon,
-    /// DOCUMENT, any letter case.
-    #[schema(pattern = "^[Dd][Oo][Cc][Uu][Mm][Ee][Nn][Tt]$", example = "DOCUMENT")]
-    media_type: String,
-    /// The file name shown to the recipient: 1–240 characters, no `/` or `\`.
-    #[schema(min_length = 1, max_length = 240, pattern = "^[^/\\\\]{1,240}$")]
-    filename: Option<String>,
-}
-
-/// An IMAGE, VIDEO, AUDIO or STICKER send: no filename.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct OtherMediaRequest {
-    #[serde(flatten)]
-    common: MediaCommon,
-    /// IMAGE, VIDEO, AUDIO or STICKER, any letter case.
-    #[schema(
-        pattern = "^([Ii][Mm][Aa][Gg][Ee]|[Vv][Ii][Dd][Ee][Oo]|[Aa][Uu][Dd][Ii][Oo]|[Ss][Tt][Ii][Cc][Kk][Ee][Rr])$",
-        example = "IMAGE"
-    )]
-    media_type: String,
-    /// Only allowed with DOCUMENT.
-    #[schema(schema_with = null_only)]
-    filename: Option<String>,
-}
-
-/// A media send. Unknown fields are forwarded to the gateway unchanged; `apiKey` is not
-/// needed. A JSON null counts as absent.
-#[derive(ToSchema)]
-#[serde(untagged)]
-enum MediaRequest {
-    Document(DocumentMediaRequest),
-    Other(OtherMediaRequest),
-}
-
-fn null_only() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::Null)
-        .description(Some(
-            "Not allowed: filename goes only with mediaType DOCUMENT",
-        ))
-        .build()
-}
-
-/// `POST /message/text` (Lipachat's "Sending Messages"): a free-form text, inside the 24-hour
-/// window.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct TextRequest {
-    #[serde(flatten)]
-    common: SendCommon,
-    /// The text sent: at most 4096 characters (WhatsApp's limit).
-    #[schema(max_length = 4096, example = "Hello world")]
-    message: String,
-}
-
-/// `POST /template` (Lipachat's "Sending Message Templates"): a pre-approved template, the only
-/// message allowed outside the 24-hour window.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct TemplateRequest {
-    #[serde(flatten)]
-    common: SendCommon,
-    template: Template,
-}
-
-/// The template to send: its name and language (as `languageCode`, the page's example, or
-/// `language`, its table; at least one), and optionally its category and components.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct Template {
-    /// The approved template's name.
-    #[schema(example = "offer_830")]
-    name: String,
-    /// Language code, e.g. `en` (the name the page's example uses).
-    #[schema(example = "en")]
-    language_code: Option<String>,
-    /// Language code, e.g. `en` (the name the page's table uses).
-    language: Option<String>,
-    category: Option<TemplateCategory>,
-    components: Option<TemplateComponents>,
-}
-
-/// A template's category, spelled as documented.
-#[derive(ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum TemplateCategory {
-    Marketing,
-    Utility,
-    Authentication,
-}
-
-/// A template's parts, each optional.
-#[derive(ToSchema)]
-struct TemplateComponents {
-    header: Option<TemplateHeader>,
-    body: Option<TemplateBody>,
-    footer: Option<TemplateFooter>,
-    buttons: Option<Vec<TemplateButton>>,
-}
-
-/// A template header.
-#[derive(ToSchema)]
-struct TemplateHeader {
-    format: Option<HeaderFormat>,
-    /// Text of a TEXT header.
-    text: Option<String>,
-    /// File name of a DOCUMENT header.
-    filename: Option<String>,
-    /// Sample value of the header's variable, if it has one.
-    example: Option<String>,
-}
-
-/// A template header's format, spelled as documented.
-#[derive(ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum HeaderFormat {
-    Text,
-    Image,
-    Video,
-    Document,
-}
-
-/// A template body.
-#[derive(ToSchema)]
-struct TemplateBody {
-    /// Body text, with variables such as `{{1}}`.
-    text: Option<String>,
-    #[schema(schema_with = any_array)]
-    examples: Option<Vec<serde_json::Value>>,
-}
-
-/// A template footer.
-#[derive(ToSchema)]
-struct TemplateFooter {
-    text: Option<String>,
-}
-
-/// A template button. A PHONE_NUMBER button needs `phoneNumber`, a URL button `url`.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct TemplateButton {
-    #[serde(rename = "type")]
-    kind: Option<TemplateButtonType>,
-    /// The button's text.
-    text: Option<String>,
-    /// The number a PHONE_NUMBER button calls.
-    phone_number: Option<String>,
-    /// The address a URL button opens.
-    url: Option<String>,
-    /// Sample value, for PHONE_NUMBER and URL buttons.
-    example: Option<String>,
-}
-
-/// A template button's type, spelled as documented.
-#[derive(ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum TemplateButtonType {
-    PhoneNumber,
-    Url,
-    QuickReply,
-}
-
-/// `POST /interactive/buttons` (Lipachat's "Sending Buttons"): a body text (as `text`, the
-/// page's example, or `message`, its table; at least one) and 1 to 3 quick-reply buttons.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct ButtonsRequest {
-    #[serde(flatten)]
-    common: SendCommon,
-    /// The body text (the name the page's example uses).
-    #[schema(example = "Hello John Doe, are you interested to learn more about our products?")]
-    text: Option<String>,
-    /// The body text (the name the page's table uses).
-    message: Option<String>,
-    /// 1 to 3 buttons.
-    #[schema(min_items = 1, max_items = 3)]
-    buttons: Vec<ReplyButton>,
-}
-
-/// A quick-reply button.
-#[derive(ToSchema)]
-struct ReplyButton {
-    /// The button's id in your app, e.g. `1` or `YES_BTN`.
-    id: String,
-    /// The text shown on the button.
-    title: String,
-}
-
-/// `POST /interactive/list` (Lipachat's "Sending Interactive Lists"): a body text (as `body`,
-/// the page's example, or `message`, its table; at least one) and at most 10 sections with
-/// at most 10 rows in all sections together.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct ListRequest {
-    #[serde(flatten)]
-    common: SendCommon,
-    #[schema(example = "Welcome to Lipachat")]
-    header_text: Option<String>,
-    /// The body text (the name the page's example uses).
-    #[schema(example = "Please choose a product you would like below")]
-    body: Option<String>,
-    /// The body text (the name the page's table uses).
-    message: Option<String>,
-    /// The label of the button that opens the list.
-    #[schema(example = "Click Here")]
-    button_text: Option<String>,
-    /// The sections: at most 10, with at most 10 rows in all of them together.
-    #[schema(max_items = 10)]
-    buttons: Vec<ListSection>,
-}
-
-/// A section of a list.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct ListSection {
-    section_title: String,
-    /// The section's rows (at most 10 in all sections together).
-    #[schema(max_items = 10)]
-    section_items: Vec<ListRow>,
-}
-
-/// A row of a list.
-#[derive(ToSchema)]
-struct ListRow {
-    /// The row's id in your app.
-    id: String,
-    /// The text shown.
-    title: String,
-    /// Optional description.
-    description: Option<String>,
-}
-
-/// `POST /contact` (Lipachat's "Sending Contacts"): one contact card.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct ContactRequest {
-    #[serde(flatten)]
-    common: SendCommon,
-    name: ContactName,
-    phones: Vec<ContactPhone>,
-}
-
-/// The contact's name.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct ContactName {
-    /// Shown in the message next to the profile arrow.
-    #[schema(example = "Test User")]
-    formatted_name: String,
-}
-
-/// One of the contact's phone numbers.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct ContactPhone {
-    /// The number, as shown.
-    #[schema(example = "254712345678")]
-    phone: String,
-    /// The kind of number, e.g. cell, mobile, main, iPhone, home, work.
-    #[serde(rename = "type")]
-    #[schema(example = "Cell")]
-    kind: String,
-    /// The WhatsApp user id; without it the card shows an "Invite to WhatsApp" button.
-    wa_id: Option<String>,
-}
-
-/// `body.examples`: an array of any values, or null.
-fn any_array() -> ArrayBuilder {
-    ArrayBuilder::new()
-        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
-        .description(Some("One value per variable of the text."))
-        .items(ArrayItems::RefOrSchema(Box::new(
-            utoipa::openapi::Object::with_type(SchemaType::AnyValue).into(),
-        )))
-}
 
 /// What the gateway says about an accepted send.
 #[derive(Serialize, ToSchema)]
@@ -617,7 +291,7 @@ fn templates_operation(alias: bool, has_default_from: bool) -> Operation {
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
                 .description(Some("The business (WABA or sandbox) number"))
-                .schema(Some(phone_schema())),
+                .schema(Some(sender())),
         )
     } else {
         (
@@ -634,7 +308,7 @@ fn templates_operation(alias: bool, has_default_from: bool) -> Operation {
                 .description(Some(
                     "The business (WABA or sandbox) number; LIPACHAT_DEFAULT_FROM when absent",
                 ))
-                .schema(Some(phone_schema())),
+                .schema(Some(sender())),
         )
     };
     let relay = "ErrorEnvelope";
@@ -703,13 +377,6 @@ fn templates_operation(alias: bool, has_default_from: bool) -> Operation {
         .parameter(parameter)
         .responses(responses)
         .build()
-}
-
-fn phone_schema() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(PHONE_PATTERN))
-        .examples([serde_json::json!("254110090747")])
 }
 
 /// A JSON answer with this schema; every answer carries `x-request-id`.
@@ -784,33 +451,6 @@ fn also_match(doc: &mut Document, schema: &str, rule: RefOr<Schema>) {
     schemas.insert(schema.to_owned(), combined.into());
 }
 
-/// A template button's target by its type (sends::template): PHONE_NUMBER needs
-/// `phoneNumber`, URL needs `url`, QUICK_REPLY and a button without a type need none.
-fn template_button_targets() -> Vec<ObjectBuilder> {
-    let typed = |kind: &str| {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::AnyValue)
-            .property(
-                "type",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .enum_values(Some([kind])),
-            )
-            .required("type")
-    };
-    let string = || ObjectBuilder::new().schema_type(Type::String);
-    vec![
-        typed("PHONE_NUMBER")
-            .property("phoneNumber", string())
-            .required("phoneNumber"),
-        typed("URL").property("url", string()).required("url"),
-        typed("QUICK_REPLY"),
-        ObjectBuilder::new()
-            .schema_type(SchemaType::AnyValue)
-            .property("type", ObjectBuilder::new().schema_type(Type::Null)),
-    ]
-}
-
 /// The document, with every send path and the rules derive cannot say.
 fn document(has_default_from: bool) -> Document {
     let mut doc = ApiDoc::openapi();
@@ -881,6 +521,7 @@ pub fn document_json(has_default_from: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sends::common::{MESSAGE_ID_PATTERN, PHONE_PATTERN};
     use serde_json::Value;
 
     fn served(has_default_from: bool) -> Value {
@@ -986,6 +627,40 @@ mod tests {
             schemas["ListSection"]["properties"]["sectionItems"]["maxItems"],
             crate::sends::list::MAX_ROWS
         );
+        use crate::sends::{flows, location, media, request_location};
+        let common = &schemas["SendCommon"]["properties"];
+        assert_eq!(
+            common["messageId"]["maxLength"],
+            crate::validate::MAX_MESSAGE_ID_CHARS
+        );
+        let media_common = &schemas["MediaCommon"]["allOf"][1]["properties"];
+        assert_eq!(
+            media_common["mediaUrl"]["maxLength"],
+            media::MAX_MEDIA_URL_CHARS
+        );
+        assert_eq!(media_common["caption"]["maxLength"], media::MAX_CAPTION_CHARS);
+        let document = &schemas["DocumentMediaRequest"]["allOf"][1]["properties"];
+        assert_eq!(
+            document["filename"]["maxLength"],
+            media::MAX_FILENAME_CHARS
+        );
+        assert_eq!(
+            own("RequestLocationRequest")["properties"]["text"]["maxLength"],
+            request_location::MAX_TEXT_CHARS
+        );
+        assert_eq!(
+            own("FlowsRequest")["properties"]["flowCta"]["maxLength"],
+            flows::MAX_FLOW_CTA_CHARS
+        );
+        let place = &schemas["LocationRequest"]["allOf"][0]["allOf"][1]["properties"];
+        for (field, (min, max)) in [
+            ("latitude", location::LATITUDE_RANGE),
+            ("longtitude", location::LONGITUDE_RANGE),
+            ("longitude", location::LONGITUDE_RANGE),
+        ] {
+            assert_eq!(place[field]["minimum"], min, "{field}");
+            assert_eq!(place[field]["maximum"], max, "{field}");
+        }
         let enums = [
             ("TemplateCategory", crate::sends::template::CATEGORIES),
             ("HeaderFormat", crate::sends::template::HEADER_FORMATS),

@@ -8,6 +8,10 @@
 //! sets no length for ids or titles and does not ask for them to be unique, so neither is
 //! checked.
 
+use utoipa::ToSchema;
+
+use super::common::SendCommon;
+
 use crate::validate::{Check, FieldPath};
 
 pub const MIN_BUTTONS: usize = 1;
@@ -26,7 +30,10 @@ pub fn check(check: &mut Check<'_>) {
         return;
     };
     if !(MIN_BUTTONS..=MAX_BUTTONS).contains(&buttons.len()) {
-        check.error("buttons", "must have 1 to 3 buttons");
+        check.error(
+            "buttons",
+            format!("must have {MIN_BUTTONS} to {MAX_BUTTONS} buttons"),
+        );
     }
     let field = FieldPath::Top("buttons");
     for (index, raw) in buttons.into_iter().enumerate() {
@@ -36,6 +43,41 @@ pub fn check(check: &mut Check<'_>) {
             check.required_string_type(at.key("title"), button.get("title"));
         }
     }
+}
+
+// The OpenAPI schema only: the request is read raw, never into these types.
+/// `POST /interactive/buttons` (Lipachat's "Sending Buttons"): a body text (as `text`, the
+/// page's example, or `message`, its table; at least one) and 1 to 3 quick-reply buttons.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct ButtonsRequest {
+    #[serde(flatten)]
+    common: SendCommon,
+    /// The body text (the name the page's example uses).
+    #[schema(example = "Hello John Doe, are you interested to learn more about our products?")]
+    text: Option<String>,
+    /// The body text (the name the page's table uses).
+    message: Option<String>,
+    /// 1 to 3 buttons.
+    #[schema(min_items = 1, max_items = 3)]
+    buttons: Vec<ReplyButton>,
+}
+
+/// A quick-reply button.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct ReplyButton {
+    /// The button's id in your app, e.g. `1` or `YES_BTN`.
+    id: String,
+    /// The text shown on the button.
+    title: String,
 }
 
 #[cfg(test)]

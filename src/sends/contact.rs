@@ -10,6 +10,10 @@
 //! sends "Cell"), so any string goes; the phone itself is not reformatted, since it is shown
 //! to the recipient as written. No count of phones is documented, so none is checked.
 
+use utoipa::ToSchema;
+
+use super::common::SendCommon;
+
 use crate::validate::{Check, FieldPath};
 
 /// The type's own fields, in the order they are forwarded.
@@ -33,6 +37,53 @@ pub fn check(check: &mut Check<'_>) {
             check.optional_string_type(at.key("waId"), phone.get("waId"));
         }
     }
+}
+
+// The OpenAPI schema only: the request is read raw, never into these types.
+/// `POST /contact` (Lipachat's "Sending Contacts"): one contact card.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct ContactRequest {
+    #[serde(flatten)]
+    common: SendCommon,
+    name: ContactName,
+    phones: Vec<ContactPhone>,
+}
+
+/// The contact's name.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct ContactName {
+    /// Shown in the message next to the profile arrow.
+    #[schema(example = "Test User")]
+    formatted_name: String,
+}
+
+/// One of the contact's phone numbers.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct ContactPhone {
+    /// The number, as shown.
+    #[schema(example = "254712345678")]
+    phone: String,
+    /// The kind of number, e.g. cell, mobile, main, iPhone, home, work.
+    #[serde(rename = "type")]
+    #[schema(example = "Cell")]
+    kind: String,
+    /// The WhatsApp user id; without it the card shows an "Invite to WhatsApp" button.
+    wa_id: Option<String>,
 }
 
 #[cfg(test)]

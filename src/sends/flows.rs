@@ -11,7 +11,7 @@
 
 use utoipa::ToSchema;
 
-use crate::openapi::SendCommon;
+use super::common::SendCommon;
 use crate::validate::{Check, longer_than};
 
 pub const MAX_FLOW_CTA_CHARS: usize = 20;
@@ -26,7 +26,10 @@ pub fn check(check: &mut Check<'_>) {
     if let Some(cta) = check.required_string("flowCta", check.get("flowCta"))
         && longer_than(&cta, MAX_FLOW_CTA_CHARS)
     {
-        check.error("flowCta", "must be at most 20 characters");
+        check.error(
+            "flowCta",
+            format!("must be at most {MAX_FLOW_CTA_CHARS} characters"),
+        );
     }
     check.required_string_type("screen", check.get("screen"));
     check.optional_object("data", check.get("data"));

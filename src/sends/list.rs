@@ -10,6 +10,10 @@
 //! all sections together (the older one said "any number"; the newer one, which matches
 //! WhatsApp, stands). No minimum count and no lengths are documented, so none is checked.
 
+use utoipa::ToSchema;
+
+use super::common::SendCommon;
+
 use crate::validate::{Check, FieldPath};
 
 pub const MAX_SECTIONS: usize = 10;
@@ -30,7 +34,10 @@ pub fn check(check: &mut Check<'_>) {
         return;
     };
     if sections.len() > MAX_SECTIONS {
-        check.error("buttons", "must have at most 10 sections");
+        check.error(
+            "buttons",
+            format!("must have at most {MAX_SECTIONS} sections"),
+        );
     }
     let field = FieldPath::Top("buttons");
     let mut rows = 0;
@@ -57,9 +64,66 @@ pub fn check(check: &mut Check<'_>) {
     if rows > MAX_ROWS {
         check.error(
             "buttons",
-            "must have at most 10 rows in all sections together",
+            format!("must have at most {MAX_ROWS} rows in all sections together"),
         );
     }
+}
+
+// The OpenAPI schema only: the request is read raw, never into these types.
+/// `POST /interactive/list` (Lipachat's "Sending Interactive Lists"): a body text (as `body`,
+/// the page's example, or `message`, its table; at least one) and at most 10 sections with
+/// at most 10 rows in all sections together.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct ListRequest {
+    #[serde(flatten)]
+    common: SendCommon,
+    #[schema(example = "Welcome to Lipachat")]
+    header_text: Option<String>,
+    /// The body text (the name the page's example uses).
+    #[schema(example = "Please choose a product you would like below")]
+    body: Option<String>,
+    /// The body text (the name the page's table uses).
+    message: Option<String>,
+    /// The label of the button that opens the list.
+    #[schema(example = "Click Here")]
+    button_text: Option<String>,
+    /// The sections: at most 10, with at most 10 rows in all of them together.
+    #[schema(max_items = 10)]
+    buttons: Vec<ListSection>,
+}
+
+/// A section of a list.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct ListSection {
+    section_title: String,
+    /// The section's rows (at most 10 in all sections together).
+    #[schema(max_items = 10)]
+    section_items: Vec<ListRow>,
+}
+
+/// A row of a list.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct ListRow {
+    /// The row's id in your app.
+    id: String,
+    /// The text shown.
+    title: String,
+    /// Optional description.
+    description: Option<String>,
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 use utoipa::ToSchema;
 
-use crate::openapi::SendCommon;
+use super::common::SendCommon;
 use crate::validate::{Check, Forward};
 
 pub const LATITUDE_RANGE: (f64, f64) = (-90.0, 90.0);
@@ -31,7 +31,7 @@ pub fn check(check: &mut Check<'_>) {
     if let Some(latitude) = check.required_number("latitude", check.get("latitude"))
         && !within(latitude, LATITUDE_RANGE)
     {
-        check.error("latitude", "must be between -90 and 90");
+        check.error("latitude", between(LATITUDE_RANGE));
     }
     match (check.get("longtitude"), check.get("longitude")) {
         (None, None) => check.error("longtitude", "is required (or give it as longitude)"),
@@ -54,8 +54,13 @@ fn longitude(check: &mut Check<'_>, field: &'static str, raw: &serde_json::value
     if let Some(value) = check.number(field, raw)
         && !within(value, LONGITUDE_RANGE)
     {
-        check.error(field, "must be between -180 and 180");
+        check.error(field, between(LONGITUDE_RANGE));
     }
+}
+
+/// The refusal of a coordinate out of `range`.
+fn between((min, max): (f64, f64)) -> String {
+    format!("must be between {min} and {max}")
 }
 
 fn within(value: f64, (min, max): (f64, f64)) -> bool {

@@ -1,6 +1,10 @@
 //! `POST /media` (SPEC "POST /media", Lipachat's "Sending Media" page): image, video, audio,
 //! document or sticker by URL.
 
+use utoipa::ToSchema;
+
+use super::common::SendCommon;
+
 use std::borrow::Cow;
 
 use crate::validate::{Check, Forward};
@@ -78,21 +82,25 @@ pub fn check(check: &mut Check<'_>) {
     }
     if let Some(caption) = check.optional_string("caption", check.get("caption")) {
         if caption.chars().count() > MAX_CAPTION_CHARS {
-            check.error("caption", "must be at most 1024 characters");
+            check.error(
+                "caption",
+                format!("must be at most {MAX_CAPTION_CHARS} characters"),
+            );
         } else {
             check.forward("caption", Forward::Str(caption));
         }
     }
     if let Some(name) = check.optional_string("filename", check.get("filename")) {
-        let problem = if media_type.is_some_and(|t| t != MediaType::Document) {
-            Some("is only allowed with mediaType DOCUMENT")
-        } else if name.is_empty() || name.chars().count() > MAX_FILENAME_CHARS {
-            Some("must be 1 to 240 characters")
-        } else if name.contains(['/', '\\']) {
-            Some("must not contain / or \\")
-        } else {
-            None
-        };
+        let problem: Option<Cow<'static, str>> =
+            if media_type.is_some_and(|t| t != MediaType::Document) {
+                Some("is only allowed with mediaType DOCUMENT".into())
+            } else if name.is_empty() || name.chars().count() > MAX_FILENAME_CHARS {
+                Some(format!("must be 1 to {MAX_FILENAME_CHARS} characters").into())
+            } else if name.contains(['/', '\\']) {
+                Some("must not contain / or \\".into())
+            } else {
+                None
+            };
         match problem {
             Some(problem) => check.error("filename", problem),
             None => check.forward("filename", Forward::Str(name)),
@@ -110,10 +118,15 @@ pub fn has_media_url_shape(url: &str) -> bool {
 /// and whose last label starts with a letter (so it is never an IP address), an optional port
 /// up to 65535, then an optional path (which may carry a query) of printable ASCII without
 /// spaces. Each refusal says which of these the URL breaks.
-pub fn media_url_problem(url: &str) -> Option<&'static str> {
+pub fn media_url_problem(url: &str) -> Option<Cow<'static, str>> {
     if url.chars().count() > MAX_MEDIA_URL_CHARS {
-        return Some("must be at most 2048 characters");
+        return Some(format!("must be at most {MAX_MEDIA_URL_CHARS} characters").into());
     }
+    url_shape_problem(url).map(Cow::Borrowed)
+}
+
+/// What is wrong with the shape of a `mediaUrl` that is not too long, or `None`.
+fn url_shape_problem(url: &str) -> Option<&'static str> {
     let scheme_ok = url
         .get(..8)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
@@ -189,6 +202,91 @@ pub fn media_url_problem(url: &str) -> Option<&'static str> {
         return Some("must be printable ASCII without spaces (percent-encode the rest)");
     }
     None
+}
+
+// The OpenAPI schema only: the request is read raw, never into these types.
+/// Fields every media send has (Lipachat's "Sending Media" page).
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct MediaCommon {
+    #[serde(flatten)]
+    common: SendCommon,
+    /// Absolute https:// URL of the media, with a host; percent-encode anything outside
+    /// printable ASCII.
+    #[schema(
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[!-~]*)?$",
+        example = "https://cdn.example.com/receipt.png"
+    )]
+    media_url: String,
+    /// Shown under the media.
+    #[schema(max_length = 1024)]
+    caption: Option<String>,
+}
+
+/// A DOCUMENT send, which may name the file.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct DocumentMediaRequest {
+    #[serde(flatten)]
+    common: MediaCommon,
+    /// DOCUMENT, any letter case.
+    #[schema(pattern = "^[Dd][Oo][Cc][Uu][Mm][Ee][Nn][Tt]$", example = "DOCUMENT")]
+    media_type: String,
+    /// The file name shown to the recipient: 1–240 characters, no `/` or `\`.
+    #[schema(min_length = 1, max_length = 240, pattern = "^[^/\\\\]{1,240}$")]
+    filename: Option<String>,
+}
+
+/// An IMAGE, VIDEO, AUDIO or STICKER send: no filename.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct OtherMediaRequest {
+    #[serde(flatten)]
+    common: MediaCommon,
+    /// IMAGE, VIDEO, AUDIO or STICKER, any letter case.
+    #[schema(
+        pattern = "^([Ii][Mm][Aa][Gg][Ee]|[Vv][Ii][Dd][Ee][Oo]|[Aa][Uu][Dd][Ii][Oo]|[Ss][Tt][Ii][Cc][Kk][Ee][Rr])$",
+        example = "IMAGE"
+    )]
+    media_type: String,
+    /// Only allowed with DOCUMENT.
+    #[schema(schema_with = null_only)]
+    filename: Option<String>,
+}
+
+/// A media send. Unknown fields are forwarded to the gateway unchanged; `apiKey` is not
+/// needed. A JSON null counts as absent.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) enum MediaRequest {
+    Document(DocumentMediaRequest),
+    Other(OtherMediaRequest),
+}
+
+pub(crate) fn null_only() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .description(Some(
+            "Not allowed: filename goes only with mediaType DOCUMENT",
+        ))
+        .build()
 }
 
 #[cfg(test)]
@@ -331,7 +429,7 @@ mod tests {
         }
         let long = format!("https://cdn.example.com/{}", "a".repeat(2040));
         assert_eq!(
-            media_url_problem(&long),
+            media_url_problem(&long).as_deref(),
             Some("must be at most 2048 characters")
         );
     }

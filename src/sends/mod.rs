@@ -11,6 +11,7 @@
 //! optional; a field only one of them shows is checked for its type when given.
 
 pub mod buttons;
+pub(crate) mod common;
 pub mod contact;
 pub mod flows;
 pub mod list;

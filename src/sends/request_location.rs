@@ -7,7 +7,7 @@
 
 use utoipa::ToSchema;
 
-use crate::openapi::SendCommon;
+use super::common::SendCommon;
 use crate::validate::{Check, longer_than};
 
 pub const MAX_TEXT_CHARS: usize = 1024;
@@ -20,7 +20,10 @@ pub fn check(check: &mut Check<'_>) {
     if let Some(text) = check.required_string("text", check.get("text"))
         && longer_than(&text, MAX_TEXT_CHARS)
     {
-        check.error("text", "must be at most 1024 characters");
+        check.error(
+            "text",
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        );
     }
 }
 

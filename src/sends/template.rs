@@ -21,6 +21,12 @@
 //! cut-off example would have shown whether a send carries them at all. Template names'
 //! character rule is documented for creating a template only.
 
+use utoipa::ToSchema;
+use utoipa::openapi::ObjectBuilder;
+use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, SchemaType, Type};
+
+use super::common::SendCommon;
+
 use crate::validate::{Check, FieldPath};
 
 pub const CATEGORIES: &[&str] = &["MARKETING", "UTILITY", "AUTHENTICATION"];
@@ -93,6 +99,191 @@ pub fn check(check: &mut Check<'_>) {
             check.error(at.key(name), message);
         }
     }
+}
+
+// The OpenAPI schema only: the request is read raw, never into these types.
+/// `POST /template` (Lipachat's "Sending Message Templates"): a pre-approved template, the only
+/// message allowed outside the 24-hour window.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct TemplateRequest {
+    #[serde(flatten)]
+    common: SendCommon,
+    template: Template,
+}
+
+/// The template to send: its name and language (as `languageCode`, the page's example, or
+/// `language`, its table; at least one), and optionally its category and components.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct Template {
+    /// The approved template's name.
+    #[schema(example = "offer_830")]
+    name: String,
+    /// Language code, e.g. `en` (the name the page's example uses).
+    #[schema(example = "en")]
+    language_code: Option<String>,
+    /// Language code, e.g. `en` (the name the page's table uses).
+    language: Option<String>,
+    category: Option<TemplateCategory>,
+    components: Option<TemplateComponents>,
+}
+
+/// A template's category, spelled as documented.
+#[derive(ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) enum TemplateCategory {
+    Marketing,
+    Utility,
+    Authentication,
+}
+
+/// A template's parts, each optional.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct TemplateComponents {
+    header: Option<TemplateHeader>,
+    body: Option<TemplateBody>,
+    footer: Option<TemplateFooter>,
+    buttons: Option<Vec<TemplateButton>>,
+}
+
+/// A template header.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct TemplateHeader {
+    format: Option<HeaderFormat>,
+    /// Text of a TEXT header.
+    text: Option<String>,
+    /// File name of a DOCUMENT header.
+    filename: Option<String>,
+    /// Sample value of the header's variable, if it has one.
+    example: Option<String>,
+}
+
+/// A template header's format, spelled as documented.
+#[derive(ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) enum HeaderFormat {
+    Text,
+    Image,
+    Video,
+    Document,
+}
+
+/// A template body.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct TemplateBody {
+    /// Body text, with variables such as `{{1}}`.
+    text: Option<String>,
+    #[schema(schema_with = any_array)]
+    examples: Option<Vec<serde_json::Value>>,
+}
+
+/// A template footer.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct TemplateFooter {
+    text: Option<String>,
+}
+
+/// A template button. A PHONE_NUMBER button needs `phoneNumber`, a URL button `url`.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct TemplateButton {
+    #[serde(rename = "type")]
+    kind: Option<TemplateButtonType>,
+    /// The button's text.
+    text: Option<String>,
+    /// The number a PHONE_NUMBER button calls.
+    phone_number: Option<String>,
+    /// The address a URL button opens.
+    url: Option<String>,
+    /// Sample value, for PHONE_NUMBER and URL buttons.
+    example: Option<String>,
+}
+
+/// A template button's type, spelled as documented.
+#[derive(ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) enum TemplateButtonType {
+    PhoneNumber,
+    Url,
+    QuickReply,
+}
+
+/// `body.examples`: an array of any values, or null.
+pub(crate) fn any_array() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .description(Some("One value per variable of the text."))
+        .items(ArrayItems::RefOrSchema(Box::new(
+            utoipa::openapi::Object::with_type(SchemaType::AnyValue).into(),
+        )))
+}
+
+/// A template button's target by its type (sends::template): PHONE_NUMBER needs
+/// `phoneNumber`, URL needs `url`, QUICK_REPLY and a button without a type need none.
+pub(crate) fn template_button_targets() -> Vec<ObjectBuilder> {
+    let typed = |kind: &str| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .property(
+                "type",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([kind])),
+            )
+            .required("type")
+    };
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    vec![
+        typed("PHONE_NUMBER")
+            .property("phoneNumber", string())
+            .required("phoneNumber"),
+        typed("URL").property("url", string()).required("url"),
+        typed("QUICK_REPLY"),
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .property("type", ObjectBuilder::new().schema_type(Type::Null)),
+    ]
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 //! limit): at most 4096 characters. Lipachat documents no minimum, so an empty text is the
 //! gateway's to judge.
 
+use utoipa::ToSchema;
+
+use super::common::SendCommon;
+
 use crate::validate::{Check, longer_than};
 
 pub const MAX_MESSAGE_CHARS: usize = 4096;
@@ -18,8 +22,28 @@ pub fn check(check: &mut Check<'_>) {
     if let Some(message) = check.required_string("message", check.get("message"))
         && longer_than(&message, MAX_MESSAGE_CHARS)
     {
-        check.error("message", "must be at most 4096 characters");
+        check.error(
+            "message",
+            format!("must be at most {MAX_MESSAGE_CHARS} characters"),
+        );
     }
+}
+
+// The OpenAPI schema only: the request is read raw, never into these types.
+/// `POST /message/text` (Lipachat's "Sending Messages"): a free-form text, inside the 24-hour
+/// window.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "describes the request for the OpenAPI document only"
+)]
+pub(crate) struct TextRequest {
+    #[serde(flatten)]
+    common: SendCommon,
+    /// The text sent: at most 4096 characters (WhatsApp's limit).
+    #[schema(max_length = 4096, example = "Hello world")]
+    message: String,
 }
 
 #[cfg(test)]

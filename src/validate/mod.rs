@@ -230,7 +230,10 @@ fn describe_json_error(error: &serde_json::Error) -> String {
 fn check_message_id<'a>(id: Cow<'a, str>, check: &mut Check<'_>) -> Option<Cow<'a, str>> {
     let chars = id.chars().count();
     if chars == 0 || chars > MAX_MESSAGE_ID_CHARS {
-        check.error("messageId", "must be 1 to 128 characters");
+        check.error(
+            "messageId",
+            format!("must be 1 to {MAX_MESSAGE_ID_CHARS} characters"),
+        );
         return None;
     }
     if id.chars().any(char::is_control) {

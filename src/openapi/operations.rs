@@ -105,15 +105,7 @@ pub(super) fn send_responses() -> Responses {
         .response("504", json_response("Deadline or every attempt timed out", relay))
         .response(
             "default",
-            ResponseBuilder::new()
-                .description("Any other gateway answer, relayed byte for byte")
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
-                        .build(),
-                )
-                .header("x-request-id", request_id_header()),
+            any_other_answer("Any other gateway answer, relayed byte for byte"),
         )
         .build()
 }
@@ -192,15 +184,7 @@ pub(super) fn templates_operation(alias: bool, has_default_from: bool) -> Operat
         )
         .response(
             "default",
-            ResponseBuilder::new()
-                .description("Any other gateway answer, relayed byte for byte (never cached)")
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
-                        .build(),
-                )
-                .header("x-request-id", request_id_header()),
+            any_other_answer("Any other gateway answer, relayed byte for byte (never cached)"),
         )
         .build();
     OperationBuilder::new()
@@ -216,6 +200,19 @@ pub(super) fn templates_operation(alias: bool, has_default_from: bool) -> Operat
         .parameter(parameter)
         .responses(responses)
         .build()
+}
+
+/// Any other JSON answer of the gateway's, passed on.
+fn any_other_answer(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                .build(),
+        )
+        .header("x-request-id", request_id_header())
 }
 
 /// A JSON answer with this schema; every answer carries `x-request-id`.

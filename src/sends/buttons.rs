@@ -50,10 +50,7 @@ pub fn check(check: &mut Check<'_>) {
 /// page's example, or `message`, its table; at least one) and 1 to 3 quick-reply buttons.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct ButtonsRequest {
     #[serde(flatten)]
     common: SendCommon,
@@ -69,10 +66,7 @@ pub(crate) struct ButtonsRequest {
 
 /// A quick-reply button.
 #[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct ReplyButton {
     /// The button's id in your app, e.g. `1` or `YES_BTN`.
     id: String,

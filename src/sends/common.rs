@@ -19,10 +19,7 @@ pub(crate) const MESSAGE_ID_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]{1,1
 /// not needed. A JSON null counts as absent.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct SendCommon {
     /// The deduplication key (described by [`message_id`]).
     #[schema(schema_with = message_id)]

@@ -43,10 +43,7 @@ pub fn check(check: &mut Check<'_>) {
 /// `POST /contact` (Lipachat's "Sending Contacts"): one contact card.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct ContactRequest {
     #[serde(flatten)]
     common: SendCommon,
@@ -57,10 +54,7 @@ pub(crate) struct ContactRequest {
 /// The contact's name.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct ContactName {
     /// Shown in the message next to the profile arrow.
     #[schema(example = "Test User")]
@@ -70,10 +64,7 @@ pub(crate) struct ContactName {
 /// One of the contact's phone numbers.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct ContactPhone {
     /// The number, as shown.
     #[schema(example = "254712345678")]

@@ -12,7 +12,7 @@
 use utoipa::ToSchema;
 
 use super::common::SendCommon;
-use crate::validate::{Check, longer_than};
+use crate::validate::Check;
 
 pub const MAX_FLOW_CTA_CHARS: usize = 20;
 
@@ -23,14 +23,7 @@ pub const FIELDS: &[&str] = &["text", "flowId", "flowCta", "screen", "data"];
 pub fn check(check: &mut Check<'_>) {
     check.required_string_type("text", check.get("text"));
     check.required_string_type("flowId", check.get("flowId"));
-    if let Some(cta) = check.required_string("flowCta", check.get("flowCta"))
-        && longer_than(&cta, MAX_FLOW_CTA_CHARS)
-    {
-        check.error(
-            "flowCta",
-            format!("must be at most {MAX_FLOW_CTA_CHARS} characters"),
-        );
-    }
+    check.required_text("flowCta", MAX_FLOW_CTA_CHARS);
     check.required_string_type("screen", check.get("screen"));
     check.optional_object("data", check.get("data"));
 }
@@ -40,10 +33,7 @@ pub fn check(check: &mut Check<'_>) {
 /// a button.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub struct FlowsRequest {
     #[serde(flatten)]
     common: SendCommon,

@@ -75,10 +75,7 @@ pub fn check(check: &mut Check<'_>) {
 /// at most 10 rows in all sections together.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct ListRequest {
     #[serde(flatten)]
     common: SendCommon,
@@ -100,10 +97,7 @@ pub(crate) struct ListRequest {
 /// A section of a list.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct ListSection {
     section_title: String,
     /// The section's rows (at most 10 in all sections together).
@@ -113,10 +107,7 @@ pub(crate) struct ListSection {
 
 /// A row of a list.
 #[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct ListRow {
     /// The row's id in your app.
     id: String,

@@ -73,10 +73,7 @@ fn within(value: f64, (min, max): (f64, f64)) -> bool {
 /// `longtitude` (the page's spelling) or `longitude`, exactly one of them.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub struct LocationRequest {
     #[serde(flatten)]
     common: SendCommon,

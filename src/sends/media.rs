@@ -208,10 +208,7 @@ fn url_shape_problem(url: &str) -> Option<&'static str> {
 /// Fields every media send has (Lipachat's "Sending Media" page).
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct MediaCommon {
     #[serde(flatten)]
     common: SendCommon,
@@ -231,10 +228,7 @@ pub(crate) struct MediaCommon {
 /// A DOCUMENT send, which may name the file.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct DocumentMediaRequest {
     #[serde(flatten)]
     common: MediaCommon,
@@ -249,10 +243,7 @@ pub(crate) struct DocumentMediaRequest {
 /// An IMAGE, VIDEO, AUDIO or STICKER send: no filename.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct OtherMediaRequest {
     #[serde(flatten)]
     common: MediaCommon,
@@ -271,10 +262,7 @@ pub(crate) struct OtherMediaRequest {
 /// needed. A JSON null counts as absent.
 #[derive(ToSchema)]
 #[serde(untagged)]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) enum MediaRequest {
     Document(DocumentMediaRequest),
     Other(OtherMediaRequest),
@@ -293,36 +281,20 @@ pub(crate) fn null_only() -> utoipa::openapi::Object {
 mod tests {
     use super::*;
     use crate::sends::SendKind;
-    use crate::validate::{Invalid, SendRequest, validate};
+    use crate::sends::test_support::{self, media_example as valid};
+    use crate::validate::{Invalid, SendRequest};
     use serde_json::{Value, json};
 
-    fn valid() -> Value {
-        json!({
-            "messageId": "m-1",
-            "mediaType": "image",
-            "mediaUrl": "https://cdn.example.com/a.png",
-            "caption": "hi",
-            "from": "+254 110 090747",
-            "to": "(254) 712-345-678"
-        })
-    }
-
     fn run(value: &Value) -> Result<SendRequest, Invalid> {
-        validate(SendKind::Media.rules(), value.to_string().as_bytes(), None)
+        test_support::run(SendKind::Media, value)
     }
 
     fn errors(value: &Value) -> Vec<(String, String)> {
-        match run(value) {
-            Err(Invalid::Fields(errors)) => errors
-                .into_iter()
-                .map(|e| (e.field.into_owned(), e.message.into_owned()))
-                .collect(),
-            other => panic!("expected field errors, got {other:?}"),
-        }
+        test_support::errors(SendKind::Media, value)
     }
 
     fn fields(value: &Value) -> Vec<String> {
-        errors(value).into_iter().map(|(field, _)| field).collect()
+        test_support::fields(SendKind::Media, value)
     }
 
     #[test]

@@ -197,6 +197,18 @@ pub(crate) mod test_support {
     use super::SendKind;
     use crate::validate::{Invalid, SendRequest, validate};
 
+    /// A valid media send, with phone numbers written the way callers write them.
+    pub fn media_example() -> Value {
+        serde_json::json!({
+            "messageId": "m-1",
+            "mediaType": "image",
+            "mediaUrl": "https://cdn.example.com/a.png",
+            "caption": "hi",
+            "from": "+254 110 090747",
+            "to": "(254) 712-345-678"
+        })
+    }
+
     pub fn run(kind: SendKind, value: &Value) -> Result<SendRequest, Invalid> {
         validate(kind.rules(), value.to_string().as_bytes(), None)
     }
@@ -216,6 +228,36 @@ pub(crate) mod test_support {
                 .collect(),
             other => panic!("expected field errors, got {other:?}"),
         }
+    }
+
+    /// The rules of a required text of at most `max` characters, on `example` (a valid body
+    /// of `kind`): absent or null is "is required", another JSON type "must be a string",
+    /// `max` characters (more bytes) pass, one more is refused, and empty is the gateway's to
+    /// judge.
+    pub fn assert_required_text(kind: SendKind, example: &Value, field: &str, max: usize) {
+        let one_error = |body: &Value, message: &str| {
+            assert_eq!(
+                errors(kind, body),
+                [(field.to_owned(), message.to_owned())],
+                "{field}"
+            );
+        };
+        let mut body = example.clone();
+        body.as_object_mut().unwrap().remove(field);
+        one_error(&body, "is required");
+        body[field] = Value::Null;
+        one_error(&body, "is required");
+        body[field] = serde_json::json!([field]);
+        one_error(&body, "must be a string");
+        body[field] = serde_json::json!("é".repeat(max));
+        assert!(run(kind, &body).is_ok(), "{max} characters, more bytes");
+        body[field] = serde_json::json!("a".repeat(max + 1));
+        one_error(&body, &format!("must be at most {max} characters"));
+        body[field] = serde_json::json!("");
+        assert!(
+            run(kind, &body).is_ok(),
+            "an empty {field} is the gateway's to judge"
+        );
     }
 
     /// The fields named in the errors.

@@ -8,7 +8,7 @@
 use utoipa::ToSchema;
 
 use super::common::SendCommon;
-use crate::validate::{Check, longer_than};
+use crate::validate::Check;
 
 pub const MAX_TEXT_CHARS: usize = 1024;
 
@@ -17,14 +17,7 @@ pub const FIELDS: &[&str] = &["text"];
 
 /// The request-location rules.
 pub fn check(check: &mut Check<'_>) {
-    if let Some(text) = check.required_string("text", check.get("text"))
-        && longer_than(&text, MAX_TEXT_CHARS)
-    {
-        check.error(
-            "text",
-            format!("must be at most {MAX_TEXT_CHARS} characters"),
-        );
-    }
+    check.required_text("text", MAX_TEXT_CHARS);
 }
 
 // The OpenAPI schema only: the request is read raw, never into this type.
@@ -32,10 +25,7 @@ pub fn check(check: &mut Check<'_>) {
 /// location" button.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub struct RequestLocationRequest {
     #[serde(flatten)]
     common: SendCommon,
@@ -49,8 +39,9 @@ pub struct RequestLocationRequest {
 
 #[cfg(test)]
 mod tests {
+    use super::MAX_TEXT_CHARS;
     use crate::sends::SendKind;
-    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use crate::sends::test_support::{assert_required_text, fields, forwarded, run};
     use serde_json::{Value, json};
 
     /// The page's example, with a phone number in place of its placeholder.
@@ -73,37 +64,10 @@ mod tests {
     }
 
     #[test]
-    fn text_is_a_required_string() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("text");
-        assert_eq!(
-            errors(SendKind::RequestLocation, &body),
-            [("text".into(), "is required".into())]
-        );
-        body["text"] = json!(["pickup"]);
-        assert_eq!(
-            errors(SendKind::RequestLocation, &body),
-            [("text".into(), "must be a string".into())]
-        );
-    }
-
-    #[test]
-    fn text_is_at_most_1024_characters() {
-        let mut body = example();
-        body["text"] = json!("é".repeat(1024));
-        assert!(run(SendKind::RequestLocation, &body).is_ok());
-        body["text"] = json!("a".repeat(1025));
-        assert_eq!(
-            errors(SendKind::RequestLocation, &body),
-            [("text".into(), "must be at most 1024 characters".into())]
-        );
-    }
-
-    #[test]
-    fn an_empty_text_is_left_to_the_gateway() {
-        let mut body = example();
-        body["text"] = json!("");
-        assert!(run(SendKind::RequestLocation, &body).is_ok());
+    fn text_is_a_required_string_of_at_most_1024_characters() {
+        assert_eq!(MAX_TEXT_CHARS, 1024);
+        let kind = SendKind::RequestLocation;
+        assert_required_text(kind, &example(), "text", MAX_TEXT_CHARS);
     }
 
     #[test]

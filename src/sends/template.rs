@@ -106,10 +106,7 @@ pub fn check(check: &mut Check<'_>) {
 /// message allowed outside the 24-hour window.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct TemplateRequest {
     #[serde(flatten)]
     common: SendCommon,
@@ -120,10 +117,7 @@ pub(crate) struct TemplateRequest {
 /// `language`, its table; at least one), and optionally its category and components.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct Template {
     /// The approved template's name.
     #[schema(example = "offer_830")]
@@ -140,10 +134,7 @@ pub(crate) struct Template {
 /// A template's category, spelled as documented.
 #[derive(ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) enum TemplateCategory {
     Marketing,
     Utility,
@@ -152,10 +143,7 @@ pub(crate) enum TemplateCategory {
 
 /// A template's parts, each optional.
 #[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct TemplateComponents {
     header: Option<TemplateHeader>,
     body: Option<TemplateBody>,
@@ -165,10 +153,7 @@ pub(crate) struct TemplateComponents {
 
 /// A template header.
 #[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct TemplateHeader {
     format: Option<HeaderFormat>,
     /// Text of a TEXT header.
@@ -182,10 +167,7 @@ pub(crate) struct TemplateHeader {
 /// A template header's format, spelled as documented.
 #[derive(ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) enum HeaderFormat {
     Text,
     Image,
@@ -195,10 +177,7 @@ pub(crate) enum HeaderFormat {
 
 /// A template body.
 #[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct TemplateBody {
     /// Body text, with variables such as `{{1}}`.
     text: Option<String>,
@@ -208,10 +187,7 @@ pub(crate) struct TemplateBody {
 
 /// A template footer.
 #[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct TemplateFooter {
     text: Option<String>,
 }
@@ -219,10 +195,7 @@ pub(crate) struct TemplateFooter {
 /// A template button. A PHONE_NUMBER button needs `phoneNumber`, a URL button `url`.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct TemplateButton {
     #[serde(rename = "type")]
     kind: Option<TemplateButtonType>,
@@ -239,10 +212,7 @@ pub(crate) struct TemplateButton {
 /// A template button's type, spelled as documented.
 #[derive(ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) enum TemplateButtonType {
     PhoneNumber,
     Url,

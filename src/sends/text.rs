@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::common::SendCommon;
 
-use crate::validate::{Check, longer_than};
+use crate::validate::Check;
 
 pub const MAX_MESSAGE_CHARS: usize = 4096;
 
@@ -19,14 +19,7 @@ pub const FIELDS: &[&str] = &["message"];
 
 /// The text rules.
 pub fn check(check: &mut Check<'_>) {
-    if let Some(message) = check.required_string("message", check.get("message"))
-        && longer_than(&message, MAX_MESSAGE_CHARS)
-    {
-        check.error(
-            "message",
-            format!("must be at most {MAX_MESSAGE_CHARS} characters"),
-        );
-    }
+    check.required_text("message", MAX_MESSAGE_CHARS);
 }
 
 // The OpenAPI schema only: the request is read raw, never into these types.
@@ -34,10 +27,7 @@ pub fn check(check: &mut Check<'_>) {
 /// window.
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(
-    dead_code,
-    reason = "describes the request for the OpenAPI document only"
-)]
+#[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
 pub(crate) struct TextRequest {
     #[serde(flatten)]
     common: SendCommon,
@@ -48,8 +38,9 @@ pub(crate) struct TextRequest {
 
 #[cfg(test)]
 mod tests {
+    use super::MAX_MESSAGE_CHARS;
     use crate::sends::SendKind;
-    use crate::sends::test_support::{errors, fields, run};
+    use crate::sends::test_support::{assert_required_text, fields, run};
     use serde_json::{Value, json};
 
     /// The page's example, with phone numbers in place of its placeholders.
@@ -72,47 +63,9 @@ mod tests {
     }
 
     #[test]
-    fn message_is_required() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("message");
-        assert_eq!(
-            errors(SendKind::Text, &body),
-            [("message".into(), "is required".into())]
-        );
-        body["message"] = Value::Null;
-        assert_eq!(fields(SendKind::Text, &body), ["message"]);
-    }
-
-    #[test]
-    fn message_must_be_a_string() {
-        let mut body = example();
-        body["message"] = json!(["Hello"]);
-        assert_eq!(
-            errors(SendKind::Text, &body),
-            [("message".into(), "must be a string".into())]
-        );
-    }
-
-    #[test]
-    fn message_is_at_most_4096_characters() {
-        let mut body = example();
-        body["message"] = json!("é".repeat(4096));
-        assert!(
-            run(SendKind::Text, &body).is_ok(),
-            "4096 characters, more bytes"
-        );
-        body["message"] = json!("a".repeat(4097));
-        assert_eq!(
-            errors(SendKind::Text, &body),
-            [("message".into(), "must be at most 4096 characters".into())]
-        );
-    }
-
-    #[test]
-    fn an_empty_message_is_left_to_the_gateway() {
-        let mut body = example();
-        body["message"] = json!("");
-        assert!(run(SendKind::Text, &body).is_ok());
+    fn message_is_a_required_string_of_at_most_4096_characters() {
+        assert_eq!(MAX_MESSAGE_CHARS, 4096);
+        assert_required_text(SendKind::Text, &example(), "message", MAX_MESSAGE_CHARS);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 
 use super::raw::{RawObject, number_of, parse_array, string_of};
-use super::{FieldError, FieldPath};
+use super::{FieldError, FieldPath, longer_than};
 
 /// A field a send type's check wants forwarded in normalised form.
 pub enum Forward<'a> {
@@ -51,6 +51,15 @@ impl<'a> Check<'a> {
     }
 
     /// A required string: "is required" when absent, "must be a string" when not one.
+    /// A required top-level string of at most `max_chars` characters.
+    pub fn required_text(&mut self, field: &'static str, max_chars: usize) {
+        if let Some(text) = self.required_string(field, self.get(field))
+            && longer_than(&text, max_chars)
+        {
+            self.error(field, format!("must be at most {max_chars} characters"));
+        }
+    }
+
     pub fn required_string(
         &mut self,
         field: impl Into<Cow<'static, str>>,

@@ -253,28 +253,15 @@ fn phone(field: &'static str, text: &str, check: &mut Check<'_>) -> Option<Phone
 mod tests {
     use super::*;
     use crate::sends::SendKind;
+    use crate::sends::test_support::{self, media_example as valid};
     use serde_json::{Value, json};
 
-    fn valid() -> Value {
-        json!({
-            "messageId": "m-1",
-            "mediaType": "image",
-            "mediaUrl": "https://cdn.example.com/a.png",
-            "caption": "hi",
-            "from": "+254 110 090747",
-            "to": "(254) 712-345-678"
-        })
-    }
-
     fn run(value: &Value) -> Result<SendRequest, Invalid> {
-        validate(SendKind::Media.rules(), value.to_string().as_bytes(), None)
+        test_support::run(SendKind::Media, value)
     }
 
     fn fields(value: &Value) -> Vec<String> {
-        match run(value) {
-            Err(Invalid::Fields(errors)) => errors.into_iter().map(|e| e.field.into()).collect(),
-            other => panic!("expected field errors, got {other:?}"),
-        }
+        test_support::fields(SendKind::Media, value)
     }
 
     #[test]

@@ -1,112 +1,24 @@
-//! The application: shared state, the router, and `serve` with its drain (STYLE "Building
-//! the app"). `main`, `--mock-upstream` and every test build the same app; `serve` runs it on
+//! The application: the router and `serve` with its drain (STYLE "Building the app"). `main`,
+//! `--mock-upstream` and every test build the same app from an [`AppState`]; `serve` runs it on
 //! the relay's own accept loop ([`crate::server`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::routing::{get, post};
-use bytes::Bytes;
 use http::{HeaderValue, Request as HttpRequest};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
-use crate::config::Config;
-use crate::dedup::Dedup;
-use crate::dedup::memory::MemoryWindow;
-use crate::dedup::redis::RedisWindow;
-use crate::limit::Limits;
-use crate::metrics::Metrics;
-use crate::routes::send::{self, Slot};
-use crate::routes::{ops, templates};
+use crate::routes::{ops, send, templates};
 use crate::sends::SEND_TYPES;
 use crate::server;
-use crate::shutdown::Drain;
-use crate::store::{SharedStore, StoreSetupError};
-use crate::templates::ListingCache;
-use crate::upstream::{ClientBuildError, GatewayClient};
-
-/// What every request shares, behind one `Arc`: extractors clone the state per request, and
-/// a clone should be one reference count, not one per handle.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-/// The contents of [`AppState`].
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub gateway: GatewayClient,
-    pub dedup: Dedup,
-    pub limits: Limits,
-    /// The shared store, when `RELAY_REDIS_URL` is set.
-    pub store: Option<SharedStore>,
-    pub metrics: Arc<Metrics>,
-    pub drain: Drain,
-    pub openapi: Bytes,
-    /// The gateway's template listings, by business number (`GET /templates`).
-    pub templates: ListingCache,
-    /// `RELAY_MAX_IN_FLIGHT` slots.
-    slots: Arc<Semaphore>,
-}
-
-/// Why the state could not be built; reported at start-up.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error(transparent)]
-    Client(#[from] ClientBuildError),
-    #[error(transparent)]
-    Store(#[from] StoreSetupError),
-}
-
-impl AppState {
-    /// Builds the state for a configuration. Makes no connection: the gateway's and the
-    /// shared store's are opened on first use.
-    pub fn new(config: Config) -> Result<Self, StateError> {
-        let metrics = Arc::new(Metrics::new());
-        let gateway = GatewayClient::new(&config, Arc::clone(&metrics))?;
-        let store = SharedStore::new(&config.redis, Arc::clone(&metrics))?;
-        let memory = MemoryWindow::new(config.dedup_capacity, config.dedup_ttl);
-        let shared = store
-            .clone()
-            .map(|store| RedisWindow::new(store, config.dedup_ttl));
-        let dedup = Dedup::new(memory, shared, Arc::clone(&metrics));
-        let limits = Limits::new(config.limits, store.clone(), Arc::clone(&metrics));
-        let openapi = Bytes::from(crate::openapi::document_json(config.default_from.is_some()));
-        let slots = Arc::new(Semaphore::new(config.max_in_flight));
-        Ok(Self(Arc::new(Shared {
-            config: Arc::new(config),
-            gateway,
-            dedup,
-            limits,
-            store,
-            metrics,
-            drain: Drain::new(),
-            openapi,
-            templates: ListingCache::default(),
-            slots,
-        })))
-    }
-
-    /// A `RELAY_MAX_IN_FLIGHT` slot, or `None` when all are taken.
-    pub fn take_slot(&self) -> Option<Slot> {
-        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
-        Some(Slot::new(permit, self.metrics.in_flight()))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
+use crate::state::AppState;
 
 /// Request ids: 128 random bits as 32 hex digits (fastrand: no syscall per request), written
 /// on the stack: the header value is the one allocation.

@@ -10,7 +10,7 @@ use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::metrics::RequestOutcome;
+use crate::outcome::RequestOutcome;
 use crate::outcome::{LimitScope, SendFailure, UpstreamError};
 use crate::validate::{FieldError, Invalid};
 

@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::{Arc, OnceLock};
 
-use crate::outcome::LimitScope;
+use crate::outcome::{LimitScope, ListingResult, RequestOutcome};
 use crate::sends::SendKind;
 
 pub const METRIC_REQUESTS: &str = "lipachat_relay_requests";
@@ -50,87 +50,6 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 pub const STORE_BUCKETS: [f64; 10] = [
     0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 ];
-
-/// How a request ended: the `outcome` label and the log field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RequestOutcome {
-    /// The gateway answered 2xx.
-    Sent,
-    /// Answered from the dedup window without calling the gateway.
-    Replayed,
-    /// Waited on an identical request already in flight.
-    Coalesced,
-    /// Same `messageId`, different payload (422).
-    Conflict,
-    /// Malformed JSON, validation failure, wrong content type, too large or too slow
-    /// (400/408/413/415).
-    Invalid,
-    /// The gateway answered with a 4xx of its own, passed through.
-    Rejected,
-    /// The gateway failed: 5xx passed through, unreachable or non-JSON (502).
-    UpstreamError,
-    /// Deadline or attempt timeouts (504).
-    Timeout,
-    /// Load shed or draining (503).
-    Shed,
-    /// Refused by a rate limit (429).
-    RateLimited,
-    /// The shared store was unreachable with `RELAY_REDIS_FAILURE=closed` (503).
-    StoreUnavailable,
-}
-
-impl RequestOutcome {
-    pub const ALL: [Self; 11] = [
-        Self::Sent,
-        Self::Replayed,
-        Self::Coalesced,
-        Self::Conflict,
-        Self::Invalid,
-        Self::Rejected,
-        Self::UpstreamError,
-        Self::Timeout,
-        Self::Shed,
-        Self::RateLimited,
-        Self::StoreUnavailable,
-    ];
-
-    /// What the dedup window decided: `new` (went on to the gateway or its rate limit),
-    /// `replayed`, `coalesced`, `conflict`, or `none` for a request refused before it was
-    /// asked.
-    pub fn dedup_result(self) -> &'static str {
-        match self {
-            Self::Replayed => "replayed",
-            Self::Coalesced => "coalesced",
-            Self::Conflict => "conflict",
-            Self::Invalid | Self::Shed | Self::StoreUnavailable => "none",
-            Self::Sent
-            | Self::Rejected
-            | Self::UpstreamError
-            | Self::Timeout
-            | Self::RateLimited => "new",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sent => "sent",
-            Self::Replayed => "replayed",
-            Self::Coalesced => "coalesced",
-            Self::Conflict => "conflict",
-            Self::Invalid => "invalid",
-            Self::Rejected => "rejected",
-            Self::UpstreamError => "upstream_error",
-            Self::Timeout => "timeout",
-            Self::Shed => "shed",
-            Self::RateLimited => "rate_limited",
-            Self::StoreUnavailable => "store_unavailable",
-        }
-    }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -192,29 +111,6 @@ impl StoreOp {
 
     fn index(self) -> usize {
         Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
-    }
-}
-
-/// How a `GET /templates` request was answered: the `result` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ListingResult {
-    /// From the cache, without calling the gateway.
-    Cached,
-    /// The gateway's 2xx answer, now cached.
-    Fetched,
-    /// Anything else (refused, gateway error, unreachable): not cached.
-    Failed,
-}
-
-impl ListingResult {
-    pub const ALL: [Self; 3] = [Self::Cached, Self::Fetched, Self::Failed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Cached => "cached",
-            Self::Fetched => "fetched",
-            Self::Failed => "failed",
-        }
     }
 }
 

@@ -26,10 +26,11 @@ use serde_json::{Value, json};
 
 use crate::config::ApiKey;
 use crate::error::now_rfc3339;
+use crate::headers::HEADER_API_KEY;
 use crate::phone::PhoneNumber;
 use crate::sends::media::MediaType;
 use crate::sends::{SEND_TYPES, SendKind};
-use crate::upstream::{GATEWAY_TEMPLATES_PATH, HEADER_API_KEY};
+use crate::upstream::GATEWAY_TEMPLATES_PATH;
 use crate::validate::validate;
 
 pub const PATH_SENDS: &str = "/mock/sends";

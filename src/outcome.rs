@@ -1,7 +1,9 @@
 //! What a send ends with (SPEC "Answers"): a leaf module shared by the gateway client, which
 //! produces [`GatewayReply`]s and [`UpstreamError`]s, the rate limits, the dedup stores, which
 //! hand one [`Outcome`] to the leader of a send and every caller coalesced onto it, and the
-//! error module, which turns a [`SendFailure`] into the relay's own answer.
+//! error module, which turns a [`SendFailure`] into the relay's own answer. How a request
+//! ended, [`RequestOutcome`] (and [`ListingResult`] for `GET /templates`), is here too: the
+//! metrics, the log line and the error module label a request with it.
 
 use std::time::Duration;
 
@@ -106,3 +108,108 @@ pub enum SendFailure {
 
 /// What a send ended with, shared by its leader and every coalesced caller.
 pub type Outcome = Result<GatewayReply, SendFailure>;
+
+/// How a request ended: the `outcome` label and the log field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    /// The gateway answered 2xx.
+    Sent,
+    /// Answered from the dedup window without calling the gateway.
+    Replayed,
+    /// Waited on an identical request already in flight.
+    Coalesced,
+    /// Same `messageId`, different payload (422).
+    Conflict,
+    /// Malformed JSON, validation failure, wrong content type, too large or too slow
+    /// (400/408/413/415).
+    Invalid,
+    /// The gateway answered with a 4xx of its own, passed through.
+    Rejected,
+    /// The gateway failed: 5xx passed through, unreachable or non-JSON (502).
+    UpstreamError,
+    /// Deadline or attempt timeouts (504).
+    Timeout,
+    /// Load shed or draining (503).
+    Shed,
+    /// Refused by a rate limit (429).
+    RateLimited,
+    /// The shared store was unreachable with `RELAY_REDIS_FAILURE=closed` (503).
+    StoreUnavailable,
+}
+
+impl RequestOutcome {
+    pub const ALL: [Self; 11] = [
+        Self::Sent,
+        Self::Replayed,
+        Self::Coalesced,
+        Self::Conflict,
+        Self::Invalid,
+        Self::Rejected,
+        Self::UpstreamError,
+        Self::Timeout,
+        Self::Shed,
+        Self::RateLimited,
+        Self::StoreUnavailable,
+    ];
+
+    /// What the dedup window decided: `new` (went on to the gateway or its rate limit),
+    /// `replayed`, `coalesced`, `conflict`, or `none` for a request refused before it was
+    /// asked.
+    pub fn dedup_result(self) -> &'static str {
+        match self {
+            Self::Replayed => "replayed",
+            Self::Coalesced => "coalesced",
+            Self::Conflict => "conflict",
+            Self::Invalid | Self::Shed | Self::StoreUnavailable => "none",
+            Self::Sent
+            | Self::Rejected
+            | Self::UpstreamError
+            | Self::Timeout
+            | Self::RateLimited => "new",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Replayed => "replayed",
+            Self::Coalesced => "coalesced",
+            Self::Conflict => "conflict",
+            Self::Invalid => "invalid",
+            Self::Rejected => "rejected",
+            Self::UpstreamError => "upstream_error",
+            Self::Timeout => "timeout",
+            Self::Shed => "shed",
+            Self::RateLimited => "rate_limited",
+            Self::StoreUnavailable => "store_unavailable",
+        }
+    }
+
+    /// The position in [`RequestOutcome::ALL`], for per-outcome tables.
+    pub(crate) fn index(self) -> usize {
+        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+/// How a `GET /templates` request was answered: the `result` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ListingResult {
+    /// From the cache, without calling the gateway.
+    Cached,
+    /// The gateway's 2xx answer, now cached.
+    Fetched,
+    /// Anything else (refused, gateway error, unreachable): not cached.
+    Failed,
+}
+
+impl ListingResult {
+    pub const ALL: [Self; 3] = [Self::Cached, Self::Fetched, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cached => "cached",
+            Self::Fetched => "fetched",
+            Self::Failed => "failed",
+        }
+    }
+}

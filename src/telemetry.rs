@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::LogFormat;
-use crate::metrics::{ListingResult, RequestOutcome};
+use crate::outcome::{ListingResult, RequestOutcome};
 use crate::phone::PhoneNumber;
 use crate::sends::SendKind;
 

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::CONTENT_TYPE;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The content type of the OpenMetrics text that prometheus-client writes; Prometheus reads it.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -23,38 +23,18 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::app::AppState;
 use crate::dedup::{Begin, Lead, Remembered, Resolved};
 use crate::error::{ApiError, whole_seconds};
-use crate::metrics::{InFlightGuard, RequestOutcome};
-use crate::outcome::{GatewayReply, Outcome, SendFailure};
+use crate::headers::{HEADER_ATTEMPTS, HEADER_REPLAYED, HEADER_REQUEST_ID, HEADER_TRACEPARENT};
+use crate::outcome::{GatewayReply, Outcome, RequestOutcome, SendFailure};
 use crate::phone::PhoneNumber;
 use crate::sends::SendKind;
+use crate::state::{AppState, Slot};
 use crate::telemetry::{self, RequestRecord};
-use crate::upstream::{HEADER_REQUEST_ID, HEADER_TRACEPARENT, UpstreamRequest};
+use crate::upstream::UpstreamRequest;
 use crate::validate::{self, SendRequest};
-
-pub const HEADER_REPLAYED: &str = "idempotent-replayed";
-pub const HEADER_ATTEMPTS: &str = "x-relay-attempts";
-
-/// A `RELAY_MAX_IN_FLIGHT` slot and its place in the in-flight gauge, held until dropped.
-pub struct Slot {
-    _permit: OwnedSemaphorePermit,
-    _gauge: InFlightGuard,
-}
-
-impl Slot {
-    /// Wraps a permit of the slots' semaphore.
-    pub fn new(permit: OwnedSemaphorePermit, gauge: InFlightGuard) -> Self {
-        Self {
-            _permit: permit,
-            _gauge: gauge,
-        }
-    }
-}
 
 /// `POST` on a send type's path or alias.
 pub async fn send(State(state): State<AppState>, kind: SendKind, request: Request) -> Response {

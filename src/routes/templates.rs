@@ -19,13 +19,14 @@ use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Uri};
 
-use crate::app::AppState;
 use crate::error::ApiError;
-use crate::metrics::ListingResult;
+use crate::headers::HEADER_REQUEST_ID;
+use crate::outcome::ListingResult;
 use crate::phone::PhoneNumber;
+use crate::state::AppState;
 use crate::telemetry;
 use crate::templates::NotCached;
-use crate::upstream::{HEADER_REQUEST_ID, UpstreamRequest};
+use crate::upstream::UpstreamRequest;
 use crate::validate::FieldError;
 
 /// The query parameter naming the business number.

@@ -26,16 +26,13 @@ use tower::util::ServiceExt;
 use tower::{Service, ServiceBuilder};
 
 use crate::config::{Config, join_path};
+use crate::headers::{HEADER_API_KEY, HEADER_REQUEST_ID, HEADER_TRACEPARENT, HEADER_TRACESTATE};
 use crate::metrics::{Metrics, UpstreamStatus};
 pub use crate::outcome::{GatewayReply, MAX_ANSWER_BYTES, UpstreamError};
 use crate::phone::PhoneNumber;
 use crate::sends::{SEND_TYPES, SendKind};
 use retry::RetryPolicy;
 
-pub const HEADER_API_KEY: &str = "apikey";
-pub const HEADER_REQUEST_ID: &str = "x-request-id";
-pub const HEADER_TRACEPARENT: &str = "traceparent";
-pub const HEADER_TRACESTATE: &str = "tracestate";
 /// The gateway's template listing, `GET {base}/api/v1/template/{number}` ("Listing Message
 /// Templates").
 pub const GATEWAY_TEMPLATES_PATH: &str = "/api/v1/template";

@@ -79,7 +79,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let drain = state.drain.clone();
+    let drain = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
     // Drops idle rate-limit keys while serving; the handle ends the task when `serve` returns.
     let _sweeper = (!state.limits.is_off())

@@ -1,90 +1,73 @@
-//! Readiness and drain (SPEC "Operations": SIGTERM or SIGINT).
+//! Readiness and drain (SPEC "Operations": SIGTERM or SIGINT), from tokio-util parts.
 //!
-//! [`Drain`] is shared by `/readyz`, the `/media` handler and `serve`: `begin` flips readiness
-//! at once, new sends are refused with 503, and `serve` waits for the sends already under way
-//! (tracked by [`SendGuard`]s, which live in the send's own task) before closing connections.
-//! Tests call `begin` directly rather than sending signals.
+//! [`Shutdown`] is a `CancellationToken`, cancelled when the drain begins, and the `TaskTracker`
+//! every new send is spawned on. `/readyz` and the handlers read the token (503 from then on),
+//! a send waiting for its rate slot ends its wait on it, and `serve` waits on the tracker for
+//! the sends already under way before it closes connections ([`crate::server`] drains those
+//! with the same two types). Tests call [`Shutdown::begin`] directly rather than send signals.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// The shared drain state.
-#[derive(Clone, Default, Debug)]
-pub struct Drain(Arc<DrainInner>);
-
-#[derive(Default, Debug)]
-struct DrainInner {
-    draining: AtomicBool,
-    sends: AtomicUsize,
-    /// Woken when draining begins and whenever the last send ends.
-    changed: Notify,
+/// The drain every send task joins. Clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    /// Cancelled once the drain begins.
+    begun: CancellationToken,
+    /// The send tasks under way.
+    sends: TaskTracker,
 }
 
-impl Drain {
+impl Shutdown {
+    /// A drain not yet begun, with no sends.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Starts draining: `/readyz` turns 503 and new sends are refused.
+    /// Starts draining: `/readyz` turns 503, new sends are refused and rate waits end.
     pub fn begin(&self) {
-        self.0.draining.store(true, Ordering::SeqCst);
-        self.0.changed.notify_waiters();
+        // Closed, the tracker's `wait` ends once the sends under way have.
+        self.sends.close();
+        self.begun.cancel();
     }
 
+    /// Whether the drain has begun.
     pub fn is_draining(&self) -> bool {
-        self.0.draining.load(Ordering::SeqCst)
+        self.begun.is_cancelled()
     }
 
-    /// Counts a send until the guard drops.
-    pub fn track_send(&self) -> SendGuard {
-        self.0.sends.fetch_add(1, Ordering::SeqCst);
-        SendGuard(self.clone())
+    /// The token cancelled when the drain begins, for waits that must end with it.
+    pub fn token(&self) -> &CancellationToken {
+        &self.begun
+    }
+
+    /// Resolves once [`Shutdown::begin`] has been called.
+    pub async fn begun(&self) {
+        self.begun.cancelled().await;
+    }
+
+    /// Runs a send as a task of its own, which the drain waits for. It goes on if whoever
+    /// awaits the handle goes away.
+    pub fn spawn<F>(&self, send: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.sends.spawn(send)
     }
 
     /// Sends under way.
     pub fn sends(&self) -> usize {
-        self.0.sends.load(Ordering::SeqCst)
+        self.sends.len()
     }
 
-    /// Resolves once `begin` has been called.
-    pub async fn begun(&self) {
-        loop {
-            let notified = self.0.changed.notified();
-            if self.is_draining() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Resolves when no send is under way, or after `grace`, whichever is first. Returns
-    /// whether every send finished.
+    /// Resolves when the drain has begun and no send is under way, or after `grace`,
+    /// whichever is first. Returns whether every send finished.
     pub async fn wait_for_sends(&self, grace: Duration) -> bool {
-        let idle = async {
-            loop {
-                let notified = self.0.changed.notified();
-                if self.sends() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(grace, idle).await.is_ok()
-    }
-}
-
-/// Held by a send's task; dropping it may complete the drain.
-#[derive(Debug)]
-pub struct SendGuard(Drain);
-
-impl Drop for SendGuard {
-    fn drop(&mut self) {
-        if self.0.0.sends.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.0.changed.notify_waiters();
-        }
+        tokio::time::timeout(grace, self.sends.wait()).await.is_ok()
     }
 }
 
@@ -117,27 +100,45 @@ mod tests {
     use super::*;
 
     /// The wait is polled while the send is under way and must still be pending; it is
-    /// completed only by the guard's drop. (A waiter spawned on the current-thread runtime
-    /// would first run after the drop, and pass even if it never waited.) Paused time turns a
-    /// missed wake-up into the grace time running out, `false`, rather than a hang.
+    /// completed only by the send's end. Paused time turns a missed wake-up into the grace
+    /// time running out, `false`, rather than a hang.
     #[tokio::test(start_paused = true)]
     async fn drain_waits_for_sends_under_way() {
-        let drain = Drain::new();
-        let guard = drain.track_send();
-        drain.begin();
-        assert!(drain.is_draining());
-        let mut waiter = std::pin::pin!(drain.wait_for_sends(Duration::from_secs(10)));
+        let shutdown = Shutdown::new();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let send = shutdown.spawn(async move {
+            let _ = finished.await;
+        });
+        shutdown.begin();
+        assert!(shutdown.is_draining());
+        assert_eq!(shutdown.sends(), 1);
+        let mut waiter = std::pin::pin!(shutdown.wait_for_sends(Duration::from_secs(10)));
         assert!(futures::poll!(waiter.as_mut()).is_pending());
         let started = tokio::time::Instant::now();
-        drop(guard);
+        finish.send(()).unwrap();
         assert!(waiter.await);
         assert_eq!(started.elapsed(), Duration::ZERO);
+        send.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn drain_gives_up_after_the_grace_time() {
-        let drain = Drain::new();
-        let _guard = drain.track_send();
-        assert!(!drain.wait_for_sends(Duration::from_secs(25)).await);
+        let shutdown = Shutdown::new();
+        let _send = shutdown.spawn(std::future::pending::<()>());
+        shutdown.begin();
+        assert!(!shutdown.wait_for_sends(Duration::from_secs(25)).await);
+    }
+
+    #[tokio::test]
+    async fn a_send_goes_on_when_its_handle_is_dropped() {
+        let shutdown = Shutdown::new();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let (done, ended) = tokio::sync::oneshot::channel::<()>();
+        drop(shutdown.spawn(async move {
+            let _ = finished.await;
+            let _ = done.send(());
+        }));
+        finish.send(()).unwrap();
+        ended.await.unwrap();
     }
 }

@@ -14,7 +14,7 @@ use crate::dedup::memory::MemoryWindow;
 use crate::dedup::redis::RedisWindow;
 use crate::limit::Limits;
 use crate::metrics::{InFlightGuard, Metrics};
-use crate::shutdown::Drain;
+use crate::shutdown::Shutdown;
 use crate::store::{SharedStore, StoreSetupError};
 use crate::templates::ListingCache;
 use crate::upstream::{ClientBuildError, GatewayClient};
@@ -33,7 +33,8 @@ pub struct Shared {
     /// The shared store, when `RELAY_REDIS_URL` is set.
     pub store: Option<SharedStore>,
     pub metrics: Arc<Metrics>,
-    pub drain: Drain,
+    /// The drain: readiness, and the tracker every new send is spawned on.
+    pub shutdown: Shutdown,
     pub openapi: Bytes,
     /// The gateway's template listings, by business number (`GET /templates`).
     pub templates: ListingCache,
@@ -72,7 +73,7 @@ impl AppState {
             limits,
             store,
             metrics,
-            drain: Drain::new(),
+            shutdown: Shutdown::new(),
             openapi,
             templates: ListingCache::default(),
             slots,

@@ -56,12 +56,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{FailureMode, RateLimitConfig};
 use crate::metrics::{Metrics, StoreOp};
 use crate::outcome::{LimitScope, SendFailure};
 use crate::phone::PhoneNumber;
-use crate::shutdown::Drain;
 use crate::store::SharedStore;
 use memory::LocalLimits;
 use redis::{Reservation, SharedLimits};
@@ -137,7 +137,7 @@ impl Limits {
         from: &PhoneNumber,
         to: &PhoneNumber,
         deadline: std::time::Instant,
-        drain: &Drain,
+        drain: &CancellationToken,
     ) -> Result<Duration, SendFailure> {
         if self.is_off() {
             return Ok(Duration::ZERO);
@@ -175,7 +175,7 @@ impl Limits {
         from: &PhoneNumber,
         to: &PhoneNumber,
         budget: &Budget,
-        drain: &Drain,
+        drain: &CancellationToken,
     ) -> Result<Waited, SendFailure> {
         let local = &self.0.local;
         let mut waited = Waited::default();
@@ -200,7 +200,7 @@ impl Limits {
         from: &PhoneNumber,
         to: &PhoneNumber,
         budget: &Budget,
-        drain: &Drain,
+        drain: &CancellationToken,
     ) -> Result<Waited, SendFailure> {
         match shared.reserve(from, to, budget.left()).await {
             Ok(Reservation::Go { wait, scope }) => {
@@ -276,7 +276,7 @@ impl Budget {
         &self,
         scope: LimitScope,
         wait: Duration,
-        drain: &Drain,
+        drain: &CancellationToken,
     ) -> Result<Duration, SendFailure> {
         if wait > self.left() {
             return Err(SendFailure::RateLimited {
@@ -291,11 +291,11 @@ impl Budget {
 }
 
 /// Sleeps `wait`, unless draining begins first.
-async fn sleep(wait: Duration, drain: &Drain) -> Result<(), SendFailure> {
+async fn sleep(wait: Duration, drain: &CancellationToken) -> Result<(), SendFailure> {
     tokio::select! {
         // A drain already begun wins over a sleep that is also over.
         biased;
-        () = drain.begun() => Err(SendFailure::Draining),
+        () = drain.cancelled() => Err(SendFailure::Draining),
         () = tokio::time::sleep(wait) => Ok(()),
     }
 }
@@ -340,7 +340,7 @@ mod tests {
                 &number(from),
                 &number(to),
                 deadline(30 * SECOND),
-                &Drain::new(),
+                &CancellationToken::new(),
             )
             .await
         }
@@ -406,7 +406,7 @@ mod tests {
         limits.take(1, 2).await.unwrap();
         let short = deadline(3 * SECOND);
         let result = limits
-            .acquire(&number(1), &number(2), short, &Drain::new())
+            .acquire(&number(1), &number(2), short, &CancellationToken::new())
             .await;
         assert_eq!(result, refused(LimitScope::Pair, 6 * SECOND));
     }
@@ -483,7 +483,7 @@ mod tests {
     async fn a_drain_ends_a_wait_with_draining() {
         let limits = limits(config(0, 6_000, 1, 10_000));
         limits.take(1, 2).await.unwrap();
-        let drain = Drain::new();
+        let drain = CancellationToken::new();
         let start = Instant::now();
         let waiting = tokio::spawn({
             let limits = limits.clone();
@@ -495,7 +495,7 @@ mod tests {
             }
         });
         tokio::time::sleep(SECOND).await;
-        drain.begin();
+        drain.cancel();
         assert_eq!(waiting.await.unwrap(), Err(SendFailure::Draining));
         assert_eq!(
             start.elapsed(),

@@ -19,7 +19,7 @@ pub async fn healthz() -> Response {
 
 /// `GET /readyz`: 200 until shutdown begins, then 503.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.drain.is_draining() {
+    if state.shutdown.is_draining() {
         json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
     } else {
         json(StatusCode::OK, r#"{"status":"ready"}"#)

@@ -5,15 +5,26 @@
 //! → rate limit → forward → answer. The body is read before a slot is taken, so a slow client
 //! never holds a slot it is not using.
 //!
-//! A new send runs inside the request's own task while the caller waits (no hand-off on the
-//! fast path). If the caller disconnects, [`DetachedSend`] moves the unfinished send, with its
-//! slot, into a task of its own: it still completes, is remembered, counted and logged, and
-//! keeps its slot (and its place in the in-flight gauge) until it ends. The slot is a
-//! semaphore permit moved into the send rather than tower's concurrency limit, whose permit
+//! A new send runs in a task of its own, spawned on the drain's `TaskTracker`
+//! ([`crate::shutdown`]) with its slot, and the handler awaits its `JoinHandle`. If the caller
+//! disconnects, only the handler's future is dropped: the task goes on, completes, is
+//! remembered, and keeps its slot (and its place in the in-flight gauge) until it ends. So that
+//! this is the same whether the caller stays or not, the task writes the tail of a new send
+//! itself (the answer, the metrics, the log line) and hands the answer back; the handler writes
+//! the tail of every other answer (replayed, coalesced, refused), with the same
+//! [`Call::finish`]. The handler holds a `CancellationToken`'s `DropGuard` while it waits: a
+//! caller who leaves cancels it, which the task counts as a detached send and logs as
+//! `caller_gone`. A task that panics ends its handle with an error (502 to its caller); its
+//! `Lead`, dropped as it unwinds, frees the dedup entry and gives its waiters 502. The slot is
+//! a semaphore permit moved into the task rather than tower's concurrency limit, whose permit
 //! would end with the request's future.
+//!
+//! Cost: one spawn, one token and one `AppState` clone per new send; replays, coalesced and
+//! refused requests spawn nothing. The design before this one polled the send inline and
+//! spawned only on a disconnect (a hand-written future with a `Drop`). If the spawn measures
+//! above 1 µs per request on a quiet machine, a fast path may come back, built only from
+//! tokio and tokio-util parts, with the measurement in this doc.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -23,6 +34,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dedup::{Begin, Lead, Remembered, Resolved};
@@ -40,79 +52,112 @@ use crate::validate::{self, SendRequest};
 pub async fn send(State(state): State<AppState>, kind: SendKind, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let request_id = headers.get(HEADER_REQUEST_ID).and_then(|v| v.to_str().ok());
-    let span = tracing::info_span!("send", request_id, r#type = kind.name());
-    let context = Call {
-        state: &state,
+    let call = Call {
+        state,
         kind,
-        headers,
         started,
+        request_id: parts.headers.get(HEADER_REQUEST_ID).cloned(),
+        traceparent: parts.headers.get(HEADER_TRACEPARENT).cloned(),
     };
+    let span = tracing::info_span!("send", request_id = call.request_id(), r#type = kind.name());
     let mut record = RequestRecord::new(kind, RequestOutcome::Invalid);
     // A span filtered out (the usual RUST_LOG=info has no span output) costs nothing to skip.
     let result = if span.is_disabled() {
-        relay(&context, body, &mut record).await
+        relay(&call, &parts.headers, body, &mut record).await
     } else {
-        relay(&context, body, &mut record).instrument(span).await
+        relay(&call, &parts.headers, body, &mut record)
+            .instrument(span)
+            .await
     };
-    let mut response = match result {
-        Ok(response) => response,
-        Err(error) => {
-            record.outcome = error.outcome();
-            error.into_response()
-        }
-    };
-    if record.attempts > 0 {
-        // On the gateway's answer and on our 502/504 alike: how often the gateway was tried.
-        response.headers_mut().insert(
-            HeaderName::from_static(HEADER_ATTEMPTS),
-            HeaderValue::from(record.attempts),
-        );
+    match result {
+        Ok(Answer::Finished(response)) => response,
+        Ok(Answer::Here(response)) => call.finish(record, Ok(response), false),
+        Err(error) => call.finish(record, Err(error), false),
     }
-    let latency = started.elapsed();
-    state.metrics.record_request(kind, record.outcome, latency);
-    let trace_id = headers
-        .get(HEADER_TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(telemetry::trace_id);
-    telemetry::log_request(
-        request_id,
-        trace_id,
-        response.status().as_u16(),
-        latency,
-        &record,
-        false,
-    );
-    response
 }
 
-/// What the steps of one request share.
-struct Call<'a> {
-    state: &'a AppState,
+/// What the tail of a send request needs, owned, so that a new send's task can write it.
+#[derive(Clone)]
+struct Call {
+    state: AppState,
     kind: SendKind,
-    headers: &'a HeaderMap,
+    /// When the request arrived: latency and the send's deadline count from here.
     started: Instant,
+    request_id: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+}
+
+impl Call {
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_ref().and_then(|v| v.to_str().ok())
+    }
+
+    /// The tail of every send request, written once: the answer (the gateway's or ours),
+    /// `x-relay-attempts`, the request's metrics and its log line.
+    fn finish(
+        &self,
+        mut record: RequestRecord,
+        result: Result<Response, ApiError>,
+        caller_gone: bool,
+    ) -> Response {
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                record.outcome = error.outcome();
+                error.into_response()
+            }
+        };
+        if record.attempts > 0 {
+            // On the gateway's answer and on our 502/504 alike: how often the gateway was tried.
+            response.headers_mut().insert(
+                HeaderName::from_static(HEADER_ATTEMPTS),
+                HeaderValue::from(record.attempts),
+            );
+        }
+        let latency = self.started.elapsed();
+        self.state
+            .metrics
+            .record_request(self.kind, record.outcome, latency);
+        let trace_id = self
+            .traceparent
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(telemetry::trace_id);
+        telemetry::log_request(
+            self.request_id(),
+            trace_id,
+            response.status().as_u16(),
+            latency,
+            &record,
+            caller_gone,
+        );
+        response
+    }
+}
+
+/// An answer, and who writes its tail.
+enum Answer {
+    /// Made by the handler, which writes the tail.
+    Here(Response),
+    /// Made, counted and logged by a new send's task.
+    Finished(Response),
 }
 
 async fn relay(
-    context: &Call<'_>,
+    call: &Call,
+    headers: &HeaderMap,
     body: Body,
     record: &mut RequestRecord,
-) -> Result<Response, ApiError> {
-    let state = context.state;
-    if state.drain.is_draining() {
+) -> Result<Answer, ApiError> {
+    let state = &call.state;
+    if state.shutdown.is_draining() {
         return Err(ApiError::Draining);
     }
-    if !is_json_content_type(context.headers) {
+    if !is_json_content_type(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = read_body(state, context.headers, body, context.started).await?;
-    let request = validate::validate(
-        context.kind.rules(),
-        &body,
-        state.config.default_from.as_ref(),
-    )?;
+    let body = read_body(state, headers, body, call.started).await?;
+    let request = validate::validate(call.kind.rules(), &body, state.config.default_from.as_ref())?;
     let SendRequest {
         message_id,
         from,
@@ -128,7 +173,7 @@ async fn relay(
     match state.dedup.begin(message_id, fingerprint) {
         Begin::Replay(answer) => {
             record.outcome = RequestOutcome::Replayed;
-            Ok(replay(&answer))
+            Ok(Answer::Here(replay(&answer)))
         }
         Begin::Refused(failure) => Err(failure.into()),
         Begin::Wait(waiter) => {
@@ -136,20 +181,20 @@ async fn relay(
             drop(slot);
             let response = answer(outcome, true)?;
             record.outcome = RequestOutcome::Coalesced;
-            Ok(response)
+            Ok(Answer::Here(response))
         }
         Begin::Lead(lead) => {
-            // The record travels with the send (which may outlive this request) and back.
-            let taken = std::mem::replace(record, RequestRecord::new(context.kind, record.outcome));
-            let done = lead_send(context, from, body, lead, slot, taken).await;
-            *record = done.record;
-            let response = answer(done.outcome, done.replayed)?;
-            record.outcome = if done.replayed {
-                RequestOutcome::Replayed
-            } else {
-                outcome_of(&response)
+            // The record travels with the send, which writes its log line.
+            let taken = std::mem::replace(record, RequestRecord::new(call.kind, record.outcome));
+            let deadline = state.gateway.deadline_from(call.started);
+            let send = NewSend {
+                from,
+                upstream: UpstreamRequest::new(call.kind, body, headers, deadline),
+                lead,
+                slot,
+                record: taken,
             };
-            Ok(response)
+            spawn_send(call, send).await.map(Answer::Finished)
         }
     }
 }
@@ -180,6 +225,61 @@ async fn read_body(
     }
 }
 
+/// What a new send's task takes with it.
+struct NewSend {
+    from: PhoneNumber,
+    upstream: UpstreamRequest,
+    lead: Lead,
+    slot: Slot,
+    record: RequestRecord,
+}
+
+/// Spawns a new send on the drain's tracker and waits for its answer. Dropping this future
+/// (the caller left) leaves the task running; the task then counts and logs itself detached.
+async fn spawn_send(call: &Call, send: NewSend) -> Result<Response, ApiError> {
+    let caller = CancellationToken::new();
+    let task = finish_send(call.clone(), send, caller.clone());
+    let span = tracing::Span::current();
+    let handle = if span.is_disabled() {
+        call.state.shutdown.spawn(task)
+    } else {
+        call.state.shutdown.spawn(task.instrument(span))
+    };
+    let _caller_left = caller.drop_guard();
+    handle.await.map_err(|error| {
+        // Its `Lead` has freed the dedup entry as it unwound; its waiters get 502 as well.
+        tracing::error!(%error, "a send's task ended without an answer");
+        ApiError::Abandoned
+    })
+}
+
+/// The task of a new send: the send, then its tail, whether or not the caller still waits.
+async fn finish_send(call: Call, send: NewSend, caller: CancellationToken) -> Response {
+    let mut running = std::pin::pin!(run_send(&call.state, send));
+    let done = tokio::select! {
+        biased;
+        done = &mut running => done,
+        () = caller.cancelled() => {
+            call.state.metrics.record_detached();
+            running.await
+        }
+    };
+    let SendDone {
+        outcome,
+        replayed,
+        mut record,
+    } = done;
+    let result = answer(outcome, replayed);
+    if let Ok(response) = &result {
+        record.outcome = if replayed {
+            RequestOutcome::Replayed
+        } else {
+            outcome_of(response)
+        };
+    }
+    call.finish(record, result, caller.is_cancelled())
+}
+
 /// What a new send ended with, and its record (attempts and rate wait filled in).
 struct SendDone {
     outcome: Outcome,
@@ -188,83 +288,60 @@ struct SendDone {
     record: RequestRecord,
 }
 
-/// Runs a new send: claim → rate limit → forward → complete, surviving its caller.
-async fn lead_send(
-    context: &Call<'_>,
-    from: PhoneNumber,
-    body: Bytes,
-    lead: Lead,
-    slot: Slot,
-    mut record: RequestRecord,
-) -> SendDone {
-    let state = context.state.clone();
-    // The deadline counts from the request's arrival: no clock read of its own.
-    let deadline = state.gateway.deadline_from(context.started);
-    let upstream = UpstreamRequest::new(context.kind, body, context.headers, deadline);
-    let guard = state.drain.track_send();
-    let send_state = state.clone();
-    let send = async move {
-        let _slot = slot;
-        let _guard = guard;
-        let mut lead = lead;
-        if let Err(resolved) = lead.claim(deadline).await {
-            let (outcome, replayed) = match resolved {
-                Resolved::Replay(answer) => (Ok(answer.to_reply()), true),
-                Resolved::Refused(failure) => (Err(failure), false),
-            };
+/// Claim → rate limit → forward → complete. The slot is held until this ends.
+async fn run_send(state: &AppState, send: NewSend) -> SendDone {
+    let NewSend {
+        from,
+        upstream,
+        mut lead,
+        slot: _slot,
+        mut record,
+    } = send;
+    let deadline = upstream.deadline();
+    if let Err(resolved) = lead.claim(deadline).await {
+        let (outcome, replayed) = match resolved {
+            Resolved::Replay(answer) => (Ok(answer.to_reply()), true),
+            Resolved::Refused(failure) => (Err(failure), false),
+        };
+        return SendDone {
+            outcome,
+            replayed,
+            record,
+        };
+    }
+    let waited = match &record.to {
+        Some(to) => {
+            // The wait must leave time for an attempt, or the send is refused now (429).
+            let leave_by = state.gateway.last_departure(deadline);
+            let drain = state.shutdown.token();
+            state.limits.acquire(&from, to, leave_by, drain).await
+        }
+        None => Ok(Duration::ZERO),
+    };
+    match waited {
+        Ok(waited) => record.rate_wait = waited,
+        Err(failure) => {
+            let outcome = Err(failure);
+            lead.complete(&outcome).await;
             return SendDone {
                 outcome,
-                replayed,
+                replayed: false,
                 record,
             };
         }
-        let waited = match &record.to {
-            Some(to) => {
-                let limits = &send_state.limits;
-                // The wait must leave time for an attempt, or the send is refused now (429).
-                let leave_by = send_state.gateway.last_departure(deadline);
-                limits.acquire(&from, to, leave_by, &send_state.drain).await
-            }
-            None => Ok(Duration::ZERO),
-        };
-        match waited {
-            Ok(waited) => record.rate_wait = waited,
-            Err(failure) => {
-                let outcome = Err(failure);
-                lead.complete(&outcome).await;
-                return SendDone {
-                    outcome,
-                    replayed: false,
-                    record,
-                };
-            }
-        }
-        let outcome = send_state
-            .gateway
-            .forward(upstream.clone())
-            .await
-            .map_err(SendFailure::from);
-        lead.complete(&outcome).await;
-        record.attempts = upstream.attempts();
-        SendDone {
-            outcome,
-            replayed: false,
-            record,
-        }
-    };
-    let detached = Detached {
-        state,
-        request_id: context.headers.get(HEADER_REQUEST_ID).cloned(),
-        traceparent: context.headers.get(HEADER_TRACEPARENT).cloned(),
-        started: context.started,
-    };
-    let span = tracing::Span::current();
-    let send: SendFuture = if span.is_disabled() {
-        Box::pin(send)
-    } else {
-        Box::pin(send.instrument(span))
-    };
-    DetachedSend::new(detached, send).await
+    }
+    let outcome = state
+        .gateway
+        .forward(upstream.clone())
+        .await
+        .map_err(SendFailure::from);
+    lead.complete(&outcome).await;
+    record.attempts = upstream.attempts();
+    SendDone {
+        outcome,
+        replayed: false,
+        record,
+    }
 }
 
 /// The outcome label of a gateway answer passed on.
@@ -345,103 +422,6 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
                 && subtype
                     .get(subtype.len() - 5..)
                     .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))))
-}
-
-type SendFuture = Pin<Box<dyn Future<Output = SendDone> + Send>>;
-
-/// What a send needs to count and log itself if its caller leaves (its record travels in
-/// the send's own output).
-struct Detached {
-    state: AppState,
-    request_id: Option<HeaderValue>,
-    traceparent: Option<HeaderValue>,
-    started: Instant,
-}
-
-/// Polls the send in the caller's task; if the caller goes away first, the rest of the send
-/// is spawned so that it completes, is remembered, and is counted and logged when it ends.
-struct DetachedSend {
-    detached: Option<Detached>,
-    send: Option<SendFuture>,
-}
-
-impl DetachedSend {
-    fn new(detached: Detached, send: SendFuture) -> Self {
-        Self {
-            detached: Some(detached),
-            send: Some(send),
-        }
-    }
-}
-
-impl Future for DetachedSend {
-    type Output = SendDone;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let Some(send) = this.send.as_mut() else {
-            // Polled after completion: the caller owns the result already. Never happens with
-            // `.await`; stay pending rather than panic.
-            return Poll::Pending;
-        };
-        let output = std::task::ready!(send.as_mut().poll(cx));
-        this.send = None;
-        Poll::Ready(output)
-    }
-}
-
-impl Drop for DetachedSend {
-    fn drop(&mut self) {
-        let (Some(send), Some(detached)) = (self.send.take(), self.detached.take()) else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // The runtime is shutting down: the send's drop guards free its dedup entry.
-            tracing::error!("caller left while the runtime stopped: send dropped");
-            return;
-        };
-        detached.state.metrics.record_detached();
-        runtime.spawn(async move {
-            let done = send.await;
-            let Detached {
-                state,
-                request_id,
-                traceparent,
-                started,
-            } = detached;
-            let mut record = done.record;
-            let status = match answer(done.outcome, done.replayed) {
-                Ok(response) => {
-                    record.outcome = if done.replayed {
-                        RequestOutcome::Replayed
-                    } else {
-                        outcome_of(&response)
-                    };
-                    response.status()
-                }
-                Err(error) => {
-                    record.outcome = error.outcome();
-                    error.status()
-                }
-            };
-            let latency = started.elapsed();
-            state
-                .metrics
-                .record_request(record.kind, record.outcome, latency);
-            let trace_id = traceparent
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .and_then(telemetry::trace_id);
-            telemetry::log_request(
-                request_id.as_ref().and_then(|v| v.to_str().ok()),
-                trace_id,
-                status.as_u16(),
-                latency,
-                &record,
-                true,
-            );
-        });
-    }
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ async fn lookup(
     headers: &HeaderMap,
     started: Instant,
 ) -> Outcome {
-    if state.drain.is_draining() {
+    if state.shutdown.is_draining() {
         return refused(ApiError::Draining);
     }
     if let Some(listing) = state.templates.cached(&number).await {

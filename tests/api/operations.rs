@@ -76,7 +76,7 @@ async fn draining_refuses_new_sends_and_finishes_the_one_under_way() {
     app.begin_shutdown();
     let drained = async {
         loop {
-            if app.state.drain.is_draining() {
+            if app.state.shutdown.is_draining() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

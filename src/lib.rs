@@ -46,6 +46,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
+pub mod throttle;
 pub mod upstream;
 pub mod validate;
 

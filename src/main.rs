@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
-use lipachat_relay::config::{ApiKey, Config, ENV_LISTEN, KeyRequirement};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use lipachat_relay::config::vars::{self, LISTEN, MAX_CONNECTIONS, MOCK_LISTEN};
+use lipachat_relay::config::{ApiKey, Config, KeyRequirement};
 use lipachat_relay::server::{self, FdLimit};
 use lipachat_relay::{AppState, mock, serve, shutdown, telemetry};
 use tokio::net::TcpListener;
@@ -21,7 +22,8 @@ use tokio::net::TcpListener;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Sends WhatsApp messages through the Lipachat gateway on behalf of local services, which
-/// never hold the gateway's secret. Configuration comes from the environment (see the README).
+/// never hold the gateway's secret. Configuration comes from the environment (`serve --help`
+/// lists it).
 #[derive(Parser)]
 #[command(name = "lipachat-relay", version, about)]
 struct Cli {
@@ -40,7 +42,7 @@ enum Command {
     /// Run only the mock gateway (for integration tests and the compose demo).
     MockGateway {
         /// Listen address.
-        #[arg(long, env = "MOCK_LISTEN", default_value = "127.0.0.1:8090")]
+        #[arg(long, env = MOCK_LISTEN.name, default_value = MOCK_LISTEN.default)]
         listen: SocketAddr,
     },
     /// Probe a running relay's /healthz: exit 0 if it answers 200 within 2 s, 1 otherwise.
@@ -52,7 +54,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let command = cli.command.unwrap_or(Command::Serve {
         mock_upstream: false,
     });
@@ -70,6 +72,13 @@ fn main() -> ExitCode {
             Command::Healthcheck { .. } => ExitCode::SUCCESS,
         }
     })
+}
+
+/// The command line, with every configuration variable listed under `serve --help`.
+fn parse_cli() -> Cli {
+    let command = Cli::command().mut_subcommand("serve", |serve| serve.after_help(vars::help()));
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {
@@ -107,7 +116,10 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
         Err(error) => {
             return fail(
                 1,
-                &format!("{ENV_LISTEN}: cannot listen on {}: {error}", config.listen),
+                &format!(
+                    "{}: cannot listen on {}: {error}",
+                    LISTEN.name, config.listen
+                ),
             );
         }
     };
@@ -176,8 +188,9 @@ fn log_start(config: &Config, mock_upstream: bool, fds: &std::io::Result<FdLimit
             configured = config.connections.max_connections,
             max_connections = connections.max_connections,
             fd_limit,
-            "RELAY_MAX_CONNECTIONS capped below the file-descriptor limit, leaving room for \
-             gateway connections and files"
+            "{} capped below the file-descriptor limit, leaving room for gateway connections \
+             and files",
+            MAX_CONNECTIONS.name
         );
     }
 }
@@ -234,10 +247,13 @@ async fn run_mock_gateway(listen: SocketAddr) -> ExitCode {
 
 /// The probe's default: `/healthz` on RELAY_LISTEN's port, via loopback if it listens on all.
 fn default_health_url() -> String {
-    let listen = std::env::var(ENV_LISTEN)
+    let parse = |text: &str| text.parse::<SocketAddr>().ok();
+    let listen = std::env::var(LISTEN.name)
         .ok()
-        .and_then(|v| v.parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        .and_then(|text| parse(&text))
+        .or_else(|| LISTEN.default.and_then(parse))
+        // The table's default is an address (a unit test of `vars` parses it).
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let host = if listen.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], listen.port()))
     } else {

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::LogFormat;
+use crate::config::vars::RUST_LOG;
 use crate::outcome::{ListingResult, RequestOutcome};
 use crate::phone::PhoneNumber;
 use crate::sends::SendKind;
@@ -43,17 +44,17 @@ impl RequestRecord {
 
 /// Error from [`init`]: a bad `RUST_LOG`.
 #[derive(Debug, thiserror::Error)]
-#[error("RUST_LOG: {0}")]
+#[error("{var}: {0}", var = RUST_LOG.name)]
 pub struct LogSetupError(String);
 
 /// Installs the global subscriber: `RUST_LOG` filter (default `info`), JSON or text to
 /// stdout. Text has ANSI colours only when stdout is a terminal, never in files or pipes.
 pub fn init(format: LogFormat) -> Result<(), LogSetupError> {
-    let filter = match std::env::var("RUST_LOG") {
+    let filter = match std::env::var(RUST_LOG.name) {
         Ok(directives) if !directives.trim().is_empty() => {
             EnvFilter::try_new(&directives).map_err(|e| LogSetupError(e.to_string()))?
         }
-        _ => EnvFilter::new("info"),
+        _ => EnvFilter::new(RUST_LOG.default.unwrap_or_default()),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -224,7 +224,7 @@ impl RedisWindow {
                 StoreError::Failed(format!(
                     "the key of this messageId holds a value this relay did not write \
                      (check {} is not shared with other software)",
-                    crate::config::ENV_REDIS_PREFIX
+                    crate::config::vars::REDIS_PREFIX.name
                 ))
             }),
         }

@@ -1,0 +1,279 @@
+//! The configuration that may hold a secret (SPEC "Configuration"): the API key, the Redis
+//! URLs (which may carry a password) and the files either may be read from.
+//!
+//! A secret never reaches an error or `Debug`: the key is an [`ApiKey`], the URLs are
+//! [`RedisUrls`], and errors about either name the variable and the reason, never the value.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use url::Url;
+
+use super::ConfigError;
+use super::vars::{API_KEY, API_KEY_FILE, REDIS_CLUSTER, Var};
+
+/// The gateway secret. Its `Debug` is redacted, it has no `Display` and no `Serialize`; the
+/// only way out is [`ApiKey::expose`], called where the upstream header is built.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(Box<str>);
+
+impl ApiKey {
+    /// Wraps a secret; empty keys are rejected by the caller.
+    pub fn new(key: impl Into<Box<str>>) -> Self {
+        Self(key.into())
+    }
+
+    /// The secret itself. Call sites: the upstream `apiKey` header and the mock's check.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// The Redis URL(s): one for a standalone server, the seed nodes for a Cluster. They may
+/// carry a password, so `Debug` and [`RedisUrls::redacted`] show only scheme, host and port.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrls(Vec<Url>);
+
+impl RedisUrls {
+    /// The URLs, for the client. Call sites: the shared store's connection set-up only.
+    pub fn expose(&self) -> &[Url] {
+        &self.0
+    }
+
+    /// `redis://host:port` for each URL, comma-separated: safe to log.
+    pub fn redacted(&self) -> String {
+        self.0
+            .iter()
+            .map(|url| {
+                let host = url.host_str().unwrap_or_default();
+                match url.port() {
+                    Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                    None => format!("{}://{host}", url.scheme()),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl fmt::Debug for RedisUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrls({})", self.redacted())
+    }
+}
+
+/// The key, inline or from its file; `None` when neither is set.
+pub(super) fn api_key(
+    inline: Option<&str>,
+    file: Option<&str>,
+) -> Result<Option<ApiKey>, ConfigError> {
+    match secret_text(&API_KEY, inline, &API_KEY_FILE, file)? {
+        Some((_, key)) if key.trim().is_empty() => Err(ConfigError::Empty(API_KEY.name)),
+        Some((_, key)) => Ok(Some(ApiKey::new(key))),
+        None => Ok(None),
+    }
+}
+
+/// A secret set inline or as a file, not both: the variable it came from and its text.
+pub(super) fn secret_text(
+    inline_var: &'static Var,
+    inline: Option<&str>,
+    file_var: &'static Var,
+    file: Option<&str>,
+) -> Result<Option<(&'static Var, String)>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::BothSources {
+            file: file_var.name,
+            inline: inline_var.name,
+        }),
+        (Some(text), None) => Ok(Some((inline_var, text.to_owned()))),
+        (None, Some(path)) => Ok(Some((file_var, read_secret_file(file_var.name, path)?))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A secret mounted as a file: trailing newlines trimmed, nothing else.
+fn read_secret_file(var: &'static str, path: &str) -> Result<String, ConfigError> {
+    if path.is_empty() {
+        return Err(ConfigError::Empty(var));
+    }
+    let text = std::fs::read_to_string(PathBuf::from(path)).map_err(|e| ConfigError::File {
+        var,
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.trim().is_empty() {
+        return Err(ConfigError::File {
+            var,
+            path: path.to_owned(),
+            reason: "the file is empty".to_owned(),
+        });
+    }
+    Ok(secret.to_owned())
+}
+
+/// One URL, or a comma-separated list of Cluster seed nodes. Errors never quote the text:
+/// it may carry a password.
+pub(super) fn redis_urls(
+    var: &'static str,
+    text: &str,
+    cluster: bool,
+) -> Result<RedisUrls, ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidSecret { var, reason };
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    if parts.len() > 1 && !cluster {
+        return Err(invalid(format!(
+            "lists several URLs; set {}=true for Redis Cluster seed nodes",
+            REDIS_CLUSTER.name
+        )));
+    }
+    let mut urls = Vec::with_capacity(parts.len());
+    for (index, part) in parts.into_iter().enumerate() {
+        let which = if urls.is_empty() && index == 0 {
+            String::from("the URL")
+        } else {
+            format!("URL {}", index + 1)
+        };
+        if part.is_empty() {
+            return Err(invalid(format!("{which} is empty")));
+        }
+        let url = Url::parse(part).map_err(|e| {
+            invalid(format!(
+                "{which} is not a URL ({e}); the value is not shown"
+            ))
+        })?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(invalid(format!(
+                "{which} must start with redis:// or rediss://"
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(format!("{which} must have a host")));
+        }
+        urls.push(url);
+    }
+    Ok(RedisUrls(urls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::vars::{REDIS_URL, REDIS_URL_FILE};
+    use super::super::{Config, KeyRequirement};
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().copied(), KeyRequirement::Required)
+    }
+
+    #[test]
+    fn empty_key_is_rejected() {
+        let err = parse(&[(API_KEY.name, "  ")]).unwrap_err();
+        assert_eq!(err, ConfigError::Empty(API_KEY.name));
+    }
+
+    #[test]
+    fn both_key_sources_are_rejected() {
+        let err = parse(&[(API_KEY.name, "k"), (API_KEY_FILE.name, "/x")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("LIPACHAT_API_KEY_FILE:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn key_file_trailing_newline_is_trimmed() {
+        let path = std::env::temp_dir().join(format!("relay-key-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let config = parse(&[(API_KEY_FILE.name, path.to_str().unwrap())]).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(config.api_key.unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn unreadable_key_file_names_the_variable() {
+        let err = parse(&[(API_KEY_FILE.name, "/nonexistent/key")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("LIPACHAT_API_KEY_FILE:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_contains_the_key_or_the_redis_password() {
+        let config = parse(&[
+            (API_KEY.name, "very-secret-key-123"),
+            (REDIS_URL.name, "redis://:redis-pw-456@127.0.0.1:6379/0"),
+        ])
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("very-secret-key-123"));
+        assert!(printed.contains("ApiKey(<redacted>)"));
+        assert!(!printed.contains("redis-pw-456"), "{printed}");
+        assert!(printed.contains("redis://127.0.0.1:6379"), "{printed}");
+    }
+
+    #[test]
+    fn redis_urls_are_checked_without_quoting_them() {
+        let cases = [
+            ("http://:pw-789@h:1", "redis:// or rediss://"),
+            ("redis://:pw-789@h:1,redis://h:2", "RELAY_REDIS_CLUSTER"),
+            ("not a url pw-789", "not a URL"),
+        ];
+        for (url, reason) in cases {
+            let err = parse(&[(API_KEY.name, "k"), (REDIS_URL.name, url)]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with("RELAY_REDIS_URL:"), "{text}");
+            assert!(text.contains(reason), "{text}");
+            assert!(!text.contains("pw-789"), "{text}");
+        }
+    }
+
+    #[test]
+    fn cluster_seed_nodes_are_a_comma_separated_list() {
+        let config = parse(&[
+            (API_KEY.name, "k"),
+            (
+                REDIS_URL.name,
+                "redis://a:7000, redis://b:7001,rediss://c:7002",
+            ),
+            (REDIS_CLUSTER.name, "true"),
+        ])
+        .unwrap();
+        let urls = config.redis.urls.unwrap();
+        assert_eq!(urls.expose().len(), 3);
+        assert_eq!(
+            urls.redacted(),
+            "redis://a:7000,redis://b:7001,rediss://c:7002"
+        );
+    }
+
+    #[test]
+    fn the_redis_url_may_come_from_a_file_but_not_from_both() {
+        let path = std::env::temp_dir().join(format!("relay-redis-{}", std::process::id()));
+        std::fs::write(&path, "redis://:pw@127.0.0.1:6379\n").unwrap();
+        let file = path.to_str().unwrap();
+        let config = parse(&[(API_KEY.name, "k"), (REDIS_URL_FILE.name, file)]).unwrap();
+        assert_eq!(
+            config.redis.urls.unwrap().expose()[0].password(),
+            Some("pw")
+        );
+        let err = parse(&[
+            (API_KEY.name, "k"),
+            (REDIS_URL_FILE.name, file),
+            (REDIS_URL.name, "redis://h"),
+        ])
+        .unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            err.to_string().starts_with("RELAY_REDIS_URL_FILE:"),
+            "{err}"
+        );
+    }
+}

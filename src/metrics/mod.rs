@@ -4,12 +4,13 @@
 //! recorder, so two relays in one test binary keep separate counts. Per-outcome counters are
 //! resolved once at start-up, so recording a request is an atomic add, not a label lookup.
 //! Labels are low-cardinality by construction: a send type, an outcome, a gateway status code,
-//! a store operation or a rate-limit scope; never a messageId, phone number or URL.
+//! a store operation or a rate-limit scope; never a messageId, phone number or URL. The labels
+//! themselves are in `labels`.
 
-use std::fmt::Write as _;
+mod labels;
+
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,6 +20,10 @@ use std::sync::{Arc, OnceLock};
 
 use crate::outcome::{LimitScope, ListingResult, RequestOutcome};
 use crate::sends::SendKind;
+use labels::{
+    BuildLabels, LimitLabels, OpLabels, RequestLabels, ResultLabels, StatusLabels, StoreLabels,
+};
+pub use labels::{CompletionResult, StoreOp, StoreResult, UpstreamStatus};
 
 pub const METRIC_REQUESTS: &str = "lipachat_relay_requests";
 pub const METRIC_UPSTREAM_ATTEMPTS: &str = "lipachat_relay_upstream_attempts";
@@ -50,154 +55,6 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 pub const STORE_BUCKETS: [f64; 10] = [
     0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 ];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    r#type: &'static str,
-    outcome: &'static str,
-}
-
-/// The `status` label of an upstream attempt.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum UpstreamStatus {
-    Code(u16),
-    /// The attempt hit `RELAY_ATTEMPT_TIMEOUT_MS`.
-    Timeout,
-    /// Connecting, sending or reading failed.
-    Unreachable,
-}
-
-impl EncodeLabelValue for UpstreamStatus {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        match self {
-            Self::Code(code) => write!(encoder, "{code}"),
-            Self::Timeout => encoder.write_str("timeout"),
-            Self::Unreachable => encoder.write_str("unreachable"),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
-    status: UpstreamStatus,
-}
-
-/// A kind of shared-store round trip: the `op` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StoreOp {
-    /// Claiming a `messageId` (or reading what holds it).
-    Claim,
-    /// Recording a send's outcome (remember or release).
-    Complete,
-    /// Taking a rate-limit slot.
-    Limit,
-}
-
-impl StoreOp {
-    pub const ALL: [Self; 3] = [Self::Claim, Self::Complete, Self::Limit];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Claim => "claim",
-            Self::Complete => "complete",
-            Self::Limit => "limit",
-        }
-    }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
-    }
-}
-
-/// How a store round trip ended: the `result` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StoreResult {
-    Ok,
-    Error,
-    Timeout,
-}
-
-impl StoreResult {
-    pub const ALL: [Self; 3] = [Self::Ok, Self::Error, Self::Timeout];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-            Self::Timeout => "timeout",
-        }
-    }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
-    }
-}
-
-/// What became of a completion in the shared window: the `result` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CompletionResult {
-    /// The claim was still this leader's: replaced by the answer, or released.
-    Completed,
-    /// The claim had vanished (a Redis restart, a failover): the 2xx was written anyway.
-    Restored,
-    /// Another replica's claim or an answer held the key: left alone.
-    Superseded,
-    /// A try failed or timed out: retried in the background.
-    Retried,
-    /// Not landed before the claim's lease ended: the claim lapses.
-    GaveUp,
-}
-
-impl CompletionResult {
-    pub const ALL: [Self; 5] = [
-        Self::Completed,
-        Self::Restored,
-        Self::Superseded,
-        Self::Retried,
-        Self::GaveUp,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Restored => "restored",
-            Self::Superseded => "superseded",
-            Self::Retried => "retried",
-            Self::GaveUp => "gave_up",
-        }
-    }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StoreLabels {
-    op: &'static str,
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OpLabels {
-    op: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LimitLabels {
-    scope: &'static str,
-    action: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-}
 
 /// The relay's metrics and their registry. Every labelled series the request path touches is
 /// resolved here, at start-up, so recording is an atomic add, not a label lookup.

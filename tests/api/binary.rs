@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::helpers::{
     EVENT_TIMEOUT, FakeGateway, Step, binary, binary_under, free_port, log_line, log_lines,
-    media_body, random_key, spawn_binary, terminate, wait_for_status,
+    media_body, random_key, spawn_binary, spawn_post, terminate, wait_for_status,
 };
 
 async fn exit_of(vars: &[(&str, &str)]) -> (i32, String) {
@@ -137,19 +137,7 @@ async fn sigterm_lets_the_send_under_way_finish_then_exits_0() {
     let relay = format!("http://{listen}");
     wait_for_status(&format!("{relay}/healthz"), 200).await;
     let client = reqwest::Client::new();
-    let under_way = tokio::spawn({
-        let client = client.clone();
-        let url = format!("{relay}/media");
-        async move {
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(media_body("term-1").to_string())
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+    let under_way = spawn_post(&client, format!("{relay}/media"), &media_body("term-1"));
     gateway.next_request().await;
     terminate(&child);
     wait_for_status(&format!("{relay}/readyz"), 503).await;

@@ -5,9 +5,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    EVENT_TIMEOUT, Step, envelope, error_fields, media_body, spawn_app, spawn_app_with,
-};
+use crate::helpers::{Step, envelope, error_fields, media_body, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn identical_request_is_replayed_without_calling_the_gateway() {
@@ -45,16 +43,7 @@ async fn fifty_concurrent_identical_requests_make_one_upstream_call() {
     });
     app.gateway.next_request().await;
     // All 50 reach the relay while the one send is held; the metric says when.
-    let arrived = async {
-        loop {
-            let metrics = app.metrics().await;
-            if metrics.contains("lipachat_relay_in_flight 50") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(EVENT_TIMEOUT, arrived).await.unwrap();
+    app.metric_reaches("lipachat_relay_in_flight 50").await;
     app.gateway.release(1);
     let responses = all.await.unwrap();
     let mut bodies = Vec::new();
@@ -79,19 +68,7 @@ async fn fifty_concurrent_identical_requests_make_one_upstream_call() {
 async fn a_different_payload_with_the_same_id_is_422_in_flight_and_after() {
     let app = spawn_app().await;
     app.gateway.script([Step::held()]);
-    let first = tokio::spawn({
-        let client = app.client.clone();
-        let url = format!("{}/media", app.base_url);
-        async move {
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(media_body("conflict-1").to_string())
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+    let first = app.spawn_post_media("conflict-1");
     app.gateway.next_request().await;
     let mut other = media_body("conflict-1");
     other["caption"] = json!("a different caption");

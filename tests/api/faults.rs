@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::helpers::{
     EVENT_TIMEOUT, Step, TestApp, envelope, free_port, log_line, log_lines, media_body, random_key,
-    spawn_app_with, spawn_binary, terminate, wait_for_status,
+    spawn_app_with, spawn_binary, spawn_post, terminate, wait_for_status, wait_until,
 };
 
 /// How late a timeout may fire and still pass: timers, scheduling and a busy CI machine. Still
@@ -411,14 +411,10 @@ async fn metric(app: &TestApp, series: &str) -> u64 {
 /// Waits until a series reads `value`: the relay records some outcomes after the caller's
 /// answer (or after the caller left), so there is no answer to wait on.
 async fn until_metric(app: &TestApp, series: &str, value: u64) {
-    let poll = async {
-        while metric(app, series).await != value {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    if tokio::time::timeout(EVENT_TIMEOUT, poll).await.is_err() {
-        panic!("{series} is {}, not {value}", metric(app, series).await);
-    }
+    wait_until(format!("{series} reads {value}"), || async {
+        metric(app, series).await == value
+    })
+    .await;
 }
 
 const SENT: &str = "lipachat_relay_requests_total{type=\"media\",outcome=\"sent\"}";
@@ -905,20 +901,11 @@ async fn at_the_connection_limit_idle_connections_are_shed_so_healthz_answers() 
     .await;
     app.gateway.script([Step::held()]);
     let address = relay_address(&app);
-    let busy = tokio::spawn({
-        let client = reqwest::Client::new();
-        let url = format!("{}/media", app.base_url);
-        async move {
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(media_body("busy-1").to_string())
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
+    let busy = spawn_post(
+        &reqwest::Client::new(),
+        format!("{}/media", app.base_url),
+        &media_body("busy-1"),
+    );
     app.gateway.next_request().await;
     // Silent ones first: the exchanges on the kept-alive ones after them show that the relay
     // has accepted them all by the time the 17th comes.
@@ -954,7 +941,7 @@ async fn at_the_connection_limit_idle_connections_are_shed_so_healthz_answers() 
         closed(stream, started, EVENT_TIMEOUT).await;
     }
     app.gateway.release(1);
-    assert_eq!(busy.await.unwrap(), 200);
+    assert_eq!(busy.await.unwrap().status(), 200);
     assert_eq!(app.gateway.calls(), 1);
     assert_alive(&app).await;
 }

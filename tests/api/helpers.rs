@@ -28,6 +28,41 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// Upper bound for any single awaited event in a test.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often [`wait_until`] looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Waits until `reached()` says yes, looking again every few milliseconds, and fails naming
+/// `what` after [`EVENT_TIMEOUT`]. Only for states with no event to await: a metric, the drain
+/// flag, another process's readiness.
+pub async fn wait_until<F, Fut>(what: impl std::fmt::Display, mut reached: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let poll = async {
+        while !reached().await {
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    };
+    if tokio::time::timeout(EVENT_TIMEOUT, poll).await.is_err() {
+        panic!("never reached within {EVENT_TIMEOUT:?}: {what}");
+    }
+}
+
+/// POSTs `body` as JSON to `url` from a task of its own, so the request stays in flight while
+/// the test goes on; the task's answer is the response.
+pub fn spawn_post(
+    client: &reqwest::Client,
+    url: String,
+    body: &Value,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    tokio::spawn(async move { request.send().await.expect("the relay did not answer") })
+}
+
 /// One scripted gateway answer.
 #[derive(Clone, Debug)]
 pub struct Step {
@@ -361,6 +396,23 @@ impl TestApp {
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
     }
+
+    /// Waits until `/metrics` has `line`.
+    pub async fn metric_reaches(&self, line: &str) {
+        wait_until(format!("the metrics show {line}"), || async {
+            self.metrics().await.contains(line)
+        })
+        .await;
+    }
+
+    /// POSTs a media send with this `messageId` from a task of its own ([`spawn_post`]).
+    pub fn spawn_post_media(&self, message_id: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+        spawn_post(
+            &self.client,
+            format!("{}/media", self.base_url),
+            &media_body(message_id),
+        )
+    }
 }
 
 /// Reads the relay's envelope and checks its shape.
@@ -462,19 +514,14 @@ pub fn log_line<'a>(lines: &'a [Value], message: &str) -> &'a Value {
 /// readiness changes of a separate process, which has no event to subscribe to).
 pub async fn wait_for_status(url: &str, status: u16) {
     let client = reqwest::Client::new();
-    let poll = async {
-        loop {
-            if let Ok(response) = client.get(url).send().await
-                && response.status().as_u16() == status
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(EVENT_TIMEOUT, poll)
-        .await
-        .unwrap_or_else(|_| panic!("{url} never answered {status}"));
+    wait_until(format!("{url} answers {status}"), || async {
+        client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().as_u16() == status)
+    })
+    .await;
 }
 
 /// Sends SIGTERM to a child process.

@@ -29,18 +29,6 @@ fn send(message_id: &str, from: &str, to: &str) -> Value {
     body
 }
 
-/// Waits until `/metrics` has `line`.
-async fn metric_reaches(app: &TestApp, line: &str) {
-    let reached = async {
-        while !app.metrics().await.contains(line) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(EVENT_TIMEOUT, reached)
-        .await
-        .unwrap_or_else(|_| panic!("the metrics never showed {line}"));
-}
-
 /// Posts `bodies` at once, from a task of their own, and returns the responses' futures.
 fn post_all(
     app: &TestApp,
@@ -82,7 +70,7 @@ async fn replays_and_coalesced_duplicates_take_no_slot() {
     app.gateway.set_default(Step::held());
     let burst = post_all(&app, vec![send("once-2", FROM, OTHER_TO); 5]);
     app.gateway.next_request().await;
-    metric_reaches(&app, "lipachat_relay_in_flight 5").await;
+    app.metric_reaches("lipachat_relay_in_flight 5").await;
     app.gateway.release(1);
     for response in burst.await.unwrap() {
         assert_eq!(response.unwrap().status(), 200);
@@ -177,7 +165,7 @@ async fn a_refused_sends_coalesced_callers_all_get_its_429() {
     assert_eq!(app.post_media(&send("a", FROM, TO)).await.status(), 200);
     // "late" waits ~2 s for the pair; its duplicates coalesce onto it meanwhile.
     let late = post_all(&app, vec![send("late", FROM, TO); 5]);
-    metric_reaches(&app, "lipachat_relay_in_flight 5").await;
+    app.metric_reaches("lipachat_relay_in_flight 5").await;
     // At ~1.5 s the sender's next cell (free from 1 s) goes to another recipient, so when
     // "late" has its pair slot at 2 s, the sender's next is 0.5 s off: beyond the 0.1 s of
     // wait it has left.
@@ -212,7 +200,7 @@ async fn a_send_waiting_for_its_slot_holds_an_in_flight_slot() {
     assert_eq!(app.post_media(&send("first", FROM, TO)).await.status(), 200);
     let started = Instant::now();
     let waiting = post_all(&app, vec![send("waits", FROM, TO)]);
-    metric_reaches(&app, "lipachat_relay_in_flight 1").await;
+    app.metric_reaches("lipachat_relay_in_flight 1").await;
     let shed = app.post_media(&send("other", FROM, OTHER_TO)).await;
     assert_eq!(shed.status(), 503);
     assert!(shed.headers().get("retry-after").is_some());
@@ -239,7 +227,7 @@ async fn a_drain_ends_a_rate_wait_with_503() {
     assert_eq!(app.post_media(&send("first", FROM, TO)).await.status(), 200);
     let started = Instant::now();
     let waiting = post_all(&app, vec![send("waits", FROM, TO)]);
-    metric_reaches(&app, "lipachat_relay_in_flight 1").await;
+    app.metric_reaches("lipachat_relay_in_flight 1").await;
     app.begin_shutdown();
     let response = waiting.await.unwrap().pop().unwrap().unwrap();
     assert_eq!(response.status(), 503);

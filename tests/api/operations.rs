@@ -1,10 +1,8 @@
 //! SPEC "Operations" and overload: health, readiness and drain, shedding, metrics, OpenAPI.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use crate::helpers::{EVENT_TIMEOUT, Step, envelope, media_body, spawn_app, spawn_app_with};
+use crate::helpers::{Step, envelope, media_body, spawn_app, spawn_app_with, wait_until};
 
 #[tokio::test]
 async fn health_and_readiness_answer() {
@@ -19,21 +17,8 @@ async fn health_and_readiness_answer() {
 async fn requests_over_the_in_flight_limit_are_shed_at_once() {
     let app = spawn_app_with(&[("RELAY_MAX_IN_FLIGHT", "2")]).await;
     app.gateway.set_default(Step::held());
-    let send = |id: &'static str| {
-        let client = app.client.clone();
-        let url = format!("{}/media", app.base_url);
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(media_body(id).to_string())
-                .send()
-                .await
-                .unwrap()
-        })
-    };
-    let first = send("shed-1");
-    let second = send("shed-2");
+    let first = app.spawn_post_media("shed-1");
+    let second = app.spawn_post_media("shed-2");
     app.gateway.next_request().await;
     app.gateway.next_request().await;
 
@@ -59,30 +44,13 @@ async fn requests_over_the_in_flight_limit_are_shed_at_once() {
 async fn draining_refuses_new_sends_and_finishes_the_one_under_way() {
     let mut app = spawn_app().await;
     app.gateway.script([Step::held()]);
-    let under_way = tokio::spawn({
-        let client = app.client.clone();
-        let url = format!("{}/media", app.base_url);
-        async move {
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(media_body("drain-1").to_string())
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+    let under_way = app.spawn_post_media("drain-1");
     app.gateway.next_request().await;
     app.begin_shutdown();
-    let drained = async {
-        loop {
-            if app.state.shutdown.is_draining() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(EVENT_TIMEOUT, drained).await.unwrap();
+    wait_until("the drain begins", || async {
+        app.state.shutdown.is_draining()
+    })
+    .await;
     assert_eq!(app.get("/readyz").await.status(), 503);
     let refused = app.post_media(&media_body("drain-2")).await;
     assert_eq!(refused.status(), 503);

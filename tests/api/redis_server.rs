@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::helpers::EVENT_TIMEOUT;
+use crate::helpers::{EVENT_TIMEOUT, wait_until};
 
 /// Set (to anything but `0`) where the Redis tests must run, as in CI.
 pub const ENV_REQUIRE_REDIS: &str = "LIPACHAT_REQUIRE_REDIS";
@@ -297,28 +297,19 @@ impl RedisCluster {
 
     /// Waits until every node reports `cluster_state:ok`.
     pub async fn wait_until_ok(&self) {
-        let cluster = self;
-        let ready = async {
-            loop {
-                let mut ok = 0;
-                for node in &cluster.nodes {
-                    if node
-                        .cli(&["cluster", "info"])
-                        .await
-                        .contains("cluster_state:ok")
-                    {
-                        ok += 1;
-                    }
+        wait_until("every cluster node reports cluster_state:ok", || async {
+            for node in &self.nodes {
+                if !node
+                    .cli(&["cluster", "info"])
+                    .await
+                    .contains("cluster_state:ok")
+                {
+                    return false;
                 }
-                if ok == cluster.nodes.len() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        };
-        tokio::time::timeout(EVENT_TIMEOUT, ready)
-            .await
-            .expect("the cluster did not become ready");
+            true
+        })
+        .await;
     }
 
     /// The seed-node list for `RELAY_REDIS_URL` (with `RELAY_REDIS_CLUSTER=true`).

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::helpers::{
     EVENT_TIMEOUT, FakeGateway, Received, Step, TestApp, envelope, error_fields, free_port,
-    media_body, random_key, spawn_app_with, spawn_binary, terminate, wait_for_status,
+    media_body, random_key, spawn_app_with, spawn_binary, terminate, wait_for_status, wait_until,
 };
 use crate::redis_or_skip;
 use crate::redis_server::{RedisCluster, RedisServer};
@@ -182,33 +182,26 @@ pub(crate) async fn metric_of(relay: &impl Relay, prefix: &str) -> f64 {
     metric(&metrics_of(relay).await, prefix)
 }
 
-/// Polls the relays' `/metrics` every 10 ms until the sum of `prefix` over them reaches
-/// `at_least` (a store round trip in another task has no event to wait on).
+/// Waits until the sum of `prefix` over the relays' `/metrics` reaches `at_least` (a store
+/// round trip in another task has no event to wait on).
 pub(crate) async fn wait_for_metric(urls: &[&str], prefix: &str, at_least: f64) {
     let client = reqwest::Client::new();
-    let poll = async {
-        loop {
-            let mut sum = 0.0;
-            for url in urls {
-                let text = client
-                    .get(format!("{url}/metrics"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                sum += metric(&text, prefix);
-            }
-            if sum >= at_least {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    wait_until(format!("{prefix} reaches {at_least}"), || async {
+        let mut sum = 0.0;
+        for url in urls {
+            let text = client
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            sum += metric(&text, prefix);
         }
-    };
-    tokio::time::timeout(EVENT_TIMEOUT, poll)
-        .await
-        .unwrap_or_else(|_| panic!("{prefix} never reached {at_least}"));
+        sum >= at_least
+    })
+    .await;
 }
 
 /// Replica A (with the fake gateway) and replica B, both on the shared store `vars` name.

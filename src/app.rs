@@ -23,7 +23,7 @@ use crate::state::AppState;
 /// Request ids: 128 random bits as 32 hex digits (fastrand: no syscall per request), written
 /// on the stack: the header value is the one allocation.
 #[derive(Clone, Copy, Default)]
-pub struct MakeRandomId;
+pub(crate) struct MakeRandomId;
 
 impl MakeRequestId for MakeRandomId {
     fn make_request_id<B>(&mut self, _: &HttpRequest<B>) -> Option<RequestId> {

@@ -15,15 +15,15 @@ use crate::outcome::{LimitScope, SendFailure, UpstreamError};
 use crate::validate::{FieldError, Invalid};
 
 /// Seconds a shed caller should wait before retrying.
-pub const RETRY_AFTER_OVERLOADED_SECS: u32 = 1;
+pub(crate) const RETRY_AFTER_OVERLOADED_SECS: u32 = 1;
 /// Seconds a caller refused during a drain should wait (another replica will answer).
-pub const RETRY_AFTER_DRAINING_SECS: u32 = 5;
+pub(crate) const RETRY_AFTER_DRAINING_SECS: u32 = 5;
 /// Seconds a caller refused while the shared store is down (closed mode) should wait.
-pub const RETRY_AFTER_STORE_SECS: u32 = 1;
+pub(crate) const RETRY_AFTER_STORE_SECS: u32 = 1;
 
 /// The relay's own answers.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// 400: the body is not a JSON object.
     #[error("{0}")]
     MalformedJson(String),
@@ -82,7 +82,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The status of each answer: one table to check against the SPEC.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) | Self::Validation(_) | Self::UnreadableBody => {
                 StatusCode::BAD_REQUEST
@@ -104,7 +104,7 @@ impl ApiError {
     }
 
     /// The `outcome` label of the request this answers.
-    pub fn outcome(&self) -> RequestOutcome {
+    pub(crate) fn outcome(&self) -> RequestOutcome {
         match self {
             Self::MalformedJson(_)
             | Self::Validation(_)
@@ -202,7 +202,7 @@ fn rate_limit_message(scope: LimitScope) -> &'static str {
 }
 
 /// Whole seconds of `duration`, rounded up, saturating.
-pub fn whole_seconds(duration: std::time::Duration) -> u64 {
+pub(crate) fn whole_seconds(duration: std::time::Duration) -> u64 {
     duration
         .as_secs()
         .saturating_add(u64::from(duration.subsec_nanos() > 0))
@@ -210,7 +210,7 @@ pub fn whole_seconds(duration: std::time::Duration) -> u64 {
 
 /// The relay envelope: the gateway's shape with `status: "error"`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorEnvelope {
+pub(crate) struct ErrorEnvelope {
     /// When the relay answered, RFC 3339.
     #[schema(example = "2026-11-25T08:00:00.000Z")]
     pub timestamp: String,
@@ -228,7 +228,7 @@ pub struct ErrorEnvelope {
 
 impl ErrorEnvelope {
     /// An envelope stamped now.
-    pub fn new(message: String, errors: Option<Vec<FieldError>>) -> Self {
+    pub(crate) fn new(message: String, errors: Option<Vec<FieldError>>) -> Self {
         Self {
             timestamp: now_rfc3339(),
             data: None,
@@ -240,7 +240,7 @@ impl ErrorEnvelope {
 }
 
 /// The current time, RFC 3339 with milliseconds, UTC.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 

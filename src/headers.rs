@@ -3,14 +3,14 @@
 //! mock and the OpenAPI document all take their names from here.
 
 /// The gateway's key header; set only on the way out, never read from a caller.
-pub const HEADER_API_KEY: &str = "apikey";
+pub(crate) const HEADER_API_KEY: &str = "apikey";
 /// The request id: the caller's, or one the relay makes; forwarded and echoed.
-pub const HEADER_REQUEST_ID: &str = "x-request-id";
+pub(crate) const HEADER_REQUEST_ID: &str = "x-request-id";
 /// W3C trace context, forwarded as is; its trace id goes into the log line.
-pub const HEADER_TRACEPARENT: &str = "traceparent";
+pub(crate) const HEADER_TRACEPARENT: &str = "traceparent";
 /// W3C trace state, forwarded as is.
-pub const HEADER_TRACESTATE: &str = "tracestate";
+pub(crate) const HEADER_TRACESTATE: &str = "tracestate";
 /// `true` on an answer replayed from the dedup window or shared with a coalesced caller.
-pub const HEADER_REPLAYED: &str = "idempotent-replayed";
+pub(crate) const HEADER_REPLAYED: &str = "idempotent-replayed";
 /// How often the gateway was tried for this answer.
-pub const HEADER_ATTEMPTS: &str = "x-relay-attempts";
+pub(crate) const HEADER_ATTEMPTS: &str = "x-relay-attempts";

@@ -3,8 +3,9 @@
 //!
 //! The request path, top to bottom (SPEC "HTTP API of the relay"):
 //!
-//! - [`app`] builds the axum `Router` from the table of send types in [`sends`]: request id →
-//!   the handler in [`routes::send`].
+//! - [`app()`] builds the axum `Router` from the table of send types in [`sends`], over one
+//!   [`AppState`] (module `state`, which `app` and the handlers share): request id → the
+//!   handlers in `routes` (`send`, `templates`, `ops`).
 //! - [`validate`] turns the raw JSON object into a normalised [`validate::SendRequest`] (the
 //!   body to forward and its fingerprint) or every [`validate::FieldError`] at once, with the
 //!   send type's own rules from [`sends`].
@@ -14,39 +15,44 @@
 //! - [`limit`] keeps WhatsApp's per-sender and per-pair rate limits for new sends.
 //! - [`upstream`] forwards through deadline → retry (policy + budget) → attempt timeout →
 //!   reqwest, injecting the `apiKey` (the only module that sees the secret).
-//! - [`error`] writes every answer the relay makes itself, in the gateway's envelope shape.
-//! - `GET /templates` ([`routes::templates`]) relays the gateway's template listing through
-//!   the same client, kept five minutes in [`templates`]' cache.
+//! - `error` writes every answer the relay makes itself, in the gateway's envelope shape.
+//! - `GET /templates` relays the gateway's template listing through the same client, kept five
+//!   minutes in [`templates`]' cache.
 //!
-//! Leaf types shared by several of those: [`phone`], [`fingerprint`], [`outcome`]. Around it:
-//! [`server`] (the accept loop: head and idle timeouts, connection limit, drain of
-//! connections), [`config`] (environment → typed `Config`, exit 2 on bad input), [`telemetry`]
-//! (logs and masking), [`metrics`] (Prometheus), [`shutdown`] (readiness and drain of sends),
-//! [`mock`] (the Lipachat-compatible mock gateway) and [`openapi`].
+//! Leaf modules shared by several of those: [`phone`], [`fingerprint`], [`outcome`] (how a
+//! send and a request end), `headers` (every header name) and `throttle` (one rate-limited
+//! warning). Around it: [`serve()`] on [`server`] (the accept loop: head and idle timeouts,
+//! connection limit, drain of connections), [`config`] (environment → typed `Config`, one
+//! table of variables in [`config::vars`], exit 2 on bad input), [`telemetry`] (logs and
+//! masking), [`metrics`] (Prometheus), [`shutdown`] (readiness, the drain of sends and the
+//! signal), [`mock`] (the Lipachat-compatible mock gateway) and [`openapi`].
+//!
+//! The binary, the tests and the benches use [`app()`], [`serve()`], [`AppState`], [`Config`]
+//! and the public modules below; the modules without `pub` are this crate's own.
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod app;
+mod app;
 pub mod config;
 pub mod dedup;
-pub mod error;
+mod error;
 pub mod fingerprint;
-pub mod headers;
+mod headers;
 pub mod limit;
 pub mod metrics;
 pub mod mock;
 pub mod openapi;
 pub mod outcome;
 pub mod phone;
-pub mod routes;
+mod routes;
 pub mod sends;
 pub mod server;
 pub mod shutdown;
-pub mod state;
+mod state;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
-pub mod throttle;
+mod throttle;
 pub mod upstream;
 pub mod validate;
 

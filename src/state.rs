@@ -81,7 +81,7 @@ impl AppState {
     }
 
     /// A `RELAY_MAX_IN_FLIGHT` slot, or `None` when all are taken.
-    pub fn take_slot(&self) -> Option<Slot> {
+    pub(crate) fn take_slot(&self) -> Option<Slot> {
         let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
         Some(Slot::new(permit, self.metrics.in_flight()))
     }
@@ -96,14 +96,14 @@ impl std::ops::Deref for AppState {
 }
 
 /// A `RELAY_MAX_IN_FLIGHT` slot and its place in the in-flight gauge, held until dropped.
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     _gauge: InFlightGuard,
 }
 
 impl Slot {
     /// Wraps a permit of the slots' semaphore.
-    pub fn new(permit: OwnedSemaphorePermit, gauge: InFlightGuard) -> Self {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, gauge: InFlightGuard) -> Self {
         Self {
             _permit: permit,
             _gauge: gauge,

@@ -18,7 +18,7 @@ use crate::sends::SendKind;
 
 /// What the handler learnt about a request, for its log line and metrics.
 #[derive(Clone, Debug)]
-pub struct RequestRecord {
+pub(crate) struct RequestRecord {
     pub kind: SendKind,
     pub outcome: RequestOutcome,
     pub message_id: Option<Box<str>>,
@@ -30,7 +30,7 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn new(kind: SendKind, outcome: RequestOutcome) -> Self {
+    pub(crate) fn new(kind: SendKind, outcome: RequestOutcome) -> Self {
         Self {
             kind,
             outcome,
@@ -77,7 +77,7 @@ pub fn init(format: LogFormat) -> Result<(), LogSetupError> {
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed.
-pub fn trace_id(traceparent: &str) -> Option<&str> {
+pub(crate) fn trace_id(traceparent: &str) -> Option<&str> {
     let mut parts = traceparent.split('-');
     let (_version, id) = (parts.next()?, parts.next()?);
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
@@ -85,7 +85,7 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 
 /// Writes the one info line of a finished send request. `detached` marks a send whose caller
 /// had disconnected before it ended.
-pub fn log_request(
+pub(crate) fn log_request(
     request_id: Option<&str>,
     trace_id: Option<&str>,
     status: u16,
@@ -117,7 +117,7 @@ pub fn log_request(
 }
 
 /// Writes the one info line of a `GET /templates` request; `from` comes masked.
-pub fn log_listing(
+pub(crate) fn log_listing(
     request_id: Option<&str>,
     from: Option<&str>,
     result: ListingResult,

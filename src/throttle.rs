@@ -7,12 +7,12 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// At most one line per condition in this time.
-pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Rate-limits one warning. Shared by reference: the lock is held for two assignments and
 /// never across an `.await`.
 #[derive(Debug, Default)]
-pub struct Throttle(Mutex<Window>);
+pub(crate) struct Throttle(Mutex<Window>);
 
 #[derive(Debug, Default)]
 struct Window {
@@ -24,13 +24,13 @@ struct Window {
 
 impl Throttle {
     /// A throttle that allows its first line at once.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// `Some(occurrences not logged since the last line)` when a line may be written now;
     /// `None` (and the occurrence counted) when it may not.
-    pub fn allow(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&self, now: Instant) -> Option<u64> {
         let mut window = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if window
             .last

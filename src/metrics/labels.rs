@@ -53,9 +53,9 @@ pub enum StoreOp {
 }
 
 impl StoreOp {
-    pub const ALL: [Self; 3] = [Self::Claim, Self::Complete, Self::Limit];
+    pub(crate) const ALL: [Self; 3] = [Self::Claim, Self::Complete, Self::Limit];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Claim => "claim",
             Self::Complete => "complete",
@@ -77,9 +77,9 @@ pub enum StoreResult {
 }
 
 impl StoreResult {
-    pub const ALL: [Self; 3] = [Self::Ok, Self::Error, Self::Timeout];
+    pub(crate) const ALL: [Self; 3] = [Self::Ok, Self::Error, Self::Timeout];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Error => "error",
@@ -108,7 +108,7 @@ pub enum CompletionResult {
 }
 
 impl CompletionResult {
-    pub const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 5] = [
         Self::Completed,
         Self::Restored,
         Self::Superseded,
@@ -116,7 +116,7 @@ impl CompletionResult {
         Self::GaveUp,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Completed => "completed",
             Self::Restored => "restored",

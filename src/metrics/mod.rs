@@ -25,34 +25,34 @@ use labels::{
 };
 pub use labels::{CompletionResult, StoreOp, StoreResult, UpstreamStatus};
 
-pub const METRIC_REQUESTS: &str = "lipachat_relay_requests";
-pub const METRIC_UPSTREAM_ATTEMPTS: &str = "lipachat_relay_upstream_attempts";
-pub const METRIC_REQUEST_DURATION: &str = "lipachat_relay_request_duration";
-pub const METRIC_UPSTREAM_DURATION: &str = "lipachat_relay_upstream_duration";
-pub const METRIC_IN_FLIGHT: &str = "lipachat_relay_in_flight";
-pub const METRIC_DETACHED: &str = "lipachat_relay_detached_sends";
-pub const METRIC_DEDUP_ENTRIES: &str = "lipachat_relay_dedup_entries";
-pub const METRIC_BUDGET_EXHAUSTED: &str = "lipachat_relay_retry_budget_exhausted";
-pub const METRIC_STORE_OPERATIONS: &str = "lipachat_relay_store_operations";
-pub const METRIC_STORE_DURATION: &str = "lipachat_relay_store_duration";
-pub const METRIC_STORE_FAIL_OPEN: &str = "lipachat_relay_store_fail_open";
-pub const METRIC_DEDUP_COMPLETIONS: &str = "lipachat_relay_dedup_completions";
-pub const METRIC_RATE_LIMITED: &str = "lipachat_relay_rate_limited";
-pub const METRIC_RATE_WAIT: &str = "lipachat_relay_rate_wait";
-pub const METRIC_BUILD_INFO: &str = "lipachat_relay_build_info";
-pub const METRIC_TEMPLATE_LISTINGS: &str = "lipachat_relay_template_listings";
+pub(crate) const METRIC_REQUESTS: &str = "lipachat_relay_requests";
+pub(crate) const METRIC_UPSTREAM_ATTEMPTS: &str = "lipachat_relay_upstream_attempts";
+pub(crate) const METRIC_REQUEST_DURATION: &str = "lipachat_relay_request_duration";
+pub(crate) const METRIC_UPSTREAM_DURATION: &str = "lipachat_relay_upstream_duration";
+pub(crate) const METRIC_IN_FLIGHT: &str = "lipachat_relay_in_flight";
+pub(crate) const METRIC_DETACHED: &str = "lipachat_relay_detached_sends";
+pub(crate) const METRIC_DEDUP_ENTRIES: &str = "lipachat_relay_dedup_entries";
+pub(crate) const METRIC_BUDGET_EXHAUSTED: &str = "lipachat_relay_retry_budget_exhausted";
+pub(crate) const METRIC_STORE_OPERATIONS: &str = "lipachat_relay_store_operations";
+pub(crate) const METRIC_STORE_DURATION: &str = "lipachat_relay_store_duration";
+pub(crate) const METRIC_STORE_FAIL_OPEN: &str = "lipachat_relay_store_fail_open";
+pub(crate) const METRIC_DEDUP_COMPLETIONS: &str = "lipachat_relay_dedup_completions";
+pub(crate) const METRIC_RATE_LIMITED: &str = "lipachat_relay_rate_limited";
+pub(crate) const METRIC_RATE_WAIT: &str = "lipachat_relay_rate_wait";
+pub(crate) const METRIC_BUILD_INFO: &str = "lipachat_relay_build_info";
+pub(crate) const METRIC_TEMPLATE_LISTINGS: &str = "lipachat_relay_template_listings";
 
 /// The HTTP statuses whose attempt counters are looked up once.
 const STATUS_CODES: std::ops::RangeInclusive<u16> = 100..=599;
 
 /// OpenTelemetry's advised boundaries for HTTP durations, in seconds.
-pub const DURATION_BUCKETS: [f64; 14] = [
+pub(crate) const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
 /// Boundaries for shared-store round trips: a local Redis answers in well under a
 /// millisecond, `RELAY_REDIS_TIMEOUT_MS` is 250 ms by default.
-pub const STORE_BUCKETS: [f64; 10] = [
+pub(crate) const STORE_BUCKETS: [f64; 10] = [
     0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 ];
 
@@ -290,7 +290,7 @@ impl Metrics {
     }
 
     /// One answered `GET /templates`.
-    pub fn record_template_listing(&self, result: ListingResult) {
+    pub(crate) fn record_template_listing(&self, result: ListingResult) {
         if let Some(index) = ListingResult::ALL.iter().position(|r| *r == result)
             && let Some(counter) = self.template_listings.get(index)
         {
@@ -299,7 +299,12 @@ impl Metrics {
     }
 
     /// One finished send request.
-    pub fn record_request(&self, kind: SendKind, outcome: RequestOutcome, latency: Duration) {
+    pub(crate) fn record_request(
+        &self,
+        kind: SendKind,
+        outcome: RequestOutcome,
+        latency: Duration,
+    ) {
         if let Some(counter) = self
             .requests
             .get(kind.index())
@@ -311,12 +316,12 @@ impl Metrics {
     }
 
     /// A send that went on after its caller disconnected.
-    pub fn record_detached(&self) {
+    pub(crate) fn record_detached(&self) {
         self.detached.inc();
     }
 
     /// One gateway attempt.
-    pub fn record_attempt(&self, status: UpstreamStatus, latency: Duration) {
+    pub(crate) fn record_attempt(&self, status: UpstreamStatus, latency: Duration) {
         let slot = match status {
             UpstreamStatus::Code(code) => code
                 .checked_sub(*STATUS_CODES.start())
@@ -351,7 +356,7 @@ impl Metrics {
     }
 
     /// A retry the budget refused.
-    pub fn record_budget_exhausted(&self) {
+    pub(crate) fn record_budget_exhausted(&self) {
         self.budget_exhausted.inc();
     }
 
@@ -361,7 +366,12 @@ impl Metrics {
     }
 
     /// One shared-store round trip.
-    pub fn record_store_operation(&self, op: StoreOp, result: StoreResult, latency: Duration) {
+    pub(crate) fn record_store_operation(
+        &self,
+        op: StoreOp,
+        result: StoreResult,
+        latency: Duration,
+    ) {
         if let Some(counter) = self
             .store_operations
             .get(op.index())
@@ -375,21 +385,21 @@ impl Metrics {
     }
 
     /// A send that went on without the shared store (`RELAY_REDIS_FAILURE=open`).
-    pub fn record_fail_open(&self, op: StoreOp) {
+    pub(crate) fn record_fail_open(&self, op: StoreOp) {
         if let Some(counter) = self.store_fail_open.get(op.index()) {
             counter.inc();
         }
     }
 
     /// What became of one completion (or one try of it) in the shared window.
-    pub fn record_completion(&self, result: CompletionResult) {
+    pub(crate) fn record_completion(&self, result: CompletionResult) {
         if let Some(counter) = self.dedup_completions.get(result.index()) {
             counter.inc();
         }
     }
 
     /// A send that waited `wait` for its rate slot.
-    pub fn record_rate_delayed(&self, scope: LimitScope, wait: Duration) {
+    pub(crate) fn record_rate_delayed(&self, scope: LimitScope, wait: Duration) {
         if let Some(counter) = self.rate_limited.get(scope_index(scope)) {
             counter[0].inc();
         }
@@ -397,20 +407,20 @@ impl Metrics {
     }
 
     /// A send a rate limit refused (429).
-    pub fn record_rate_refused(&self, scope: LimitScope) {
+    pub(crate) fn record_rate_refused(&self, scope: LimitScope) {
         if let Some(counter) = self.rate_limited.get(scope_index(scope)) {
             counter[1].inc();
         }
     }
 
     /// Takes a `RELAY_MAX_IN_FLIGHT` slot's place in the in-flight gauge until dropped.
-    pub fn in_flight(self: &Arc<Self>) -> InFlightGuard {
+    pub(crate) fn in_flight(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.inc();
         InFlightGuard(Arc::clone(self))
     }
 
     /// The Prometheus text exposition; `dedup_entries` is sampled now.
-    pub fn encode(&self, dedup_entries: u64) -> String {
+    pub(crate) fn encode(&self, dedup_entries: u64) -> String {
         self.dedup_entries
             .set(i64::try_from(dedup_entries).unwrap_or(i64::MAX));
         let mut text = String::with_capacity(16 * 1024);
@@ -428,7 +438,7 @@ fn scope_index(scope: LimitScope) -> usize {
 }
 
 /// Decrements the in-flight gauge when dropped, however the request or send ends.
-pub struct InFlightGuard(Arc<Metrics>);
+pub(crate) struct InFlightGuard(Arc<Metrics>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {

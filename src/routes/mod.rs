@@ -1,6 +1,6 @@
 //! HTTP handlers: `send` for every send type, `templates` for the template listing, `ops` for
 //! health, metrics and the API document.
 
-pub mod ops;
-pub mod send;
-pub mod templates;
+pub(crate) mod ops;
+pub(crate) mod send;
+pub(crate) mod templates;

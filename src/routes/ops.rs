@@ -10,15 +10,16 @@ use http::header::CONTENT_TYPE;
 use crate::state::AppState;
 
 /// The content type of the OpenMetrics text that prometheus-client writes; Prometheus reads it.
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const METRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `GET /healthz`: 200 while the process serves.
-pub async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     json(StatusCode::OK, r#"{"status":"ok"}"#)
 }
 
 /// `GET /readyz`: 200 until shutdown begins, then 503.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_draining() {
         json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
     } else {
@@ -27,13 +28,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus exposition.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics.encode(state.dedup.entries());
     ([(CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
 /// `GET /openapi.json`: the API document, rendered once at start-up.
-pub async fn openapi(State(state): State<AppState>) -> Response {
+pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
     ([(CONTENT_TYPE, "application/json")], state.openapi.clone()).into_response()
 }
 

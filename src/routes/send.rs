@@ -49,7 +49,11 @@ use crate::upstream::UpstreamRequest;
 use crate::validate::{self, SendRequest};
 
 /// `POST` on a send type's path or alias.
-pub async fn send(State(state): State<AppState>, kind: SendKind, request: Request) -> Response {
+pub(crate) async fn send(
+    State(state): State<AppState>,
+    kind: SendKind,
+    request: Request,
+) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let call = Call {
@@ -408,7 +412,7 @@ fn passthrough(status: StatusCode, content_type: Option<HeaderValue>, body: Byte
 }
 
 /// `application/json` or `application/*+json`, parameters such as `charset` allowed.
-pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };

@@ -30,16 +30,16 @@ use crate::upstream::UpstreamRequest;
 use crate::validate::FieldError;
 
 /// The query parameter naming the business number.
-pub const QUERY_FROM: &str = "from";
+pub(crate) const QUERY_FROM: &str = "from";
 
 /// `GET /templates?from=<number>`.
-pub async fn list(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+pub(crate) async fn list(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let number = number_from_query(uri.query(), state.config.default_from.as_ref());
     answer(&state, number, &headers).await
 }
 
 /// `GET /api/v1/template/{number}`: the gateway's own path.
-pub async fn list_by_path(
+pub(crate) async fn list_by_path(
     State(state): State<AppState>,
     number: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -52,7 +52,7 @@ pub async fn list_by_path(
 }
 
 /// `from` from the query string (one of them), or the default sender.
-pub fn number_from_query(
+pub(crate) fn number_from_query(
     query: Option<&str>,
     default_from: Option<&PhoneNumber>,
 ) -> Result<PhoneNumber, ApiError> {

@@ -6,7 +6,7 @@ use std::io;
 
 /// File descriptors kept for everything but client connections and gateway connections: the
 /// listener, the runtime's epoll and wakers, stdio, Redis connections, DNS look-ups, files.
-pub const FD_RESERVE: u64 = 64;
+pub(crate) const FD_RESERVE: u64 = 64;
 
 /// `EMFILE` and `ENFILE` (the process's or the system's file table is full): 24 and 23 on
 /// Linux and the BSDs.
@@ -36,7 +36,11 @@ pub fn fd_limit() -> Option<u64> {
 /// file-descriptor limit for [`FD_RESERVE`] and one gateway connection per send in flight.
 /// The room kept is at most half the limit, so a low limit still serves clients; beyond the
 /// estimate, accept errors are the backstop (logged, shed, retried).
-pub fn connection_cap(configured: usize, max_in_flight: usize, fd_limit: Option<u64>) -> usize {
+pub(crate) fn connection_cap(
+    configured: usize,
+    max_in_flight: usize,
+    fd_limit: Option<u64>,
+) -> usize {
     let Some(limit) = fd_limit else {
         return configured;
     };

@@ -19,12 +19,12 @@
 //! - **`RELAY_MAX_CONNECTIONS`**, a semaphore: once a connection arrives with every slot taken,
 //!   the loop holds it, stops accepting (the next ones wait in the kernel's backlog), logs it
 //!   (rate-limited) and sheds the connections that are waiting for a request (exactly those
-//!   hold a head sleep), again every [`SHED_INTERVAL`] until a slot is free. Shedding is for a
+//!   hold a head sleep), again every `SHED_INTERVAL` until a slot is free. Shedding is for a
 //!   connection that waits, not for reaching the limit, so kept-alive clients are not closed
 //!   just because they are many. A connection with a request in progress is never shed. The
-//!   limit is capped below the file-descriptor limit: [`connection_cap`].
+//!   limit is capped below the file-descriptor limit: `connection_cap`.
 //! - **Accept errors never end the loop.** Out of file descriptors it logs (rate-limited), sheds
-//!   and backs off for [`ACCEPT_BACKOFF`]; a connection gone before it was accepted is skipped.
+//!   and backs off for `ACCEPT_BACKOFF`; a connection gone before it was accepted is skipped.
 //! - **The drain**: when `close` resolves, the loop stops accepting and every connection closes
 //!   gracefully (hyper finishes the answer under way; idle ones close at once); when `stop`
 //!   resolves, whatever is left is cut. `CancellationToken`s carry both, a `TaskTracker` counts
@@ -60,15 +60,16 @@ use tower::Service as _;
 
 use crate::config::Config;
 use accept::Signals;
-pub use fd::{FdLimit, connection_cap, fd_limit, raise_fd_limit};
+use fd::connection_cap;
+pub use fd::{FdLimit, fd_limit, raise_fd_limit};
 use timer::{Activity, RequestTimer, Socket};
 
 /// While the loop is at the connection limit, how often it sheds waiting connections. Each
 /// round wakes every connection once; a liveness probe waits about this long at most.
-pub const SHED_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const SHED_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long the loop waits after an accept error other than a connection already gone.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the server takes from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +78,7 @@ pub struct Options {
     pub header_timeout: Duration,
     /// `RELAY_IDLE_TIMEOUT_SECS`.
     pub idle_timeout: Duration,
-    /// `RELAY_MAX_CONNECTIONS`, capped by [`connection_cap`].
+    /// `RELAY_MAX_CONNECTIONS`, capped by `connection_cap`.
     pub max_connections: usize,
 }
 
@@ -99,7 +100,7 @@ impl Options {
 
 /// Serves `router` on `listener` until `close` resolves, then closes every connection
 /// gracefully; returns once they are all closed, or once `stop` resolves, cutting the rest.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     options: Options,

@@ -392,15 +392,17 @@ fn size(raw: &RawVars, var: &Var) -> Result<usize, ConfigError> {
     number(raw, var).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
+/// The configuration of a literal list, the key required: what the config tests parse.
+#[cfg(test)]
+fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_vars(vars.iter().copied(), KeyRequirement::Required)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::ffi::OsString;
     use std::os::unix::ffi::OsStringExt;
-
-    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_vars(vars.iter().copied(), KeyRequirement::Required)
-    }
 
     #[test]
     fn defaults_follow_the_spec() {

@@ -164,13 +164,9 @@ pub(super) fn redis_urls(
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse;
     use super::super::vars::{REDIS_URL, REDIS_URL_FILE};
-    use super::super::{Config, KeyRequirement};
     use super::*;
-
-    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_vars(vars.iter().copied(), KeyRequirement::Required)
-    }
 
     #[test]
     fn empty_key_is_rejected() {

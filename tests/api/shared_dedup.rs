@@ -158,9 +158,13 @@ pub(crate) async fn send(relay: &impl Relay, body: &Value) -> Answer {
 }
 
 pub(crate) async fn metrics_of(relay: &impl Relay) -> String {
-    relay
-        .http()
-        .get(format!("{}/metrics", relay.url()))
+    metrics_at(relay.http(), relay.url()).await
+}
+
+/// The `/metrics` text of the relay at `url`.
+async fn metrics_at(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(format!("{url}/metrics"))
         .send()
         .await
         .unwrap()
@@ -189,15 +193,7 @@ pub(crate) async fn wait_for_metric(urls: &[&str], prefix: &str, at_least: f64) 
     wait_until(format!("{prefix} reaches {at_least}"), || async {
         let mut sum = 0.0;
         for url in urls {
-            let text = client
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            sum += metric(&text, prefix);
+            sum += metric(&metrics_at(&client, url).await, prefix);
         }
         sum >= at_least
     })
@@ -659,14 +655,7 @@ async fn the_binary_logs_a_refused_password_without_the_password() {
         .unwrap();
     assert_eq!(answer.status(), 200, "open mode sends without the store");
     assert!(!answer.text().await.unwrap().contains(&wrong));
-    let metrics = client
-        .get(format!("{relay}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_at(&client, &relay).await;
     assert!(metric(&metrics, FAIL_OPEN) >= 1.0);
     assert!(!metrics.contains(&wrong));
 

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use lipachat_relay::dedup::memory::MemoryWindow;
-use lipachat_relay::dedup::{Begin, Dedup, Remembered};
-use lipachat_relay::fingerprint::Fingerprint;
-use lipachat_relay::metrics::Metrics;
-use lipachat_relay::outcome::GatewayReply;
-use lipachat_relay::sends::SendKind;
-use lipachat_relay::validate::validate;
+use lipachat_relay::SendKind;
+use lipachat_relay::internals::Fingerprint;
+use lipachat_relay::internals::GatewayReply;
+use lipachat_relay::internals::MemoryWindow;
+use lipachat_relay::internals::Metrics;
+use lipachat_relay::internals::validate;
+use lipachat_relay::internals::{Begin, Dedup, Remembered};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -83,7 +83,7 @@ fn main() {
         }
     };
     let bodies: Vec<Vec<u8>> = (0..1024).map(body).collect();
-    let rules = SendKind::Media.rules();
+    let kind = SendKind::Media;
     let mut rows: Vec<(&str, f64)> = Vec::new();
     // Runs a step when selected.
     macro_rules! step {
@@ -97,7 +97,7 @@ fn main() {
     step!(
         "validate a media request (parse, check, normalise, fingerprint)",
         measure(n, |i| {
-            let _ = black_box(validate(rules, &bodies[(i % 1024) as usize], None));
+            let _ = black_box(validate(kind, &bodies[(i % 1024) as usize]));
         })
     );
     step!(
@@ -182,9 +182,8 @@ fn main() {
     );
 
     // A whole dedup round for a new messageId: begin (table + moka), complete (moka insert).
-    let dedup = Dedup::new(
+    let dedup = Dedup::in_memory(
         MemoryWindow::new(100_000, Duration::from_secs(86_400)),
-        None,
         Arc::new(Metrics::new()),
     );
     let outcome = Ok(reply());

@@ -73,7 +73,7 @@ pub fn app(state: AppState) -> Router {
 /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503, new sends get 503,
 /// sends under way finish (up to `RELAY_SHUTDOWN_GRACE_SECS`), and connections close; nothing
 /// is left 1 s after the grace time. The connections themselves (timeouts, limit) are
-/// [`server`]'s.
+/// `server`'s.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,

@@ -18,12 +18,12 @@ impl Fingerprint {
     }
 
     /// The 16 bytes, for a shared store.
-    pub fn to_bytes(self) -> [u8; 16] {
+    pub(crate) fn to_bytes(self) -> [u8; 16] {
         self.0.to_be_bytes()
     }
 
     /// Back from [`Fingerprint::to_bytes`].
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+    pub(crate) fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(u128::from_be_bytes(bytes))
     }
 }

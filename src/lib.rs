@@ -1,61 +1,91 @@
 //! lipachat-relay: a sidecar that sends WhatsApp messages through the Lipachat gateway so that
-//! callers never hold its secret.
+//! callers never hold its secret. Every module is private; the surface is the re-exports at
+//! the bottom of this file.
 //!
 //! The request path, top to bottom (SPEC "HTTP API of the relay"):
 //!
-//! - [`app()`] builds the axum `Router` from the table of send types in [`sends`], over one
-//!   [`AppState`] (module `state`, which `app` and the handlers share): request id → the
-//!   handlers in `routes` (`send`, `templates`, `ops`).
-//! - [`validate`] turns the raw JSON object into a normalised [`validate::SendRequest`] (the
-//!   body to forward and its fingerprint) or every [`validate::FieldError`] at once, with the
-//!   send type's own rules from [`sends`].
-//! - [`dedup`] decides whether the send is new, a replay, a duplicate in flight (coalesced) or a
-//!   conflict, keyed on `messageId`: in this process's moka window and, with Redis, in the
-//!   window every replica shares ([`store`]).
-//! - [`limit`] keeps WhatsApp's per-sender and per-pair rate limits for new sends.
-//! - [`upstream`] forwards through deadline → retry (policy + budget) → attempt timeout →
-//!   reqwest, injecting the `apiKey` (the only module that sees the secret).
-//! - `error` writes every answer the relay makes itself, in the gateway's envelope shape.
-//! - `GET /templates` relays the gateway's template listing through the same client, kept five
-//!   minutes in [`templates`]' cache.
+//! | room | job |
+//! | --- | --- |
+//! | `app` | the axum `Router` of each send type's path and alias, ops and `/templates`; `serve` |
+//! | `state` | `AppState` (what handlers share) and `Slot` (a `RELAY_MAX_IN_FLIGHT` slot) |
+//! | `routes/` | `send` (validate → dedup → rate limit → forward → answer), `templates`, `ops` |
+//! | `validate/` | the common fields and entry point; `raw` JSON, the `check` engine, `encode` |
+//! | `sends/` | the table of send types; one file per type: its rules and its OpenAPI schema |
+//! | `dedup/` | `messageId` idempotency: in flight (`lead`), moka (`memory`), Redis (`redis`), completions that land (`complete`) |
+//! | `limit/` | WhatsApp's sender and pair limits: `memory` (governor), `redis` (one script) |
+//! | `store` | the one Redis connection (standalone or Cluster), timeouts, failure mode |
+//! | `upstream/` | the gateway client: retry policy and budget (`retry`), attempt timeout, the secret |
+//! | `templates` | the template listing's five-minute cache |
+//! | `error` | every answer the relay writes itself, in the gateway's envelope shape |
 //!
-//! Leaf modules shared by several of those: [`phone`], [`fingerprint`], [`outcome`] (how a
-//! send and a request end), `headers` (every header name) and `throttle` (one rate-limited
-//! warning). Around it: [`serve()`] on [`server`] (the accept loop: head and idle timeouts,
-//! connection limit, drain of connections), [`config`] (environment → typed `Config`, one
-//! table of variables in [`config::vars`], exit 2 on bad input), [`telemetry`] (logs and
-//! masking), [`metrics`] (Prometheus), [`shutdown`] (readiness, the drain of sends and the
-//! signal), [`mock`] (the Lipachat-compatible mock gateway) and [`openapi`].
-//!
-//! The binary, the tests and the benches use [`app()`], [`serve()`], [`AppState`], [`Config`]
-//! and the public modules below; the modules without `pub` are this crate's own.
+//! Leaves shared by several rooms: `phone`, `fingerprint`, `outcome` (how a send and a
+//! request end), `headers` (every header name), `throttle` (one rate-limited warning).
+//! Around the path: `server/` (the accept loop: `accept`, head/body/idle `timer`, `fd`
+//! limits), `config/` (the one table of variables in `vars`, secrets in `secret`, exit 2 on
+//! bad input), `telemetry` (logs and masking), `metrics/` (Prometheus), `shutdown` (the
+//! `CancellationToken` + `TaskTracker` drain), `mock` (the Lipachat-compatible mock gateway)
+//! and `openapi/` (the document, assembled from what each room declares).
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod app;
-pub mod config;
-pub mod dedup;
+mod config;
+mod dedup;
 mod error;
-pub mod fingerprint;
+mod fingerprint;
 mod headers;
-pub mod limit;
-pub mod metrics;
+mod limit;
+mod metrics;
 pub mod mock;
-pub mod openapi;
-pub mod outcome;
-pub mod phone;
+mod openapi;
+mod outcome;
+mod phone;
 mod routes;
-pub mod sends;
-pub mod server;
-pub mod shutdown;
+mod sends;
+mod server;
+mod shutdown;
 mod state;
-pub mod store;
-pub mod telemetry;
-pub mod templates;
+mod store;
+mod telemetry;
+mod templates;
 mod throttle;
-pub mod upstream;
-pub mod validate;
+mod upstream;
+mod validate;
 
 pub use app::{app, serve};
-pub use config::{Config, ConfigError};
+pub use config::{ApiKey, Config, ConfigError, KeyRequirement, LogFormat};
+pub use sends::{SEND_TYPES, SendKind, SendType};
+pub use server::{FdLimit, Options as ServerOptions, fd_limit, raise_fd_limit};
+pub use shutdown::signal;
 pub use state::AppState;
+pub use telemetry::{LogSetupError, init as init_logs};
+
+/// The configuration variables: the one table (name, default, range, help) and the ones the
+/// binary names itself.
+pub mod variables {
+    pub use crate::config::vars::{
+        LISTEN, MAX_CONNECTIONS, MOCK_LISTEN, VARIABLES, VARS, Var, help,
+    };
+}
+
+/// Internals that the integration tests and the benches reach into, one layer down: not
+/// part of the API, hidden from the docs, and re-exported here only so that `src/` keeps its
+/// modules private.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::{
+        dedup::memory::MemoryWindow,
+        dedup::{Begin, Dedup, Remembered, lease},
+        fingerprint::Fingerprint,
+        limit::redis::RESERVE as RATE_SCRIPT,
+        metrics::Metrics,
+        outcome::GatewayReply,
+        phone::PhoneNumber,
+    };
+
+    /// Validates `body` as a send of `kind`; says whether it passed (the parts bench
+    /// measures this step).
+    pub fn validate(kind: crate::SendKind, body: &[u8]) -> bool {
+        crate::validate::validate(kind.rules(), body, None).is_ok()
+    }
+}

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use lipachat_relay::config::vars::{self, LISTEN, MAX_CONNECTIONS, MOCK_LISTEN};
-use lipachat_relay::config::{ApiKey, Config, KeyRequirement};
-use lipachat_relay::server::{self, FdLimit};
-use lipachat_relay::{AppState, mock, serve, shutdown, telemetry};
+use lipachat_relay::variables::{self as vars, LISTEN, MAX_CONNECTIONS, MOCK_LISTEN};
+use lipachat_relay::{ApiKey, Config, KeyRequirement};
+use lipachat_relay::{AppState, mock, serve};
+use lipachat_relay::{FdLimit, ServerOptions};
 use tokio::net::TcpListener;
 
 /// jemalloc instead of glibc's malloc: on the forward path glibc spent ~17 % of the CPU in
@@ -89,7 +89,7 @@ fn fail(code: u8, message: &str) -> ExitCode {
 async fn run_relay(mock_upstream: bool) -> ExitCode {
     let started = Instant::now();
     // Before anything opens a file: client connections are capped below this limit.
-    let fds = server::raise_fd_limit();
+    let fds = lipachat_relay::raise_fd_limit();
     let keys = if mock_upstream {
         KeyRequirement::Optional
     } else {
@@ -99,7 +99,7 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(2, &error.to_string()),
     };
-    if let Err(error) = telemetry::init(config.log_format) {
+    if let Err(error) = lipachat_relay::init_logs(config.log_format) {
         return fail(2, &error.to_string());
     }
     if mock_upstream {
@@ -133,7 +133,7 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "ready"
     );
-    match serve(listener, state, shutdown::signal()).await {
+    match serve(listener, state, lipachat_relay::signal()).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -147,13 +147,13 @@ fn log_start(config: &Config, mock_upstream: bool, fds: &std::io::Result<FdLimit
     let redis = config.redis.urls.as_ref().map(|urls| urls.redacted());
     let fd_limit = fds
         .as_ref()
-        .map_or_else(|_| server::fd_limit(), |fds| Some(fds.now));
+        .map_or_else(|_| lipachat_relay::fd_limit(), |fds| Some(fds.now));
     let raised_from = fds
         .as_ref()
         .ok()
         .filter(|fds| fds.before < fds.now)
         .map(|fds| fds.before);
-    let connections = server::Options::new(config, fd_limit);
+    let connections = ServerOptions::new(config, fd_limit);
     tracing::info!(
         gateway = %config.base_url,
         mock_upstream,
@@ -227,7 +227,7 @@ async fn run_mock_gateway(listen: SocketAddr) -> ExitCode {
         ),
         Err(error) => return fail(2, &error.to_string()),
     };
-    if let Err(error) = telemetry::init(format) {
+    if let Err(error) = lipachat_relay::init_logs(format) {
         return fail(2, &error.to_string());
     }
     let listener = match TcpListener::bind(listen).await {
@@ -237,7 +237,7 @@ async fn run_mock_gateway(listen: SocketAddr) -> ExitCode {
     let any = matches!(accept, mock::Accept::AnyKey);
     tracing::info!(%listen, accepts_any_key = any, "mock gateway ready");
     match axum::serve(listener, mock::router(accept))
-        .with_graceful_shutdown(shutdown::signal())
+        .with_graceful_shutdown(lipachat_relay::signal())
         .await
     {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,14 @@
 //! The Lipachat-compatible mock gateway (SPEC "Mock gateway"): one fake for users' own
 //! integration tests, the compose demo and `serve --mock-upstream`.
 //!
-//! It answers every send type's gateway path (from the table in [`crate::sends`]) like the
+//! It answers every send type's gateway path (from the table in `sends`) like the
 //! documented gateway: 401 envelope for a missing or wrong `apiKey`, 400 Spring-style for a
 //! body it cannot accept, otherwise 200 with a `SENT` envelope. "Cannot accept" is what
 //! Lipachat's pages document for that type, which is what the relay's validation encodes, so
 //! the mock runs the same check (one source for the rules) and adds what the relay's
 //! normalising guarantees: phone numbers as digits and media types spelled as documented. `GET /mock/sends` lists the
 //! accepted sends in order, with the path each came by, so a test can assert each went out
-//! once. The list keeps the most recent [`MAX_RECORDED_SENDS`] so a long demo cannot grow
+//! once. The list keeps the most recent `MAX_RECORDED_SENDS` so a long demo cannot grow
 //! without bound. `GET /api/v1/template/{number}` answers every business number with the same
 //! small list of templates, in the shape of the "Listing Message Templates" page.
 
@@ -33,9 +33,10 @@ use crate::sends::{SEND_TYPES, SendKind};
 use crate::upstream::GATEWAY_TEMPLATES_PATH;
 use crate::validate::validate;
 
-pub const PATH_SENDS: &str = "/mock/sends";
+/// Where the mock lists the sends it accepted.
+pub(crate) const PATH_SENDS: &str = "/mock/sends";
 /// Accepted sends remembered for `GET /mock/sends`.
-pub const MAX_RECORDED_SENDS: usize = 100_000;
+pub(crate) const MAX_RECORDED_SENDS: usize = 100_000;
 
 /// Which `apiKey` the mock accepts.
 #[derive(Clone, Debug)]

@@ -13,8 +13,11 @@ use http::{HeaderValue, StatusCode};
 /// A gateway answer, whatever its status.
 #[derive(Clone, Debug)]
 pub struct GatewayReply {
+    /// The gateway's status.
     pub status: StatusCode,
+    /// The gateway's `Content-Type`, if any.
     pub content_type: Option<HeaderValue>,
+    /// The gateway's body, as received (at most 1 MiB).
     pub body: Bytes,
     /// Whether the body parses as JSON: a non-JSON answer becomes a 502 of ours.
     pub is_json: bool,
@@ -24,7 +27,7 @@ pub struct GatewayReply {
 
 impl GatewayReply {
     /// A 2xx JSON answer: the only kind that is remembered and replayed.
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         self.status.is_success() && self.is_json
     }
 }
@@ -48,7 +51,7 @@ pub enum UpstreamError {
 }
 
 /// The longest gateway answer the relay reads: 1 MiB.
-pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// Which rate limit refused a send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,10 +64,10 @@ pub enum LimitScope {
 
 impl LimitScope {
     /// Both scopes, for metrics resolved at start-up.
-    pub const ALL: [Self; 2] = [Self::Sender, Self::Pair];
+    pub(crate) const ALL: [Self; 2] = [Self::Sender, Self::Pair];
 
     /// The metric label and log value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Sender => "sender",
             Self::Pair => "pair",
@@ -72,7 +75,7 @@ impl LimitScope {
     }
 
     /// The request field a refusal names.
-    pub fn field(self) -> &'static str {
+    pub(crate) fn field(self) -> &'static str {
         match self {
             Self::Sender => "from",
             Self::Pair => "to",
@@ -107,11 +110,11 @@ pub enum SendFailure {
 }
 
 /// What a send ended with, shared by its leader and every coalesced caller.
-pub type Outcome = Result<GatewayReply, SendFailure>;
+pub(crate) type Outcome = Result<GatewayReply, SendFailure>;
 
 /// How a request ended: the `outcome` label and the log field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RequestOutcome {
+pub(crate) enum RequestOutcome {
     /// The gateway answered 2xx.
     Sent,
     /// Answered from the dedup window without calling the gateway.
@@ -138,7 +141,7 @@ pub enum RequestOutcome {
 }
 
 impl RequestOutcome {
-    pub const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 11] = [
         Self::Sent,
         Self::Replayed,
         Self::Coalesced,
@@ -155,7 +158,7 @@ impl RequestOutcome {
     /// What the dedup window decided: `new` (went on to the gateway or its rate limit),
     /// `replayed`, `coalesced`, `conflict`, or `none` for a request refused before it was
     /// asked.
-    pub fn dedup_result(self) -> &'static str {
+    pub(crate) fn dedup_result(self) -> &'static str {
         match self {
             Self::Replayed => "replayed",
             Self::Coalesced => "coalesced",
@@ -169,7 +172,7 @@ impl RequestOutcome {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Sent => "sent",
             Self::Replayed => "replayed",
@@ -193,7 +196,7 @@ impl RequestOutcome {
 
 /// How a `GET /templates` request was answered: the `result` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ListingResult {
+pub(crate) enum ListingResult {
     /// From the cache, without calling the gateway.
     Cached,
     /// The gateway's 2xx answer, now cached.
@@ -203,9 +206,9 @@ pub enum ListingResult {
 }
 
 impl ListingResult {
-    pub const ALL: [Self; 3] = [Self::Cached, Self::Fetched, Self::Failed];
+    pub(crate) const ALL: [Self; 3] = [Self::Cached, Self::Fetched, Self::Failed];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Cached => "cached",
             Self::Fetched => "fetched",

@@ -7,9 +7,9 @@
 use std::fmt;
 
 /// Fewest digits a number may have, country code included.
-pub const MIN_PHONE_DIGITS: usize = 8;
+pub(crate) const MIN_PHONE_DIGITS: usize = 8;
 /// Most digits a number may have (E.164).
-pub const MAX_PHONE_DIGITS: usize = 15;
+pub(crate) const MAX_PHONE_DIGITS: usize = 15;
 
 /// A phone number with country code, digits only (8–15 of them).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -35,7 +35,7 @@ impl PhoneNumber {
     }
 
     /// The digits, as sent upstream.
-    pub fn digits(&self) -> &str {
+    pub(crate) fn digits(&self) -> &str {
         &self.0
     }
 
@@ -53,7 +53,7 @@ impl fmt::Debug for PhoneNumber {
 }
 
 /// `254712345678` → `2547******78`: the country and operator prefix and the last two digits.
-pub fn mask_phone(digits: &str) -> String {
+pub(crate) fn mask_phone(digits: &str) -> String {
     let count = digits.chars().count();
     if count <= 6 {
         return "*".repeat(count);

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 /// The drain every send task joins. Clones share it.
 #[derive(Clone, Debug, Default)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     /// Cancelled once the drain begins.
     begun: CancellationToken,
     /// The send tasks under way.
@@ -23,35 +23,35 @@ pub struct Shutdown {
 
 impl Shutdown {
     /// A drain not yet begun, with no sends.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Starts draining: `/readyz` turns 503, new sends are refused and rate waits end.
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         // Closed, the tracker's `wait` ends once the sends under way have.
         self.sends.close();
         self.begun.cancel();
     }
 
     /// Whether the drain has begun.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.begun.is_cancelled()
     }
 
     /// The token cancelled when the drain begins, for waits that must end with it.
-    pub fn token(&self) -> &CancellationToken {
+    pub(crate) fn token(&self) -> &CancellationToken {
         &self.begun
     }
 
     /// Resolves once [`Shutdown::begin`] has been called.
-    pub async fn begun(&self) {
+    pub(crate) async fn begun(&self) {
         self.begun.cancelled().await;
     }
 
     /// Runs a send as a task of its own, which the drain waits for. It goes on if whoever
     /// awaits the handle goes away.
-    pub fn spawn<F>(&self, send: F) -> JoinHandle<F::Output>
+    pub(crate) fn spawn<F>(&self, send: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -60,13 +60,13 @@ impl Shutdown {
     }
 
     /// Sends under way.
-    pub fn sends(&self) -> usize {
+    pub(crate) fn sends(&self) -> usize {
         self.sends.len()
     }
 
     /// Resolves when the drain has begun and no send is under way, or after `grace`,
     /// whichever is first. Returns whether every send finished.
-    pub async fn wait_for_sends(&self, grace: Duration) -> bool {
+    pub(crate) async fn wait_for_sends(&self, grace: Duration) -> bool {
         tokio::time::timeout(grace, self.sends.wait()).await.is_ok()
     }
 }

@@ -26,18 +26,16 @@ pub struct AppState(Arc<Shared>);
 
 /// The contents of [`AppState`].
 pub struct Shared {
-    pub config: Arc<Config>,
-    pub gateway: GatewayClient,
-    pub dedup: Dedup,
-    pub limits: Limits,
-    /// The shared store, when `RELAY_REDIS_URL` is set.
-    pub store: Option<SharedStore>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) gateway: GatewayClient,
+    pub(crate) dedup: Dedup,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Arc<Metrics>,
     /// The drain: readiness, and the tracker every new send is spawned on.
-    pub shutdown: Shutdown,
-    pub openapi: Bytes,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) openapi: Bytes,
     /// The gateway's template listings, by business number (`GET /templates`).
-    pub templates: ListingCache,
+    pub(crate) templates: ListingCache,
     /// `RELAY_MAX_IN_FLIGHT` slots.
     slots: Arc<Semaphore>,
 }
@@ -71,7 +69,6 @@ impl AppState {
             gateway,
             dedup,
             limits,
-            store,
             metrics,
             shutdown: Shutdown::new(),
             openapi,
@@ -84,6 +81,13 @@ impl AppState {
     pub(crate) fn take_slot(&self) -> Option<Slot> {
         let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
         Some(Slot::new(permit, self.metrics.in_flight()))
+    }
+}
+
+impl AppState {
+    /// Whether shutdown has begun: `/readyz` answers 503 and new sends are refused.
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_draining()
     }
 }
 

@@ -44,7 +44,7 @@ const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why a store round trip failed. The text never holds the URL's password.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// No answer within `RELAY_REDIS_TIMEOUT_MS`.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -59,7 +59,7 @@ pub enum StoreError {
 
 /// A cheap handle on the shared store.
 #[derive(Clone)]
-pub struct SharedStore(Arc<Inner>);
+pub(crate) struct SharedStore(Arc<Inner>);
 
 struct Inner {
     connection: Connection,
@@ -119,7 +119,7 @@ impl std::fmt::Debug for SharedStore {
 
 impl SharedStore {
     /// A store for `config`, or `None` when no URL is set. Makes no connection yet.
-    pub fn new(
+    pub(crate) fn new(
         config: &RedisConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Option<Self>, StoreSetupError> {
@@ -178,44 +178,24 @@ impl SharedStore {
     }
 
     /// `RELAY_REDIS_PREFIX`, to start every key with.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.0.prefix
     }
 
     /// `RELAY_REDIS_FAILURE`.
-    pub fn failure_mode(&self) -> FailureMode {
+    pub(crate) fn failure_mode(&self) -> FailureMode {
         self.0.failure
     }
 
     /// `RELAY_REDIS_TIMEOUT_MS`.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.0.timeout
     }
 
-    /// One command, bounded and counted. A claim or completion may reach Redis twice after a
-    /// lost connection (see [`may_repeat`]); other operations are repeated only when the
-    /// connection was refused.
-    pub async fn query<T: FromRedisValue>(&self, op: StoreOp, cmd: &Cmd) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let result = self
-            .bounded(async {
-                let mut retried = false;
-                loop {
-                    let mut connection = self.connection().await?;
-                    match cmd.query_async::<T>(&mut connection).await {
-                        Err(error) if !retried && self.recovers(op, &error) => retried = true,
-                        result => return result.map_err(|error| self.failed(&error)),
-                    }
-                }
-            })
-            .await;
-        self.record(op, started, &result);
-        result
-    }
-
-    /// One script (EVALSHA, loaded on first use), bounded and counted; repeated once after a
-    /// lost connection, like [`SharedStore::query`].
-    pub async fn script<T: FromRedisValue>(
+    /// One script (EVALSHA, loaded on first use), bounded and counted. A claim or completion
+    /// may reach Redis twice after a lost connection (see [`may_repeat`]); other operations
+    /// are repeated only when the connection was refused.
+    pub(crate) async fn script<T: FromRedisValue>(
         &self,
         op: StoreOp,
         script: &Script,
@@ -356,7 +336,7 @@ impl SharedStore {
 
     /// Logs a store failure at warn, at most once per [`WARN_INTERVAL`] (the rest are
     /// counted and reported with the next warning), so an outage does not flood the log.
-    pub fn warn(&self, what: &str, error: &StoreError) {
+    pub(crate) fn warn(&self, what: &str, error: &StoreError) {
         let now = Instant::now();
         let mut last = self
             .0

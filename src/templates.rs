@@ -20,18 +20,18 @@ use crate::outcome::{GatewayReply, UpstreamError};
 use crate::phone::PhoneNumber;
 
 /// `GET /templates?from=<number>`: the relay's path.
-pub const PATH: &str = "/templates";
+pub(crate) const PATH: &str = "/templates";
 /// Its alias, the gateway's own path (`GET {base}/api/v1/template/{number}`).
-pub const ALIAS_PATH: &str = "/api/v1/template/{number}";
+pub(crate) const ALIAS_PATH: &str = "/api/v1/template/{number}";
 
 /// How long a listing is kept (SPEC: five minutes).
-pub const LISTING_TTL: Duration = Duration::from_secs(300);
+pub(crate) const LISTING_TTL: Duration = Duration::from_secs(300);
 /// The most bytes of listings held at once.
-pub const LISTING_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+pub(crate) const LISTING_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// A cached 2xx answer of the gateway.
 #[derive(Debug)]
-pub struct Listing {
+pub(crate) struct Listing {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
     pub body: Bytes,
@@ -43,7 +43,7 @@ impl Listing {
     /// Whole seconds it stays cached after `now`, rounded up (a listing just fetched says
     /// 300, not 299): the `cache-control: max-age` of an answer. The cache's own clock starts
     /// a moment after `fetched_at`, so the entry outlives what this says.
-    pub fn max_age(&self, now: Instant) -> u64 {
+    pub(crate) fn max_age(&self, now: Instant) -> u64 {
         let left = LISTING_TTL.saturating_sub(now.saturating_duration_since(self.fetched_at));
         left.as_secs() + u64::from(left.subsec_nanos() > 0)
     }
@@ -52,7 +52,7 @@ impl Listing {
 /// Why a listing was not cached: handed to the caller (and every coalesced caller), then
 /// forgotten.
 #[derive(Debug)]
-pub enum NotCached {
+pub(crate) enum NotCached {
     /// The gateway answered, but not 2xx JSON.
     Answer(GatewayReply),
     /// No answer: unreachable, timed out.
@@ -61,11 +61,11 @@ pub enum NotCached {
 
 /// A listing and whether this call fetched it (false: from the cache, or coalesced onto
 /// another caller's fetch).
-pub type Found = (Arc<Listing>, bool);
+pub(crate) type Found = (Arc<Listing>, bool);
 
 /// The listings, by business number.
 #[derive(Clone)]
-pub struct ListingCache(Cache<PhoneNumber, Arc<Listing>>);
+pub(crate) struct ListingCache(Cache<PhoneNumber, Arc<Listing>>);
 
 impl Default for ListingCache {
     fn default() -> Self {
@@ -75,7 +75,7 @@ impl Default for ListingCache {
 
 impl ListingCache {
     /// A cache keeping each listing for `ttl`, holding at most `bytes` of them.
-    pub fn new(ttl: Duration, bytes: u64) -> Self {
+    pub(crate) fn new(ttl: Duration, bytes: u64) -> Self {
         Self(
             Cache::builder()
                 .time_to_live(ttl)
@@ -88,13 +88,13 @@ impl ListingCache {
     }
 
     /// The cached listing of `number`, without fetching.
-    pub async fn cached(&self, number: &PhoneNumber) -> Option<Arc<Listing>> {
+    pub(crate) async fn cached(&self, number: &PhoneNumber) -> Option<Arc<Listing>> {
         self.0.get(number).await
     }
 
     /// The cached listing of `number`, or the one `fetch` brings (cached when it is a 2xx
     /// JSON answer). Concurrent calls for one number share one fetch.
-    pub async fn get_or_fetch<F>(
+    pub(crate) async fn get_or_fetch<F>(
         &self,
         number: PhoneNumber,
         fetch: F,
@@ -132,7 +132,7 @@ impl ListingCache {
     dead_code,
     reason = "describes the answer for the OpenAPI document only"
 )]
-pub struct TemplateListing {
+pub(crate) struct TemplateListing {
     timestamp: Option<String>,
     data: Option<TemplateListingData>,
     #[schema(example = "success")]
@@ -148,7 +148,7 @@ pub struct TemplateListing {
     dead_code,
     reason = "describes the answer for the OpenAPI document only"
 )]
-pub struct TemplateListingData {
+pub(crate) struct TemplateListingData {
     data: Option<Vec<ListedTemplate>>,
 }
 
@@ -158,7 +158,7 @@ pub struct TemplateListingData {
     dead_code,
     reason = "describes the answer for the OpenAPI document only"
 )]
-pub struct ListedTemplate {
+pub(crate) struct ListedTemplate {
     /// The name a template send uses (`template.name`).
     #[schema(example = "offer_830")]
     name: Option<String>,

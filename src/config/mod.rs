@@ -11,8 +11,9 @@
 //! anything else is ignored. `Config::from_env()` is `Config::from_vars(std::env::vars_os())`,
 //! and tests call `from_vars` with a literal list.
 
+mod error;
 mod secret;
-pub mod vars;
+pub(crate) mod vars;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -24,7 +25,10 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::phone::PhoneNumber;
-pub use secret::{ApiKey, RedisUrls};
+pub use error::ConfigError;
+pub use secret::ApiKey;
+pub(crate) use secret::RedisUrls;
+pub(crate) use vars::VARIABLES;
 use vars::{
     API_KEY, API_KEY_FILE, ATTEMPT_TIMEOUT_MS, BASE_URL, BODY_TIMEOUT_MS, DEADLINE_MS,
     DEDUP_CAPACITY, DEDUP_TTL_SECS, DEFAULT_FROM, HEADER_TIMEOUT_MS, IDLE_TIMEOUT_SECS, LISTEN,
@@ -32,19 +36,22 @@ use vars::{
     PAIR_INTERVAL_MS, RATE_MAX_WAIT_MS, REDIS_CLUSTER, REDIS_FAILURE, REDIS_PREFIX,
     REDIS_TIMEOUT_MS, REDIS_URL, REDIS_URL_FILE, SENDER_RATE, SHUTDOWN_GRACE_SECS, Var,
 };
-pub use vars::{VARIABLES, VARS};
 
 /// Whether `serve` needs a key: `--mock-upstream` brings its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyRequirement {
+    /// A real gateway: `LIPACHAT_API_KEY` or `LIPACHAT_API_KEY_FILE` must be set.
     Required,
+    /// The mock gateway: a key is used if set, and one is made up otherwise.
     Optional,
 }
 
 /// Log output format (`RELAY_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// One JSON object per line (the default).
     Json,
+    /// Human-readable lines.
     Text,
 }
 
@@ -108,56 +115,38 @@ pub struct ConnectionConfig {
 /// The typed configuration: parsed once, nothing downstream parses again.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// `LIPACHAT_API_KEY` or `LIPACHAT_API_KEY_FILE`; `None` only for the mock gateway.
     pub api_key: Option<ApiKey>,
     /// `LIPACHAT_BASE_URL`: the gateway origin, to which each send type appends its path.
     pub base_url: Url,
+    /// `LIPACHAT_DEFAULT_FROM`: the sender of a request without `from`.
     pub default_from: Option<PhoneNumber>,
+    /// `RELAY_LISTEN`.
     pub listen: SocketAddr,
+    /// `RELAY_DEDUP_TTL_SECS`: how long a 2xx answer is remembered.
     pub dedup_ttl: Duration,
+    /// `RELAY_DEDUP_CAPACITY`: answers remembered in this process, at most.
     pub dedup_capacity: u64,
+    /// `RELAY_MAX_ATTEMPTS`: gateway attempts per send, the first included.
     pub max_attempts: u32,
+    /// `RELAY_ATTEMPT_TIMEOUT_MS`: one gateway attempt.
     pub attempt_timeout: Duration,
+    /// `RELAY_DEADLINE_MS`: a whole send, attempts and back-off included.
     pub deadline: Duration,
+    /// `RELAY_MAX_IN_FLIGHT`: sends in flight before load shedding.
     pub max_in_flight: usize,
+    /// `RELAY_MAX_BODY_BYTES`.
     pub max_body_bytes: usize,
+    /// `RELAY_SHUTDOWN_GRACE_SECS`: how long sends under way may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `RELAY_LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// The shared store (`RELAY_REDIS_*`).
     pub redis: RedisConfig,
+    /// The rate limits (`RELAY_SENDER_RATE`, `RELAY_PAIR_*`, `RELAY_RATE_MAX_WAIT_MS`).
     pub limits: RateLimitConfig,
+    /// Client connections (`RELAY_HEADER_TIMEOUT_MS` … `RELAY_MAX_CONNECTIONS`).
     pub connections: ConnectionConfig,
-}
-
-/// A configuration error: always names the variable, never quotes a secret.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("{0}: is required (or set {file})", file = API_KEY_FILE.name)]
-    Missing(&'static str),
-    #[error("{0}: must not be empty")]
-    Empty(&'static str),
-    #[error("{file}: cannot be used together with {inline}; set only one")]
-    BothSources {
-        file: &'static str,
-        inline: &'static str,
-    },
-    #[error("{var}: cannot read {path}: {reason}")]
-    File {
-        var: &'static str,
-        path: String,
-        reason: String,
-    },
-    #[error("{var}: {reason}, got {value:?}")]
-    Invalid {
-        var: &'static str,
-        reason: String,
-        value: String,
-    },
-    /// A value that may hold a secret: the reason only.
-    #[error("{var}: {reason}")]
-    InvalidSecret { var: &'static str, reason: String },
-    #[error("{0}: is not valid UTF-8")]
-    NotUtf8(&'static str),
-    #[error("the environment could not be read: {0}")]
-    Environment(String),
 }
 
 /// The raw text of the relay's own variables, as envy collects them (it lowercases the
@@ -320,7 +309,7 @@ fn base_url(text: &str) -> Result<Url, ConfigError> {
 }
 
 /// `{base}/{path}`, keeping any path prefix of the base URL.
-pub fn join_path(base: &Url, path: &str) -> Result<Url, url::ParseError> {
+pub(crate) fn join_path(base: &Url, path: &str) -> Result<Url, url::ParseError> {
     let mut text = base.as_str().trim_end_matches('/').to_owned();
     text.push('/');
     text.push_str(path.trim_start_matches('/'));

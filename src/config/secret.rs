@@ -42,7 +42,7 @@ pub struct RedisUrls(Vec<Url>);
 
 impl RedisUrls {
     /// The URLs, for the client. Call sites: the shared store's connection set-up only.
-    pub fn expose(&self) -> &[Url] {
+    pub(crate) fn expose(&self) -> &[Url] {
         &self.0
     }
 

@@ -11,17 +11,17 @@ use super::{ConfigError, invalid};
 
 /// Longest time any variable may hold, in seconds: every duration then fits in `Instant`
 /// arithmetic (about 30 years).
-pub const MAX_SECS: u64 = 1_000_000_000;
+pub(crate) const MAX_SECS: u64 = 1_000_000_000;
 /// The same in milliseconds.
-pub const MAX_MILLIS: u64 = MAX_SECS * 1000;
+pub(crate) const MAX_MILLIS: u64 = MAX_SECS * 1000;
 /// Counts and sizes stay within 32 bits.
-pub const MAX_COUNT: u64 = u32::MAX as u64;
+pub(crate) const MAX_COUNT: u64 = u32::MAX as u64;
 /// Most gateway attempts per request, the first included.
-pub const MOST_ATTEMPTS: u64 = 10;
+pub(crate) const MOST_ATTEMPTS: u64 = 10;
 
 /// What values a variable takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Values {
+pub(crate) enum Values {
     /// Text with a check of its own (a URL, an address, a phone number, a key prefix).
     Text,
     /// A secret, or the path of a file holding one: never quoted back.
@@ -42,14 +42,14 @@ pub struct Var {
     /// The value used when it is unset, as the docs write it; `None`: unset means "none".
     pub default: Option<&'static str>,
     /// What values it takes.
-    pub values: Values,
+    pub(crate) values: Values,
     /// One line for `--help`.
     pub help: &'static str,
 }
 
 impl Var {
     /// The allowed range, for `--help` and error messages: `1 to 10`, `json or text`.
-    pub fn range(&self) -> Option<String> {
+    pub(crate) fn range(&self) -> Option<String> {
         match self.values {
             Values::Number { min, max } => Some(format!("{min} to {max}")),
             Values::Flag => Some("true or false".to_owned()),
@@ -110,182 +110,185 @@ const fn number(min: u64, max: u64) -> Values {
     Values::Number { min, max }
 }
 
-pub const API_KEY: Var = Var {
+pub(crate) const API_KEY: Var = Var {
     name: "LIPACHAT_API_KEY",
     default: None,
     values: Values::Secret,
     help: "the gateway secret; required unless LIPACHAT_API_KEY_FILE is set or --mock-upstream \
            is used",
 };
-pub const API_KEY_FILE: Var = Var {
+pub(crate) const API_KEY_FILE: Var = Var {
     name: "LIPACHAT_API_KEY_FILE",
     default: None,
     values: Values::Secret,
     help: "file holding the secret (a trailing newline is trimmed); setting both is an error",
 };
-pub const BASE_URL: Var = Var {
+pub(crate) const BASE_URL: Var = Var {
     name: "LIPACHAT_BASE_URL",
     default: Some("https://gateway.lipachat.com"),
     values: Values::Text,
     help: "gateway origin, http or https; a path prefix is kept; no credentials",
 };
-pub const DEFAULT_FROM: Var = Var {
+pub(crate) const DEFAULT_FROM: Var = Var {
     name: "LIPACHAT_DEFAULT_FROM",
     default: None,
     values: Values::Text,
     help: "sender number used when a request has no from",
 };
+/// `RELAY_LISTEN`: the send API's address.
 pub const LISTEN: Var = Var {
     name: "RELAY_LISTEN",
     default: Some("127.0.0.1:8080"),
     values: Values::Text,
     help: "listen address",
 };
-pub const DEDUP_TTL_SECS: Var = Var {
+pub(crate) const DEDUP_TTL_SECS: Var = Var {
     name: "RELAY_DEDUP_TTL_SECS",
     default: Some("86400"),
     values: number(1, MAX_SECS),
     help: "how long a successful send is remembered, in seconds",
 };
-pub const DEDUP_CAPACITY: Var = Var {
+pub(crate) const DEDUP_CAPACITY: Var = Var {
     name: "RELAY_DEDUP_CAPACITY",
     default: Some("100000"),
     values: number(1, MAX_COUNT),
     help: "most answers remembered in this process (the memory bound)",
 };
-pub const MAX_ATTEMPTS: Var = Var {
+pub(crate) const MAX_ATTEMPTS: Var = Var {
     name: "RELAY_MAX_ATTEMPTS",
     default: Some("3"),
     values: number(1, MOST_ATTEMPTS),
     help: "gateway attempts per request, the first included",
 };
-pub const ATTEMPT_TIMEOUT_MS: Var = Var {
+pub(crate) const ATTEMPT_TIMEOUT_MS: Var = Var {
     name: "RELAY_ATTEMPT_TIMEOUT_MS",
     default: Some("10000"),
     values: number(1, MAX_MILLIS),
     help: "timeout of one gateway attempt, in milliseconds",
 };
-pub const DEADLINE_MS: Var = Var {
+pub(crate) const DEADLINE_MS: Var = Var {
     name: "RELAY_DEADLINE_MS",
     default: Some("30000"),
     values: number(1, MAX_MILLIS),
     help: "whole-request budget (rate wait, attempts, back-off), in milliseconds",
 };
-pub const MAX_IN_FLIGHT: Var = Var {
+pub(crate) const MAX_IN_FLIGHT: Var = Var {
     name: "RELAY_MAX_IN_FLIGHT",
     default: Some("1024"),
     values: number(1, MAX_COUNT),
     help: "send requests in flight before load shedding (503)",
 };
-pub const MAX_BODY_BYTES: Var = Var {
+pub(crate) const MAX_BODY_BYTES: Var = Var {
     name: "RELAY_MAX_BODY_BYTES",
     default: Some("65536"),
     values: number(1, MAX_COUNT),
     help: "request body limit in bytes (413)",
 };
-pub const SHUTDOWN_GRACE_SECS: Var = Var {
+pub(crate) const SHUTDOWN_GRACE_SECS: Var = Var {
     name: "RELAY_SHUTDOWN_GRACE_SECS",
     default: Some("25"),
     values: number(1, MAX_SECS),
     help: "drain time for sends under way on SIGTERM/SIGINT, in seconds",
 };
-pub const LOG_FORMAT: Var = Var {
+pub(crate) const LOG_FORMAT: Var = Var {
     name: "RELAY_LOG_FORMAT",
     default: Some("json"),
     values: Values::Choice(&["json", "text"]),
     help: "log line format",
 };
-pub const RUST_LOG: Var = Var {
+pub(crate) const RUST_LOG: Var = Var {
     name: "RUST_LOG",
     default: Some("info"),
     values: Values::Text,
     help: "log filter (tracing EnvFilter syntax)",
 };
-pub const REDIS_URL: Var = Var {
+pub(crate) const REDIS_URL: Var = Var {
     name: "RELAY_REDIS_URL",
     default: None,
     values: Values::Secret,
     help: "shared store for dedup and rate limits, redis:// or rediss://; unset: this \
            process's memory only",
 };
-pub const REDIS_URL_FILE: Var = Var {
+pub(crate) const REDIS_URL_FILE: Var = Var {
     name: "RELAY_REDIS_URL_FILE",
     default: None,
     values: Values::Secret,
     help: "the same URL read from a file; setting both is an error",
 };
-pub const REDIS_CLUSTER: Var = Var {
+pub(crate) const REDIS_CLUSTER: Var = Var {
     name: "RELAY_REDIS_CLUSTER",
     default: Some("false"),
     values: Values::Flag,
     help: "true: RELAY_REDIS_URL is a comma-separated list of Cluster seed nodes",
 };
-pub const REDIS_PREFIX: Var = Var {
+pub(crate) const REDIS_PREFIX: Var = Var {
     name: "RELAY_REDIS_PREFIX",
     default: Some("lipachat-relay"),
     values: Values::Text,
     help: "prefix of every Redis key (no { } or control characters)",
 };
-pub const REDIS_TIMEOUT_MS: Var = Var {
+pub(crate) const REDIS_TIMEOUT_MS: Var = Var {
     name: "RELAY_REDIS_TIMEOUT_MS",
     default: Some("250"),
     values: number(1, MAX_MILLIS),
     help: "timeout of one Redis round trip, in milliseconds",
 };
-pub const REDIS_FAILURE: Var = Var {
+pub(crate) const REDIS_FAILURE: Var = Var {
     name: "RELAY_REDIS_FAILURE",
     default: Some("open"),
     values: Values::Choice(&["open", "closed"]),
     help: "Redis unreachable: open = this process's memory, closed = 503",
 };
-pub const SENDER_RATE: Var = Var {
+pub(crate) const SENDER_RATE: Var = Var {
     name: "RELAY_SENDER_RATE",
     default: Some("80"),
     values: number(0, MAX_COUNT),
     help: "sends per second per from number; 0 = no sender limit",
 };
-pub const PAIR_INTERVAL_MS: Var = Var {
+pub(crate) const PAIR_INTERVAL_MS: Var = Var {
     name: "RELAY_PAIR_INTERVAL_MS",
     default: Some("6000"),
     values: number(0, MAX_MILLIS),
     help: "mean spacing of sends from one from to one to, in milliseconds; 0 = no pair limit",
 };
-pub const PAIR_BURST: Var = Var {
+pub(crate) const PAIR_BURST: Var = Var {
     name: "RELAY_PAIR_BURST",
     default: Some("45"),
     values: number(1, MAX_COUNT),
     help: "sends to one pair that may go at once before the spacing applies",
 };
-pub const RATE_MAX_WAIT_MS: Var = Var {
+pub(crate) const RATE_MAX_WAIT_MS: Var = Var {
     name: "RELAY_RATE_MAX_WAIT_MS",
     default: Some("5000"),
     values: number(0, MAX_MILLIS),
     help: "longest wait for a rate slot before a 429, in milliseconds; 0 = never wait",
 };
-pub const HEADER_TIMEOUT_MS: Var = Var {
+pub(crate) const HEADER_TIMEOUT_MS: Var = Var {
     name: "RELAY_HEADER_TIMEOUT_MS",
     default: Some("5000"),
     values: number(1, MAX_MILLIS),
     help: "time for a client to send its whole request head, in milliseconds",
 };
-pub const BODY_TIMEOUT_MS: Var = Var {
+pub(crate) const BODY_TIMEOUT_MS: Var = Var {
     name: "RELAY_BODY_TIMEOUT_MS",
     default: Some("10000"),
     values: number(1, MAX_MILLIS),
     help: "time for a client to send its whole body after the head, in milliseconds (408)",
 };
-pub const IDLE_TIMEOUT_SECS: Var = Var {
+pub(crate) const IDLE_TIMEOUT_SECS: Var = Var {
     name: "RELAY_IDLE_TIMEOUT_SECS",
     default: Some("75"),
     values: number(1, MAX_SECS),
     help: "how long a keep-alive connection may sit idle between requests, in seconds",
 };
+/// `RELAY_MAX_CONNECTIONS`: open client connections, at most.
 pub const MAX_CONNECTIONS: Var = Var {
     name: "RELAY_MAX_CONNECTIONS",
     default: Some("4096"),
     values: number(1, MAX_COUNT),
     help: "open client connections, capped below the file-descriptor limit",
 };
+/// `MOCK_LISTEN`: the mock gateway's address.
 pub const MOCK_LISTEN: Var = Var {
     name: "MOCK_LISTEN",
     default: Some("127.0.0.1:8090"),

@@ -28,7 +28,7 @@ impl Lead {
     /// Claims the `messageId` in the windows (`deadline` bounds a wait for another replica's
     /// send). When the claim ends the send before it starts — a replay, 422, 503 or 504 —
     /// the waiters get that outcome too and the leader is finished.
-    pub async fn claim(&mut self, deadline: Instant) -> Result<(), Resolved> {
+    pub(crate) async fn claim(&mut self, deadline: Instant) -> Result<(), Resolved> {
         let claimed = self
             .dedup
             .claim(&self.message_id, self.fingerprint, deadline)

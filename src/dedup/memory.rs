@@ -96,7 +96,12 @@ impl MemoryWindow {
 
     /// Keeps a copy of an answer read from the shared window, for the time it has left there
     /// (never longer than the window's own TTL).
-    pub fn insert_copy(&self, message_id: Arc<str>, answer: Remembered, expires_in: Duration) {
+    pub(crate) fn insert_copy(
+        &self,
+        message_id: Arc<str>,
+        answer: Remembered,
+        expires_in: Duration,
+    ) {
         let entry = Entry {
             answer,
             expires_in: Some(expires_in),

@@ -36,8 +36,8 @@
 
 mod complete;
 mod lead;
-pub mod memory;
-pub mod redis;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,12 +54,12 @@ use crate::metrics::{Metrics, StoreOp};
 use crate::outcome::{GatewayReply, Outcome, SendFailure, UpstreamError};
 use crate::store::StoreError;
 use complete::Completer;
-pub use lead::Lead;
+pub(crate) use lead::Lead;
 use memory::MemoryWindow;
 use redis::{Held, RedisWindow};
 
 /// How long a claim outlives its send's deadline and two store round trips.
-pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
+pub(crate) const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// The lease of a claim made with `left` of its send's deadline: the send, then a completion
 /// that may take two store timeouts (one try, and a retry), then a margin — so the lease
@@ -69,16 +69,19 @@ pub fn lease(left: Duration, store_timeout: Duration) -> Duration {
         .saturating_add(LEASE_MARGIN)
 }
 /// First and longest pause between looks at a send in flight on another replica.
-pub const POLL_FIRST: Duration = Duration::from_millis(10);
-pub const POLL_MAX: Duration = Duration::from_millis(250);
+pub(crate) const POLL_FIRST: Duration = Duration::from_millis(10);
+pub(crate) const POLL_MAX: Duration = Duration::from_millis(250);
 
 /// A remembered 2xx answer: what a replay sends back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remembered {
+    /// The fingerprint of the send it answered.
     pub fingerprint: Fingerprint,
+    /// The gateway's status.
     pub status: StatusCode,
     /// `None` for plain `application/json`, which nearly every answer has.
     pub content_type: Option<HeaderValue>,
+    /// The gateway's body, in its own allocation.
     pub body: Bytes,
 }
 
@@ -102,14 +105,14 @@ impl Remembered {
     }
 
     /// The content type to replay.
-    pub fn content_type(&self) -> HeaderValue {
+    pub(crate) fn content_type(&self) -> HeaderValue {
         self.content_type
             .clone()
             .unwrap_or_else(|| HeaderValue::from_static(JSON))
     }
 
     /// As a gateway reply, for coalesced waiters.
-    pub fn to_reply(&self) -> GatewayReply {
+    pub(crate) fn to_reply(&self) -> GatewayReply {
         GatewayReply {
             status: self.status,
             content_type: Some(self.content_type()),
@@ -122,7 +125,7 @@ impl Remembered {
 
 /// Proof of a claim, for completing it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClaimToken {
+pub(crate) enum ClaimToken {
     /// Held in this process only (memory window, or the shared store was not reached).
     Local,
     /// A claim in the shared window (set, or possibly set by a reply that timed out): the
@@ -133,7 +136,7 @@ pub enum ClaimToken {
 /// The answer of [`Dedup::begin`].
 #[derive(Debug)]
 pub enum Begin {
-    /// A new send: forward it, then [`Lead::complete`].
+    /// A new send: forward it, then `Lead::complete`.
     Lead(Lead),
     /// The same payload is in flight in this process: wait for its outcome.
     Wait(Waiter),
@@ -153,7 +156,7 @@ pub struct Waiter(watch::Receiver<Option<Outcome>>);
 
 impl Waiter {
     /// The leader's outcome; 502 ([`SendFailure::Abandoned`]) if it ended without one.
-    pub async fn outcome(mut self) -> Outcome {
+    pub(crate) async fn outcome(mut self) -> Outcome {
         match self.0.wait_for(Option::is_some).await {
             Ok(outcome) => outcome.clone().unwrap_or(Err(SendFailure::Abandoned)),
             Err(_) => Err(SendFailure::Abandoned),
@@ -188,8 +191,17 @@ struct Pending {
 }
 
 impl Dedup {
+    /// A coordinator over the moka window alone (the benches measure it).
+    pub fn in_memory(memory: MemoryWindow, metrics: Arc<Metrics>) -> Self {
+        Self::new(memory, None, metrics)
+    }
+
     /// A coordinator over the moka window and, if given, the shared window.
-    pub fn new(memory: MemoryWindow, shared: Option<RedisWindow>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        memory: MemoryWindow,
+        shared: Option<RedisWindow>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self(Arc::new(Inner {
             in_flight: Mutex::new(HashMap::default()),
             memory,
@@ -201,12 +213,13 @@ impl Dedup {
     }
 
     /// Answers remembered in this process's window.
-    pub fn entries(&self) -> u64 {
+    pub(crate) fn entries(&self) -> u64 {
         self.0.memory.entries()
     }
 
     /// Sends in flight in this process.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
         self.0.table().len()
     }
 
@@ -361,7 +374,7 @@ impl Inner {
 
 /// A claim that ended before any send.
 #[derive(Debug)]
-pub enum Resolved {
+pub(crate) enum Resolved {
     /// The shared window (or a leader that just finished) has the answer: replay it.
     Replay(Remembered),
     /// 422, 503 (store down, closed mode) or 504 (deadline ran out waiting for a replica).

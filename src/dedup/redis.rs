@@ -69,7 +69,7 @@ return 0
 
 /// What the shared window holds for a `messageId` that this replica tried to claim.
 #[derive(Debug)]
-pub enum Held {
+pub(crate) enum Held {
     /// Nothing was there: the claim is set, this replica leads.
     Claimed,
     /// A send with this fingerprint was answered 2xx; Redis keeps it for `expires_in` more.
@@ -83,7 +83,7 @@ pub enum Held {
 
 /// What a completion did: the `result` label of the completions metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Completion {
+pub(crate) enum Completion {
     /// The claim was still ours: replaced by the answer, or released.
     Completed,
     /// The claim had vanished: the 2xx answer was written all the same.
@@ -94,7 +94,7 @@ pub enum Completion {
 
 /// The Redis window.
 #[derive(Clone, Debug)]
-pub struct RedisWindow {
+pub(crate) struct RedisWindow {
     store: SharedStore,
     ttl_ms: u64,
     claim: std::sync::Arc<Script>,
@@ -103,7 +103,7 @@ pub struct RedisWindow {
 
 impl RedisWindow {
     /// Remembers answers for `ttl`.
-    pub fn new(store: SharedStore, ttl: Duration) -> Self {
+    pub(crate) fn new(store: SharedStore, ttl: Duration) -> Self {
         Self {
             store,
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
@@ -113,7 +113,7 @@ impl RedisWindow {
     }
 
     /// The store, for its failure mode and warnings.
-    pub fn store(&self) -> &SharedStore {
+    pub(crate) fn store(&self) -> &SharedStore {
         &self.store
     }
 
@@ -129,7 +129,7 @@ impl RedisWindow {
 }
 
 /// A new claim for a send with `fingerprint`: its owner is random, so no two claims are equal.
-pub fn claim_value(fingerprint: Fingerprint) -> Box<[u8]> {
+pub(crate) fn claim_value(fingerprint: Fingerprint) -> Box<[u8]> {
     claim_value_of(fingerprint, fastrand::u128(..).to_be_bytes())
 }
 
@@ -197,7 +197,7 @@ fn time_left(pttl: i64) -> Duration {
 
 impl RedisWindow {
     /// Sets `claim` on `message_id` for `lease` if nothing holds it, or says what does.
-    pub async fn claim(
+    pub(crate) async fn claim(
         &self,
         message_id: &str,
         claim: &[u8],
@@ -232,7 +232,7 @@ impl RedisWindow {
 
     /// Ends `claim`: remembers `answer` (a 2xx) or, with `None`, releases the claim; see
     /// [`COMPLETE`] for when it does either.
-    pub async fn complete(
+    pub(crate) async fn complete(
         &self,
         message_id: &str,
         claim: &[u8],

@@ -30,7 +30,7 @@ use crate::phone::PhoneNumber;
 /// A point on [`TokioClock`]: a `std` instant read through tokio, so that it is `Copy` and
 /// `Ord` as governor needs, and pausable as the tests need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TokioInstant(Instant);
+pub(crate) struct TokioInstant(Instant);
 
 impl Add<Nanos> for TokioInstant {
     type Output = Self;
@@ -53,7 +53,7 @@ impl Reference for TokioInstant {
 
 /// governor's clock, read from `tokio::time::Instant::now()`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct TokioClock;
+pub(crate) struct TokioClock;
 
 impl Clock for TokioClock {
     type Instant = TokioInstant;
@@ -74,14 +74,14 @@ type PairKey = (u64, u64);
 
 /// The per-sender and per-pair limiters of this process; `None` where switched off.
 #[derive(Debug)]
-pub struct LocalLimits {
+pub(crate) struct LocalLimits {
     sender: Option<Keyed<SenderKey>>,
     pair: Option<Keyed<PairKey>>,
 }
 
 impl LocalLimits {
     /// The limiters `config` switches on.
-    pub fn new(config: &RateLimitConfig) -> Self {
+    pub(crate) fn new(config: &RateLimitConfig) -> Self {
         let sender = NonZeroU32::new(config.sender_rate).map(|rate| {
             // `per_second(n)`: one cell every 1/n s, bursts of n (one second's worth).
             let quota = Quota::per_second(rate);
@@ -99,7 +99,7 @@ impl LocalLimits {
     }
 
     /// Takes a cell of the pair's limit, or says how long until one is free (taking nothing).
-    pub fn check_pair(&self, from: &PhoneNumber, to: &PhoneNumber) -> Result<(), Duration> {
+    pub(crate) fn check_pair(&self, from: &PhoneNumber, to: &PhoneNumber) -> Result<(), Duration> {
         let Some(limiter) = &self.pair else {
             return Ok(());
         };
@@ -109,7 +109,7 @@ impl LocalLimits {
     }
 
     /// Takes a cell of the sender's limit, or says how long until one is free (taking nothing).
-    pub fn check_sender(&self, from: &PhoneNumber) -> Result<(), Duration> {
+    pub(crate) fn check_sender(&self, from: &PhoneNumber) -> Result<(), Duration> {
         let Some(limiter) = &self.sender else {
             return Ok(());
         };
@@ -120,7 +120,7 @@ impl LocalLimits {
 
     /// Drops every key whose state is as good as fresh, and returns the freed capacity.
     /// O(keys); each `DashMap` shard is locked only while it is walked.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         if let Some(limiter) = &self.sender {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -132,7 +132,8 @@ impl LocalLimits {
     }
 
     /// Keys held: (senders, pairs).
-    pub fn len(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> (usize, usize) {
         (
             self.sender.as_ref().map_or(0, Keyed::len),
             self.pair.as_ref().map_or(0, Keyed::len),

@@ -49,8 +49,8 @@
 //! then keeps the limits on its own traffic only, so the fleet may send up to replicas × the
 //! limits until Redis answers again. `closed`: 503 ([`SendFailure::StoreUnavailable`]).
 
-pub mod memory;
-pub mod redis;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,11 +69,11 @@ use redis::{Reservation, SharedLimits};
 /// How often idle keys are dropped from the in-process limiters. A pair key lives at least
 /// one interval past its last send anyway (6 s by default), so sweeping more often would free
 /// little.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The limits of one relay: a cheap handle.
 #[derive(Clone, Debug)]
-pub struct Limits(Arc<Inner>);
+pub(crate) struct Limits(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
@@ -115,7 +115,11 @@ impl Waited {
 
 impl Limits {
     /// The limits of `config`, shared through `store` when there is one.
-    pub fn new(config: RateLimitConfig, store: Option<SharedStore>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        config: RateLimitConfig,
+        store: Option<SharedStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self(Arc::new(Inner {
             local: LocalLimits::new(&config),
             shared: store.map(|store| SharedLimits::new(store, &config)),
@@ -125,14 +129,14 @@ impl Limits {
     }
 
     /// Both limits switched off.
-    pub fn is_off(&self) -> bool {
+    pub(crate) fn is_off(&self) -> bool {
         self.0.config.sender_rate == 0 && self.0.config.pair_interval.is_zero()
     }
 
     /// Waits for a slot for one new send from `from` to `to`, or refuses it. Returns how long
     /// it waited. `deadline` is the latest the send may leave: its own deadline less the time
     /// kept for one gateway attempt (`GatewayClient::last_departure`).
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         &self,
         from: &PhoneNumber,
         to: &PhoneNumber,
@@ -231,17 +235,12 @@ impl Limits {
     }
 
     /// Drops idle keys from the in-process limiters and frees their memory.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         self.0.local.sweep();
     }
 
-    /// Keys the in-process limiters hold: (senders, pairs).
-    pub fn local_keys(&self) -> (usize, usize) {
-        self.0.local.len()
-    }
-
     /// Sweeps every [`SWEEP_INTERVAL`] until dropped (`serve` holds the task).
-    pub async fn sweep_periodically(self) {
+    pub(crate) async fn sweep_periodically(self) {
         let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
@@ -444,7 +443,7 @@ mod tests {
         for _ in 0..1_000 {
             assert_eq!(off.take(1, 2).await, Ok(Duration::ZERO));
         }
-        assert_eq!(off.local_keys(), (0, 0));
+        assert_eq!(off.0.local.len(), (0, 0));
 
         let pair_only = limits(config(0, 6_000, 1, 0));
         for to in 0..1_000 {
@@ -454,7 +453,7 @@ mod tests {
         for _ in 0..1_000 {
             assert_eq!(sender_only.take(1, 2).await, Ok(Duration::ZERO));
         }
-        assert_eq!(sender_only.local_keys(), (1, 0));
+        assert_eq!(sender_only.0.local.len(), (1, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -563,7 +562,7 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(open.local_keys(), (0, 1));
+        assert_eq!(open.0.local.len(), (0, 1));
         let text = metrics.encode(0);
         assert!(
             text.contains(r#"lipachat_relay_store_fail_open_total{op="limit"} 2"#),
@@ -586,12 +585,12 @@ mod tests {
             assert_eq!(limits.take(i, count + i).await, Ok(Duration::ZERO));
         }
         let count = usize::try_from(count).unwrap();
-        assert_eq!(limits.local_keys(), (count, count));
+        assert_eq!(limits.0.local.len(), (count, count));
         limits.sweep();
-        assert_eq!(limits.local_keys(), (count, count), "nothing idle yet");
+        assert_eq!(limits.0.local.len(), (count, count), "nothing idle yet");
         // A pair key is idle once its TAT (one interval after its send) is an interval old.
         tokio::time::advance(12 * SECOND + Duration::from_millis(1)).await;
         limits.sweep();
-        assert_eq!(limits.local_keys(), (0, 0));
+        assert_eq!(limits.0.local.len(), (0, 0));
     }
 }

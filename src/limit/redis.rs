@@ -41,7 +41,7 @@ use crate::store::{SharedStore, StoreError};
 /// scope}`: verdict 0 = go after `wait` µs, 1 = refused (a slot is `wait` µs away); scope 1 =
 /// sender, 2 = pair, the key with the longer wait. A key that already holds this nonce means
 /// this send was charged by an earlier run of the script: go, after what is left of its wait.
-const RESERVE: &str = r"
+pub const RESERVE: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local nonce = ARGV[6]
@@ -109,19 +109,26 @@ impl Gcra {
 
 /// What the script decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reservation {
+pub(crate) enum Reservation {
     /// The slot is reserved: leave after `wait`; `scope` is the limit that made it wait.
-    Go { wait: Duration, scope: LimitScope },
+    Go {
+        /// How long to wait before leaving.
+        wait: Duration,
+        /// The limit with the longer wait.
+        scope: LimitScope,
+    },
     /// No slot within the budget; the earliest is `retry_after` away.
     Refused {
+        /// The limit with the longer wait.
         scope: LimitScope,
+        /// How far away the earliest slot is.
         retry_after: Duration,
     },
 }
 
 /// The Redis limits.
 #[derive(Clone, Debug)]
-pub struct SharedLimits {
+pub(crate) struct SharedLimits {
     store: SharedStore,
     sender: Gcra,
     pair: Gcra,
@@ -130,7 +137,7 @@ pub struct SharedLimits {
 
 impl SharedLimits {
     /// The limits of `config`, kept in `store`.
-    pub fn new(store: SharedStore, config: &RateLimitConfig) -> Self {
+    pub(crate) fn new(store: SharedStore, config: &RateLimitConfig) -> Self {
         let sender = if config.sender_rate == 0 {
             Gcra::default()
         } else {
@@ -151,12 +158,12 @@ impl SharedLimits {
     }
 
     /// The store, for its failure mode and warnings.
-    pub fn store(&self) -> &SharedStore {
+    pub(crate) fn store(&self) -> &SharedStore {
         &self.store
     }
 
     /// Reserves a slot for one send from `from` to `to` that may wait up to `budget`.
-    pub async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         from: &PhoneNumber,
         to: &PhoneNumber,
@@ -167,7 +174,7 @@ impl SharedLimits {
 
     /// [`SharedLimits::reserve`] for the send known by `nonce`: run again for the same send
     /// (the same nonce), it charges nothing more and answers as the first run did.
-    pub async fn reserve_for(
+    pub(crate) async fn reserve_for(
         &self,
         from: &PhoneNumber,
         to: &PhoneNumber,

@@ -13,7 +13,7 @@ pub(super) struct RequestLabels {
 
 /// The `status` label of an upstream attempt.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum UpstreamStatus {
+pub(crate) enum UpstreamStatus {
     Code(u16),
     /// The attempt hit `RELAY_ATTEMPT_TIMEOUT_MS`.
     Timeout,
@@ -43,7 +43,7 @@ pub(super) struct StatusLabels {
 
 /// A kind of shared-store round trip: the `op` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StoreOp {
+pub(crate) enum StoreOp {
     /// Claiming a `messageId` (or reading what holds it).
     Claim,
     /// Recording a send's outcome (remember or release).
@@ -70,7 +70,7 @@ impl StoreOp {
 
 /// How a store round trip ended: the `result` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StoreResult {
+pub(crate) enum StoreResult {
     Ok,
     Error,
     Timeout,
@@ -94,7 +94,7 @@ impl StoreResult {
 
 /// What became of a completion in the shared window: the `result` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CompletionResult {
+pub(crate) enum CompletionResult {
     /// The claim was still this leader's: replaced by the answer, or released.
     Completed,
     /// The claim had vanished (a Redis restart, a failover): the 2xx was written anyway.

@@ -23,7 +23,7 @@ use crate::sends::SendKind;
 use labels::{
     BuildLabels, LimitLabels, OpLabels, RequestLabels, ResultLabels, StatusLabels, StoreLabels,
 };
-pub use labels::{CompletionResult, StoreOp, StoreResult, UpstreamStatus};
+pub(crate) use labels::{CompletionResult, StoreOp, StoreResult, UpstreamStatus};
 
 pub(crate) const METRIC_REQUESTS: &str = "lipachat_relay_requests";
 pub(crate) const METRIC_UPSTREAM_ATTEMPTS: &str = "lipachat_relay_upstream_attempts";
@@ -99,6 +99,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric, registered and at zero.
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let by_outcome = Family::<RequestLabels, Counter>::default();
@@ -361,7 +362,8 @@ impl Metrics {
     }
 
     /// Retries refused so far (for tests and the log).
-    pub fn budget_exhausted(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn budget_exhausted(&self) -> u64 {
         self.budget_exhausted.get()
     }
 

@@ -277,7 +277,7 @@ fn document(has_default_from: bool) -> Document {
 
 /// The document as pretty JSON. `from` is required unless the relay has a default sender,
 /// so the document served describes this relay's configuration.
-pub fn document_json(has_default_from: bool) -> String {
+pub(crate) fn document_json(has_default_from: bool) -> String {
     document(has_default_from)
         .to_pretty_json()
         .unwrap_or_else(|_| String::from("{}"))

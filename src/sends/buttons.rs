@@ -14,14 +14,14 @@ use super::common::SendCommon;
 
 use crate::validate::{Check, FieldPath};
 
-pub const MIN_BUTTONS: usize = 1;
-pub const MAX_BUTTONS: usize = 3;
+pub(crate) const MIN_BUTTONS: usize = 1;
+pub(crate) const MAX_BUTTONS: usize = 3;
 
 /// The type's own fields, in the order they are forwarded.
-pub const FIELDS: &[&str] = &["text", "message", "buttons"];
+pub(crate) const FIELDS: &[&str] = &["text", "message", "buttons"];
 
 /// The buttons rules.
-pub fn check(check: &mut Check<'_>) {
+pub(crate) fn check(check: &mut Check<'_>) {
     check.required_string_either(
         (FieldPath::Top("text"), check.get("text")),
         (FieldPath::Top("message"), check.get("message")),

@@ -17,10 +17,10 @@ use super::common::SendCommon;
 use crate::validate::{Check, FieldPath};
 
 /// The type's own fields, in the order they are forwarded.
-pub const FIELDS: &[&str] = &["name", "phones"];
+pub(crate) const FIELDS: &[&str] = &["name", "phones"];
 
 /// The contact rules.
-pub fn check(check: &mut Check<'_>) {
+pub(crate) fn check(check: &mut Check<'_>) {
     let name = FieldPath::Top("name");
     if let Some(object) = check.required_object(name, check.get("name")) {
         check.required_string_type(name.key("formattedName"), object.get("formattedName"));

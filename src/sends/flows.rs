@@ -14,13 +14,13 @@ use utoipa::ToSchema;
 use super::common::SendCommon;
 use crate::validate::Check;
 
-pub const MAX_FLOW_CTA_CHARS: usize = 20;
+pub(crate) const MAX_FLOW_CTA_CHARS: usize = 20;
 
 /// The type's own fields, in the order they are forwarded.
-pub const FIELDS: &[&str] = &["text", "flowId", "flowCta", "screen", "data"];
+pub(crate) const FIELDS: &[&str] = &["text", "flowId", "flowCta", "screen", "data"];
 
 /// The flow rules.
-pub fn check(check: &mut Check<'_>) {
+pub(crate) fn check(check: &mut Check<'_>) {
     check.required_string_type("text", check.get("text"));
     check.required_string_type("flowId", check.get("flowId"));
     check.required_text("flowCta", MAX_FLOW_CTA_CHARS);
@@ -34,7 +34,7 @@ pub fn check(check: &mut Check<'_>) {
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
-pub struct FlowsRequest {
+pub(crate) struct FlowsRequest {
     #[serde(flatten)]
     common: SendCommon,
     /// The message body shown with the flow's button.

@@ -16,14 +16,14 @@ use super::common::SendCommon;
 
 use crate::validate::{Check, FieldPath};
 
-pub const MAX_SECTIONS: usize = 10;
-pub const MAX_ROWS: usize = 10;
+pub(crate) const MAX_SECTIONS: usize = 10;
+pub(crate) const MAX_ROWS: usize = 10;
 
 /// The type's own fields, in the order they are forwarded.
-pub const FIELDS: &[&str] = &["headerText", "body", "message", "buttonText", "buttons"];
+pub(crate) const FIELDS: &[&str] = &["headerText", "body", "message", "buttonText", "buttons"];
 
 /// The list rules.
-pub fn check(check: &mut Check<'_>) {
+pub(crate) fn check(check: &mut Check<'_>) {
     check.optional_string_type("headerText", check.get("headerText"));
     check.required_string_either(
         (FieldPath::Top("body"), check.get("body")),

@@ -19,15 +19,15 @@ use utoipa::ToSchema;
 use super::common::SendCommon;
 use crate::validate::{Check, Forward};
 
-pub const LATITUDE_RANGE: (f64, f64) = (-90.0, 90.0);
-pub const LONGITUDE_RANGE: (f64, f64) = (-180.0, 180.0);
+pub(crate) const LATITUDE_RANGE: (f64, f64) = (-90.0, 90.0);
+pub(crate) const LONGITUDE_RANGE: (f64, f64) = (-180.0, 180.0);
 
 /// The type's own fields, in the order they are forwarded (`longitude` never is: it goes as
 /// `longtitude`).
-pub const FIELDS: &[&str] = &["latitude", "longtitude", "longitude", "name", "address"];
+pub(crate) const FIELDS: &[&str] = &["latitude", "longtitude", "longitude", "name", "address"];
 
 /// The location rules.
-pub fn check(check: &mut Check<'_>) {
+pub(crate) fn check(check: &mut Check<'_>) {
     if let Some(latitude) = check.required_number("latitude", check.get("latitude"))
         && !within(latitude, LATITUDE_RANGE)
     {
@@ -74,7 +74,7 @@ fn within(value: f64, (min, max): (f64, f64)) -> bool {
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
-pub struct LocationRequest {
+pub(crate) struct LocationRequest {
     #[serde(flatten)]
     common: SendCommon,
     /// Latitude in decimal degrees, -90 to 90.

@@ -9,16 +9,16 @@ use std::borrow::Cow;
 
 use crate::validate::{Check, Forward};
 
-pub const MAX_MEDIA_URL_CHARS: usize = 2048;
-pub const MAX_CAPTION_CHARS: usize = 1024;
-pub const MAX_FILENAME_CHARS: usize = 240;
+pub(crate) const MAX_MEDIA_URL_CHARS: usize = 2048;
+pub(crate) const MAX_CAPTION_CHARS: usize = 1024;
+pub(crate) const MAX_FILENAME_CHARS: usize = 240;
 
 /// The type's own fields, in the order they are forwarded.
-pub const FIELDS: &[&str] = &["mediaType", "mediaUrl", "caption", "filename"];
+pub(crate) const FIELDS: &[&str] = &["mediaType", "mediaUrl", "caption", "filename"];
 
 /// The media kinds the gateway accepts, sent upper-case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MediaType {
+pub(crate) enum MediaType {
     Image,
     Video,
     Audio,
@@ -27,7 +27,7 @@ pub enum MediaType {
 }
 
 impl MediaType {
-    pub const ALL: [MediaType; 5] = [
+    pub(crate) const ALL: [MediaType; 5] = [
         Self::Image,
         Self::Video,
         Self::Audio,
@@ -36,7 +36,7 @@ impl MediaType {
     ];
 
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Image => "IMAGE",
             Self::Video => "VIDEO",
@@ -47,7 +47,7 @@ impl MediaType {
     }
 
     /// Any letter case is accepted.
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
             .find(|t| t.as_str().eq_ignore_ascii_case(text))
@@ -55,7 +55,7 @@ impl MediaType {
 }
 
 /// The media rules; forwards `mediaType` upper-cased and the strings re-encoded.
-pub fn check(check: &mut Check<'_>) {
+pub(crate) fn check(check: &mut Check<'_>) {
     let media_type = check
         .required_string("mediaType", check.get("mediaType"))
         .and_then(|t| {
@@ -108,17 +108,12 @@ pub fn check(check: &mut Check<'_>) {
     }
 }
 
-/// Whether `url` has the shape the OpenAPI pattern documents (see [`media_url_problem`]).
-pub fn has_media_url_shape(url: &str) -> bool {
-    media_url_problem(url).is_none()
-}
-
 /// What is wrong with a `mediaUrl`, or `None`. The accepted shape is the documented pattern:
 /// `https://` in any case, a DNS host name whose labels are letters, digits and inner hyphens
 /// and whose last label starts with a letter (so it is never an IP address), an optional port
 /// up to 65535, then an optional path (which may carry a query) of printable ASCII without
 /// spaces. Each refusal says which of these the URL breaks.
-pub fn media_url_problem(url: &str) -> Option<Cow<'static, str>> {
+pub(crate) fn media_url_problem(url: &str) -> Option<Cow<'static, str>> {
     if url.chars().count() > MAX_MEDIA_URL_CHARS {
         return Some(format!("must be at most {MAX_MEDIA_URL_CHARS} characters").into());
     }
@@ -352,7 +347,7 @@ mod tests {
             "https://x.io:65535",
             "https://x.io:0",
         ] {
-            assert!(has_media_url_shape(good), "{good}");
+            assert!(media_url_problem(good).is_none(), "{good}");
         }
         for bad in [
             "http://x.io",
@@ -372,7 +367,7 @@ mod tests {
             "https://[::1]/a",
             "https://x.123",
         ] {
-            assert!(!has_media_url_shape(bad), "{bad}");
+            assert!(media_url_problem(bad).is_some(), "{bad}");
         }
     }
 

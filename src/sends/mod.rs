@@ -10,30 +10,39 @@
 //! page's table and its example both carry (under either name), unless the page calls it
 //! optional; a field only one of them shows is checked for its type when given.
 
-pub mod buttons;
+pub(crate) mod buttons;
 pub(crate) mod common;
-pub mod contact;
-pub mod flows;
-pub mod list;
-pub mod location;
-pub mod media;
-pub mod request_location;
-pub mod template;
-pub mod text;
+pub(crate) mod contact;
+pub(crate) mod flows;
+pub(crate) mod list;
+pub(crate) mod location;
+pub(crate) mod media;
+pub(crate) mod request_location;
+pub(crate) mod template;
+pub(crate) mod text;
 
 use crate::validate::Rules;
 
 /// A send type; its position in [`SEND_TYPES`] is its index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SendKind {
+    /// `POST /media`.
     Media,
+    /// `POST /message/text`.
     Text,
+    /// `POST /template`.
     Template,
+    /// `POST /interactive/buttons`.
     Buttons,
+    /// `POST /interactive/list`.
     List,
+    /// `POST /contact`.
     Contact,
+    /// `POST /location`.
     Location,
+    /// `POST /request_location`.
     RequestLocation,
+    /// `POST /interactive/flows`.
     Flows,
 }
 
@@ -57,7 +66,7 @@ impl SendKind {
     }
 
     /// Its position in [`SendKind::ALL`] and [`SEND_TYPES`].
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
@@ -67,13 +76,14 @@ impl SendKind {
     }
 
     /// Its validation rules.
-    pub fn rules(self) -> &'static Rules {
+    pub(crate) fn rules(self) -> &'static Rules {
         &self.spec().rules
     }
 }
 
 /// One send type.
 pub struct SendType {
+    /// Which type this row is.
     pub kind: SendKind,
     /// The relay's own path.
     pub path: &'static str,
@@ -82,7 +92,8 @@ pub struct SendType {
     pub gateway_path: &'static str,
     /// One line for the OpenAPI document.
     pub summary: &'static str,
-    pub rules: Rules,
+    /// Its name, fields and check.
+    pub(crate) rules: Rules,
 }
 
 /// The table, in [`SendKind`] order.
@@ -198,7 +209,7 @@ pub(crate) mod test_support {
     use crate::validate::{Invalid, SendRequest, validate};
 
     /// A valid media send, with phone numbers written the way callers write them.
-    pub fn media_example() -> Value {
+    pub(crate) fn media_example() -> Value {
         serde_json::json!({
             "messageId": "m-1",
             "mediaType": "image",
@@ -209,18 +220,18 @@ pub(crate) mod test_support {
         })
     }
 
-    pub fn run(kind: SendKind, value: &Value) -> Result<SendRequest, Invalid> {
+    pub(crate) fn run(kind: SendKind, value: &Value) -> Result<SendRequest, Invalid> {
         validate(kind.rules(), value.to_string().as_bytes(), None)
     }
 
     /// The forwarded body, parsed back.
-    pub fn forwarded(kind: SendKind, value: &Value) -> Value {
+    pub(crate) fn forwarded(kind: SendKind, value: &Value) -> Value {
         let request = run(kind, value).unwrap();
         serde_json::from_slice(&request.body).unwrap()
     }
 
     /// Each error as (field, message), in the order the answer lists them.
-    pub fn errors(kind: SendKind, value: &Value) -> Vec<(String, String)> {
+    pub(crate) fn errors(kind: SendKind, value: &Value) -> Vec<(String, String)> {
         match run(kind, value) {
             Err(Invalid::Fields(errors)) => errors
                 .into_iter()
@@ -234,7 +245,7 @@ pub(crate) mod test_support {
     /// of `kind`): absent or null is "is required", another JSON type "must be a string",
     /// `max` characters (more bytes) pass, one more is refused, and empty is the gateway's to
     /// judge.
-    pub fn assert_required_text(kind: SendKind, example: &Value, field: &str, max: usize) {
+    pub(crate) fn assert_required_text(kind: SendKind, example: &Value, field: &str, max: usize) {
         let one_error = |body: &Value, message: &str| {
             assert_eq!(
                 errors(kind, body),
@@ -261,7 +272,7 @@ pub(crate) mod test_support {
     }
 
     /// The fields named in the errors.
-    pub fn fields(kind: SendKind, value: &Value) -> Vec<String> {
+    pub(crate) fn fields(kind: SendKind, value: &Value) -> Vec<String> {
         errors(kind, value).into_iter().map(|(f, _)| f).collect()
     }
 }

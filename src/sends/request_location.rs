@@ -10,13 +10,13 @@ use utoipa::ToSchema;
 use super::common::SendCommon;
 use crate::validate::Check;
 
-pub const MAX_TEXT_CHARS: usize = 1024;
+pub(crate) const MAX_TEXT_CHARS: usize = 1024;
 
 /// The type's own fields, in the order they are forwarded.
-pub const FIELDS: &[&str] = &["text"];
+pub(crate) const FIELDS: &[&str] = &["text"];
 
 /// The request-location rules.
-pub fn check(check: &mut Check<'_>) {
+pub(crate) fn check(check: &mut Check<'_>) {
     check.required_text("text", MAX_TEXT_CHARS);
 }
 
@@ -26,7 +26,7 @@ pub fn check(check: &mut Check<'_>) {
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code, reason = "an OpenAPI schema only: requests are read raw")]
-pub struct RequestLocationRequest {
+pub(crate) struct RequestLocationRequest {
     #[serde(flatten)]
     common: SendCommon,
     /// The message shown above WhatsApp's "Send location" button; may hold URLs.

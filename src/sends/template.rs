@@ -29,15 +29,15 @@ use super::common::SendCommon;
 
 use crate::validate::{Check, FieldPath};
 
-pub const CATEGORIES: &[&str] = &["MARKETING", "UTILITY", "AUTHENTICATION"];
-pub const HEADER_FORMATS: &[&str] = &["TEXT", "IMAGE", "VIDEO", "DOCUMENT"];
-pub const BUTTON_TYPES: &[&str] = &["PHONE_NUMBER", "URL", "QUICK_REPLY"];
+pub(crate) const CATEGORIES: &[&str] = &["MARKETING", "UTILITY", "AUTHENTICATION"];
+pub(crate) const HEADER_FORMATS: &[&str] = &["TEXT", "IMAGE", "VIDEO", "DOCUMENT"];
+pub(crate) const BUTTON_TYPES: &[&str] = &["PHONE_NUMBER", "URL", "QUICK_REPLY"];
 
 /// The type's own fields, in the order they are forwarded.
-pub const FIELDS: &[&str] = &["template"];
+pub(crate) const FIELDS: &[&str] = &["template"];
 
 /// The template rules.
-pub fn check(check: &mut Check<'_>) {
+pub(crate) fn check(check: &mut Check<'_>) {
     let field = FieldPath::Top("template");
     let Some(template) = check.required_object(field, check.get("template")) else {
         return;

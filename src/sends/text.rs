@@ -12,13 +12,13 @@ use super::common::SendCommon;
 
 use crate::validate::Check;
 
-pub const MAX_MESSAGE_CHARS: usize = 4096;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 4096;
 
 /// The type's own fields, in the order they are forwarded.
-pub const FIELDS: &[&str] = &["message"];
+pub(crate) const FIELDS: &[&str] = &["message"];
 
 /// The text rules.
-pub fn check(check: &mut Check<'_>) {
+pub(crate) fn check(check: &mut Check<'_>) {
     check.required_text("message", MAX_MESSAGE_CHARS);
 }
 

@@ -15,7 +15,9 @@ const OUT_OF_FILES: [i32; 2] = [24, 23];
 /// The soft limit on open files, before and after [`raise_fd_limit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdLimit {
+    /// The soft limit the process started with.
     pub before: u64,
+    /// The soft limit now.
     pub now: u64,
 }
 

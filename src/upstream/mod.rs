@@ -9,7 +9,7 @@
 //! Sends POST their body; the template listing (`GET /templates`) GETs its number's page
 //! through the same stack, so it has the same retries, timeouts and secret handling.
 
-pub mod retry;
+pub(crate) mod retry;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,21 +28,21 @@ use tower::{Service, ServiceBuilder};
 use crate::config::{Config, join_path};
 use crate::headers::{HEADER_API_KEY, HEADER_REQUEST_ID, HEADER_TRACEPARENT, HEADER_TRACESTATE};
 use crate::metrics::{Metrics, UpstreamStatus};
-pub use crate::outcome::{GatewayReply, MAX_ANSWER_BYTES, UpstreamError};
+pub(crate) use crate::outcome::{GatewayReply, MAX_ANSWER_BYTES, UpstreamError};
 use crate::phone::PhoneNumber;
 use crate::sends::{SEND_TYPES, SendKind};
 use retry::RetryPolicy;
 
 /// The gateway's template listing, `GET {base}/api/v1/template/{number}` ("Listing Message
 /// Templates").
-pub const GATEWAY_TEMPLATES_PATH: &str = "/api/v1/template";
+pub(crate) const GATEWAY_TEMPLATES_PATH: &str = "/api/v1/template";
 
 /// Connection set-up gets its own, shorter bound than a whole attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the handler forwards: the normalised body and the headers that travel with it.
 #[derive(Clone, Debug)]
-pub struct UpstreamRequest(Arc<RequestParts>);
+pub(crate) struct UpstreamRequest(Arc<RequestParts>);
 
 /// Where a request goes.
 #[derive(Debug)]
@@ -67,12 +67,12 @@ struct RequestParts {
 impl UpstreamRequest {
     /// Picks the forwarded headers from the caller's; everything else (a client `apiKey`
     /// included) stays behind.
-    pub fn new(kind: SendKind, body: Bytes, caller: &HeaderMap, deadline: Instant) -> Self {
+    pub(crate) fn new(kind: SendKind, body: Bytes, caller: &HeaderMap, deadline: Instant) -> Self {
         Self::build(Target::Send(kind), body, caller, deadline)
     }
 
     /// The template listing of `number` (a GET, no body), with the caller's forwarded headers.
-    pub fn templates(number: PhoneNumber, caller: &HeaderMap, deadline: Instant) -> Self {
+    pub(crate) fn templates(number: PhoneNumber, caller: &HeaderMap, deadline: Instant) -> Self {
         Self::build(Target::Templates(number), Bytes::new(), caller, deadline)
     }
 
@@ -90,12 +90,12 @@ impl UpstreamRequest {
     }
 
     /// Attempts made so far.
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.0.attempts.load(Ordering::Relaxed)
     }
 
     /// When the whole request must be over.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         self.0.deadline
     }
 }
@@ -105,7 +105,7 @@ impl UpstreamRequest {
 /// deadline needs no timer of its own, because an attempt never outlasts it and the retry
 /// policy never sleeps past it. Cloned per request, so it is one `Arc`.
 #[derive(Clone)]
-pub struct GatewayService(Arc<ServiceParts>);
+pub(crate) struct GatewayService(Arc<ServiceParts>);
 
 struct ServiceParts {
     client: reqwest::Client,
@@ -281,7 +281,7 @@ type Stack = tower::retry::Retry<RetryPolicy, GatewayService>;
 
 /// The client handlers use: `forward` runs the whole stack under the deadline.
 #[derive(Clone)]
-pub struct GatewayClient {
+pub(crate) struct GatewayClient {
     stack: Stack,
     budget: Arc<TpsBudget>,
     deadline: Duration,
@@ -292,7 +292,7 @@ pub struct GatewayClient {
 /// The time a send keeps for one gateway attempt when it waits for its rate slot: one
 /// `RELAY_ATTEMPT_TIMEOUT_MS`, but at most half of `RELAY_DEADLINE_MS`, so that a deadline
 /// shorter than an attempt still leaves room to wait.
-pub fn attempt_reserve(attempt_timeout: Duration, deadline: Duration) -> Duration {
+pub(crate) fn attempt_reserve(attempt_timeout: Duration, deadline: Duration) -> Duration {
     attempt_timeout.min(deadline / 2)
 }
 
@@ -304,7 +304,7 @@ pub struct ClientBuildError(String);
 impl GatewayClient {
     /// Builds the shared client. Without a key (only possible with `--mock-upstream` before
     /// its key is filled in) the header is empty and the gateway answers 401.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
+    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(config.attempt_timeout))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -358,21 +358,24 @@ impl GatewayClient {
 
     /// The deadline of a request that arrived at `start` (the configured deadline is
     /// bounded, so this cannot overflow; it saturates rather than panic all the same).
-    pub fn deadline_from(&self, start: Instant) -> Instant {
+    pub(crate) fn deadline_from(&self, start: Instant) -> Instant {
         start.checked_add(self.deadline).unwrap_or(start)
     }
 
     /// The latest a send with this `deadline` may leave its rate-limit wait and still have
     /// time for one attempt: a wait that ends later is refused at once (429), rather than
     /// leaving a send that runs out of its deadline (504).
-    pub fn last_departure(&self, deadline: Instant) -> Instant {
+    pub(crate) fn last_departure(&self, deadline: Instant) -> Instant {
         deadline
             .checked_sub(self.attempt_reserve)
             .unwrap_or_else(Instant::now)
     }
 
     /// Sends one request through retry → attempt (timeout or deadline) → gateway.
-    pub async fn forward(&self, request: UpstreamRequest) -> Result<GatewayReply, UpstreamError> {
+    pub(crate) async fn forward(
+        &self,
+        request: UpstreamRequest,
+    ) -> Result<GatewayReply, UpstreamError> {
         // Every first attempt earns retry credit; retries spend it (see retry::budget).
         self.budget.deposit();
         if Instant::now() >= request.deadline() {

@@ -19,35 +19,35 @@ use crate::metrics::Metrics;
 use crate::outcome::{GatewayReply, UpstreamError};
 
 /// First back-off ceiling; doubles per attempt.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Back-off ceiling for late attempts.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Retries may add this share of the first attempts seen in the budget window.
-pub const BUDGET_RETRY_RATIO: f32 = 0.2;
+pub(crate) const BUDGET_RETRY_RATIO: f32 = 0.2;
 /// Retries always allowed per second, so a quiet sidecar can still retry a lone failure.
-pub const BUDGET_MIN_PER_SEC: u32 = 1;
+pub(crate) const BUDGET_MIN_PER_SEC: u32 = 1;
 /// How long a first attempt's credit lasts.
-pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 /// The budget shared by every request of one relay.
-pub fn budget() -> TpsBudget {
+pub(crate) fn budget() -> TpsBudget {
     TpsBudget::new(BUDGET_WINDOW, BUDGET_MIN_PER_SEC, BUDGET_RETRY_RATIO)
 }
 
 /// Statuses worth another attempt: throttling and the gateway's own transient failures.
-pub fn is_retryable_status(status: StatusCode) -> bool {
+pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
 }
 
 /// Full-jitter exponential back-off before attempt `attempt + 1` (`attempt` ≥ 1 made so far).
-pub fn backoff(attempt: u32, unit: f64) -> Duration {
+pub(crate) fn backoff(attempt: u32, unit: f64) -> Duration {
     let exponent = attempt.saturating_sub(1).min(16);
     let ceiling = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX);
     ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
 /// `Retry-After` as seconds or an HTTP date; a date in the past means "now".
-pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
@@ -58,14 +58,14 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duratio
 
 /// The per-request retry decision; cloned by tower for every request.
 #[derive(Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     max_attempts: u32,
     budget: Arc<TpsBudget>,
     metrics: Arc<Metrics>,
 }
 
 impl RetryPolicy {
-    pub fn new(max_attempts: u32, budget: Arc<TpsBudget>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(max_attempts: u32, budget: Arc<TpsBudget>, metrics: Arc<Metrics>) -> Self {
         Self {
             max_attempts,
             budget,

@@ -11,7 +11,7 @@ use super::raw::{RawObject, number_of, parse_array, string_of};
 use super::{FieldError, FieldPath, longer_than};
 
 /// A field a send type's check wants forwarded in normalised form.
-pub enum Forward<'a> {
+pub(crate) enum Forward<'a> {
     /// Written as a JSON string.
     Str(Cow<'a, str>),
     /// Written as this raw JSON.
@@ -22,7 +22,7 @@ pub enum Forward<'a> {
 }
 
 /// Where a send type's check records its errors and normalised fields.
-pub struct Check<'a> {
+pub(crate) struct Check<'a> {
     /// The caller's object (common fields included).
     pub object: &'a RawObject<'a>,
     pub(super) errors: Vec<FieldError>,
@@ -31,12 +31,12 @@ pub struct Check<'a> {
 
 impl<'a> Check<'a> {
     /// The value of a top-level field; `null` counts as absent.
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a RawValue> {
         self.object.get(name)
     }
 
     /// Records an error.
-    pub fn error(
+    pub(crate) fn error(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         message: impl Into<Cow<'static, str>>,
@@ -46,13 +46,13 @@ impl<'a> Check<'a> {
 
     /// Forwards `field`, one of the type's `fields`, with this normalised value instead of
     /// the caller's text.
-    pub fn forward(&mut self, field: &'static str, value: Forward<'a>) {
+    pub(crate) fn forward(&mut self, field: &'static str, value: Forward<'a>) {
         self.forward.push((field, value));
     }
 
     /// A required string: "is required" when absent, "must be a string" when not one.
     /// A required top-level string of at most `max_chars` characters.
-    pub fn required_text(&mut self, field: &'static str, max_chars: usize) {
+    pub(crate) fn required_text(&mut self, field: &'static str, max_chars: usize) {
         if let Some(text) = self.required_string(field, self.get(field))
             && longer_than(&text, max_chars)
         {
@@ -60,7 +60,7 @@ impl<'a> Check<'a> {
         }
     }
 
-    pub fn required_string(
+    pub(crate) fn required_string(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         value: Option<&'a RawValue>,
@@ -75,7 +75,7 @@ impl<'a> Check<'a> {
     }
 
     /// An optional string: `None` when absent; "must be a string" when not one.
-    pub fn optional_string(
+    pub(crate) fn optional_string(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         value: Option<&'a RawValue>,
@@ -84,7 +84,7 @@ impl<'a> Check<'a> {
     }
 
     /// The value as a string, or "must be a string".
-    pub fn string(
+    pub(crate) fn string(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         raw: &'a RawValue,
@@ -99,7 +99,7 @@ impl<'a> Check<'a> {
     }
 
     /// The value as an object, or "must be an object".
-    pub fn object_of(
+    pub(crate) fn object_of(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         raw: &'a RawValue,
@@ -112,7 +112,7 @@ impl<'a> Check<'a> {
     }
 
     /// The value as an array, or "must be an array".
-    pub fn array_of(
+    pub(crate) fn array_of(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         raw: &'a RawValue,
@@ -125,7 +125,7 @@ impl<'a> Check<'a> {
     }
 
     /// A required object: "is required" when absent, "must be an object" when not one.
-    pub fn required_object(
+    pub(crate) fn required_object(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         value: Option<&'a RawValue>,
@@ -140,7 +140,7 @@ impl<'a> Check<'a> {
     }
 
     /// An optional object: `None` when absent; "must be an object" when not one.
-    pub fn optional_object(
+    pub(crate) fn optional_object(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         value: Option<&'a RawValue>,
@@ -149,7 +149,7 @@ impl<'a> Check<'a> {
     }
 
     /// A required array: "is required" when absent, "must be an array" when not one.
-    pub fn required_array(
+    pub(crate) fn required_array(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         value: Option<&'a RawValue>,
@@ -164,7 +164,7 @@ impl<'a> Check<'a> {
     }
 
     /// An optional array: `None` when absent; "must be an array" when not one.
-    pub fn optional_array(
+    pub(crate) fn optional_array(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         value: Option<&'a RawValue>,
@@ -173,7 +173,7 @@ impl<'a> Check<'a> {
     }
 
     /// A required number: "is required" when absent, "must be a number" when not one.
-    pub fn required_number(
+    pub(crate) fn required_number(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         value: Option<&RawValue>,
@@ -188,7 +188,11 @@ impl<'a> Check<'a> {
     }
 
     /// The value as a number, or "must be a number".
-    pub fn number(&mut self, field: impl Into<Cow<'static, str>>, raw: &RawValue) -> Option<f64> {
+    pub(crate) fn number(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        raw: &RawValue,
+    ) -> Option<f64> {
         let number = number_of(raw);
         if number.is_none() {
             self.error(field, "must be a number");
@@ -198,7 +202,7 @@ impl<'a> Check<'a> {
 
     /// A required string whose text no rule reads: checked without decoding it. True when
     /// it is one.
-    pub fn required_string_type(
+    pub(crate) fn required_string_type(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         value: Option<&RawValue>,
@@ -213,7 +217,7 @@ impl<'a> Check<'a> {
     }
 
     /// An optional string whose text no rule reads. True when present and a string.
-    pub fn optional_string_type(
+    pub(crate) fn optional_string_type(
         &mut self,
         field: impl Into<Cow<'static, str>>,
         value: Option<&RawValue>,
@@ -223,7 +227,7 @@ impl<'a> Check<'a> {
 
     /// An optional string that must be one of `allowed`, exactly as spelled there. Returns the
     /// matching entry.
-    pub fn optional_choice(
+    pub(crate) fn optional_choice(
         &mut self,
         field: impl Into<Cow<'static, str>> + Copy,
         value: Option<&'a RawValue>,
@@ -239,7 +243,7 @@ impl<'a> Check<'a> {
 
     /// A required string the Lipachat page names two ways: at least one of the two must be
     /// given, and each given one must be a string. The first is the one an error names.
-    pub fn required_string_either(
+    pub(crate) fn required_string_either(
         &mut self,
         first: (FieldPath<'_>, Option<&RawValue>),
         second: (FieldPath<'_>, Option<&RawValue>),

@@ -24,19 +24,19 @@ use bytes::Bytes;
 
 use crate::fingerprint::Fingerprint;
 use crate::phone::PhoneNumber;
-pub use check::{Check, Forward};
+pub(crate) use check::{Check, Forward};
 use encode::encode;
-pub use raw::{RawObject, number_of, parse_array, string_of};
+pub(crate) use raw::RawObject;
 
 mod check;
 mod encode;
 mod raw;
 
-pub const MAX_MESSAGE_ID_CHARS: usize = 128;
+pub(crate) const MAX_MESSAGE_ID_CHARS: usize = 128;
 
 /// One failing field and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct FieldError {
+pub(crate) struct FieldError {
     /// The request field at fault, as spelled in the JSON (`buttons[1].title` when nested).
     #[schema(value_type = String, example = "mediaUrl")]
     pub field: Cow<'static, str>,
@@ -47,7 +47,10 @@ pub struct FieldError {
 
 impl FieldError {
     /// An error of `field`.
-    pub fn new(field: impl Into<Cow<'static, str>>, message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn new(
+        field: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -59,7 +62,7 @@ impl FieldError {
 /// `buttons[1].title`. Each level borrows its parent from the stack, so naming a nested field
 /// costs nothing until an error needs the text.
 #[derive(Clone, Copy, Debug)]
-pub enum FieldPath<'p> {
+pub(crate) enum FieldPath<'p> {
     /// A top-level field.
     Top(&'static str),
     /// A key of the parent object.
@@ -70,12 +73,12 @@ pub enum FieldPath<'p> {
 
 impl<'p> FieldPath<'p> {
     /// The field `name` of this object.
-    pub fn key(&'p self, name: &'static str) -> Self {
+    pub(crate) fn key(&'p self, name: &'static str) -> Self {
         Self::Key(self, name)
     }
 
     /// The element `index` of this array.
-    pub fn index(&'p self, index: usize) -> Self {
+    pub(crate) fn index(&'p self, index: usize) -> Self {
         Self::Index(self, index)
     }
 }
@@ -100,13 +103,13 @@ impl From<FieldPath<'_>> for Cow<'static, str> {
 }
 
 /// Whether `text` has more than `max` characters (counted only when its bytes could be).
-pub fn longer_than(text: &str, max: usize) -> bool {
+pub(crate) fn longer_than(text: &str, max: usize) -> bool {
     text.len() > max && text.chars().count() > max
 }
 
 /// Why a body was refused before anything went upstream.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Invalid {
+pub(crate) enum Invalid {
     /// Not JSON, or not a JSON object; the text says where.
     MalformedJson(String),
     /// The object broke one or more field rules.
@@ -114,7 +117,7 @@ pub enum Invalid {
 }
 
 /// A send type's own rules: what [`validate`] checks beyond the common fields.
-pub struct Rules {
+pub(crate) struct Rules {
     /// The send type's name, part of the fingerprint.
     pub name: &'static str,
     /// Its own top-level fields, in the order they are forwarded (a repeated one is an error;
@@ -126,7 +129,7 @@ pub struct Rules {
 
 /// A valid, normalised send: the body to forward and what dedup, limits and logs need.
 #[derive(Debug, Clone)]
-pub struct SendRequest {
+pub(crate) struct SendRequest {
     pub message_id: Box<str>,
     pub from: PhoneNumber,
     pub to: PhoneNumber,
@@ -136,7 +139,7 @@ pub struct SendRequest {
 }
 
 /// Validates and normalises one request body under a send type's rules.
-pub fn validate(
+pub(crate) fn validate(
     spec: &Rules,
     body: &[u8],
     default_from: Option<&PhoneNumber>,
@@ -202,7 +205,7 @@ pub fn validate(
 }
 
 /// The fields every send has.
-pub const COMMON_FIELDS: [&str; 3] = ["messageId", "from", "to"];
+pub(crate) const COMMON_FIELDS: [&str; 3] = ["messageId", "from", "to"];
 
 /// messageId first, the type's fields in their order, then to and from, then the rest.
 fn field_rank(fields: &[&str], field: &str) -> usize {

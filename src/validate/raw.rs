@@ -10,16 +10,16 @@ use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// A raw JSON object: each key with its raw JSON value, in the caller's order.
-pub struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+pub(crate) struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'a> RawObject<'a> {
     /// Parses an object, or `None` when the text is not a JSON object.
-    pub fn parse(raw: &'a RawValue) -> Option<Self> {
+    pub(crate) fn parse(raw: &'a RawValue) -> Option<Self> {
         serde_json::from_str(raw.get()).ok()
     }
 
     /// The value of `name` (the first, if repeated); a JSON `null` counts as absent.
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a RawValue> {
         self.0
             .iter()
             .find(|(key, _)| key == name)
@@ -28,12 +28,12 @@ impl<'a> RawObject<'a> {
     }
 
     /// Every key, in the caller's order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(key, _)| key.as_ref())
     }
 
     /// Every key with its raw value, in the caller's order (a `null` one included).
-    pub fn entries(&self) -> impl Iterator<Item = (&str, &'a RawValue)> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, &'a RawValue)> {
         self.0.iter().map(|(key, value)| (key.as_ref(), *value))
     }
 }
@@ -60,7 +60,7 @@ impl<'de> serde::Deserialize<'de> for RawObject<'de> {
 }
 
 /// A raw JSON array's elements, or `None` when the text is not an array.
-pub fn parse_array(raw: &RawValue) -> Option<Vec<&RawValue>> {
+pub(crate) fn parse_array(raw: &RawValue) -> Option<Vec<&RawValue>> {
     struct Elements<'a>(Vec<&'a RawValue>);
     impl<'de> serde::Deserialize<'de> for Elements<'de> {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -90,7 +90,7 @@ pub fn parse_array(raw: &RawValue) -> Option<Vec<&RawValue>> {
 /// then the text between the quotes is the string (a `RawValue` is valid JSON, so it holds no
 /// raw quote or control character), borrowed without a second parse; escaped ones go through
 /// serde_json.
-pub fn string_of(raw: &RawValue) -> Option<Cow<'_, str>> {
+pub(crate) fn string_of(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get();
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     if !inner.contains('\\') {
@@ -102,7 +102,7 @@ pub fn string_of(raw: &RawValue) -> Option<Cow<'_, str>> {
 /// A raw JSON value as a number, or `None` when it is not one. A JSON number opens with a
 /// minus or a digit, and its grammar is a subset of what `f64` parses; one too large for an
 /// `f64` comes back infinite, which every range check refuses.
-pub fn number_of(raw: &RawValue) -> Option<f64> {
+pub(crate) fn number_of(raw: &RawValue) -> Option<f64> {
     let text = raw.get();
     text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
         .then(|| text.parse::<f64>().ok())

@@ -11,8 +11,8 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lipachat_relay::config::VARIABLES;
-use lipachat_relay::sends::SEND_TYPES;
+use lipachat_relay::SEND_TYPES;
+use lipachat_relay::variables::{VARIABLES, VARS};
 
 use crate::helpers::{EVENT_TIMEOUT, binary, free_port, spawn_app, terminate, wait_for_status};
 
@@ -147,6 +147,58 @@ fn configuration_table_lists_every_variable_once() {
     );
 }
 
+/// A variable's default as the docs write it: in backticks, or `—` for none.
+fn documented_default(name: &str) -> String {
+    let default = VARS
+        .iter()
+        .find(|var| var.name == name)
+        .and_then(|var| var.default);
+    default.map_or_else(|| "—".to_owned(), |value| format!("`{value}`"))
+}
+
+#[test]
+fn configuration_table_gives_each_variable_its_default() {
+    let rows = table(&read("docs/configuration.md"), "variable");
+    let wrong: Vec<String> = rows
+        .iter()
+        .filter(|row| row[1].trim() != documented_default(&code(&row[0])))
+        .map(|row| {
+            format!(
+                "{}: documented {}, code {}",
+                code(&row[0]),
+                row[1].trim(),
+                documented_default(&code(&row[0]))
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md defaults: {wrong:?}"
+    );
+}
+
+#[test]
+fn env_example_sets_only_defaults() {
+    // Uncommented `NAME=value` lines are what a copied .env sets: each must be the default.
+    let wrong: Vec<String> = read(".env.example")
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .filter(|(name, value)| {
+            let default = VARS
+                .iter()
+                .find(|var| var.name == *name)
+                .and_then(|var| var.default);
+            default != Some(*value)
+        })
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        ".env.example sets values other than the defaults: {wrong:?}"
+    );
+}
+
 #[test]
 fn env_example_lists_every_variable() {
     let text = read(".env.example");
@@ -222,7 +274,7 @@ fn send_types_table_lists_every_send_type() {
             (
                 send.path.to_owned(),
                 send.gateway_path.to_owned(),
-                send.rules.name.to_owned(),
+                send.kind.name().to_owned(),
             )
         })
         .collect();

@@ -17,16 +17,16 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use lipachat_relay::config::{Config, KeyRequirement};
-use lipachat_relay::sends::SEND_TYPES;
+use lipachat_relay::SEND_TYPES;
 use lipachat_relay::{AppState, serve};
+use lipachat_relay::{Config, KeyRequirement};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Upper bound for any single awaited event in a test.
-pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often [`wait_until`] looks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -34,7 +34,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Waits until `reached()` says yes, looking again every few milliseconds, and fails naming
 /// `what` after [`EVENT_TIMEOUT`]. Only for states with no event to await: a metric, the drain
 /// flag, another process's readiness.
-pub async fn wait_until<F, Fut>(what: impl std::fmt::Display, mut reached: F)
+pub(crate) async fn wait_until<F, Fut>(what: impl std::fmt::Display, mut reached: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -51,7 +51,7 @@ where
 
 /// POSTs `body` as JSON to `url` from a task of its own, so the request stays in flight while
 /// the test goes on; the task's answer is the response.
-pub fn spawn_post(
+pub(crate) fn spawn_post(
     client: &reqwest::Client,
     url: String,
     body: &Value,
@@ -65,7 +65,7 @@ pub fn spawn_post(
 
 /// One scripted gateway answer.
 #[derive(Clone, Debug)]
-pub struct Step {
+pub(crate) struct Step {
     pub status: u16,
     /// `None`: a SENT envelope echoing the request's messageId.
     pub body: Option<String>,
@@ -77,7 +77,7 @@ pub struct Step {
 }
 
 impl Step {
-    pub fn sent() -> Self {
+    pub(crate) fn sent() -> Self {
         Self {
             status: 200,
             body: None,
@@ -88,7 +88,7 @@ impl Step {
         }
     }
 
-    pub fn status(status: u16) -> Self {
+    pub(crate) fn status(status: u16) -> Self {
         Self {
             status,
             body: Some(
@@ -100,7 +100,7 @@ impl Step {
         }
     }
 
-    pub fn body(status: u16, content_type: &'static str, body: &str) -> Self {
+    pub(crate) fn body(status: u16, content_type: &'static str, body: &str) -> Self {
         Self {
             status,
             body: Some(body.to_owned()),
@@ -109,21 +109,21 @@ impl Step {
         }
     }
 
-    pub fn held() -> Self {
+    pub(crate) fn held() -> Self {
         Self {
             hold: true,
             ..Self::sent()
         }
     }
 
-    pub fn delayed(delay: Duration) -> Self {
+    pub(crate) fn delayed(delay: Duration) -> Self {
         Self {
             delay,
             ..Self::sent()
         }
     }
 
-    pub fn retry_after(mut self, value: &str) -> Self {
+    pub(crate) fn retry_after(mut self, value: &str) -> Self {
         self.retry_after = Some(value.to_owned());
         self
     }
@@ -131,7 +131,7 @@ impl Step {
 
 /// A request as the fake gateway received it.
 #[derive(Debug)]
-pub struct Received {
+pub(crate) struct Received {
     pub method: Method,
     /// The gateway path it came to (`/api/v1/whatsapp/...`).
     pub path: String,
@@ -151,14 +151,14 @@ struct FakeState {
 }
 
 /// The scriptable fake gateway.
-pub struct FakeGateway {
+pub(crate) struct FakeGateway {
     pub address: SocketAddr,
     state: FakeState,
     received: tokio::sync::Mutex<mpsc::UnboundedReceiver<Received>>,
 }
 
 impl FakeGateway {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let state = FakeState {
             script: Arc::new(Mutex::new(VecDeque::new())),
@@ -186,37 +186,37 @@ impl FakeGateway {
         }
     }
 
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.address)
     }
 
     /// Answers to give, in order, before falling back to the default.
-    pub fn script(&self, steps: impl IntoIterator<Item = Step>) {
+    pub(crate) fn script(&self, steps: impl IntoIterator<Item = Step>) {
         self.state.script.lock().unwrap().extend(steps);
     }
 
     /// The answer once the script is used up.
-    pub fn set_default(&self, step: Step) {
+    pub(crate) fn set_default(&self, step: Step) {
         *self.state.default.lock().unwrap() = step;
     }
 
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
     }
 
     /// Lets `n` held requests answer.
-    pub fn release(&self, n: usize) {
+    pub(crate) fn release(&self, n: usize) {
         self.state.gate.add_permits(n);
     }
 
     /// Every request received so far and not yet taken, without waiting.
-    pub async fn take_received(&self) -> Vec<Received> {
+    pub(crate) async fn take_received(&self) -> Vec<Received> {
         let mut receiver = self.received.lock().await;
         std::iter::from_fn(|| receiver.try_recv().ok()).collect()
     }
 
     /// The next request the gateway receives.
-    pub async fn next_request(&self) -> Received {
+    pub(crate) async fn next_request(&self) -> Received {
         let mut receiver = self.received.lock().await;
         tokio::time::timeout(EVENT_TIMEOUT, receiver.recv())
             .await
@@ -275,7 +275,7 @@ async fn answer(
 }
 
 /// A relay running in this process against a fake gateway.
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub base_url: String,
     pub gateway: FakeGateway,
     pub client: reqwest::Client,
@@ -286,16 +286,16 @@ pub struct TestApp {
 }
 
 /// A random key per test, so a leak check cannot pass by accident.
-pub fn random_key() -> String {
+pub(crate) fn random_key() -> String {
     format!("test-key-{:032x}", fastrand::u128(..))
 }
 
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
 /// Starts the relay with extra environment variables (as `Config::from_vars` reads them).
-pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     let gateway = FakeGateway::start().await;
     let api_key = random_key();
     let base_url = gateway.base_url();
@@ -326,7 +326,7 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
 }
 
 /// A valid request body with the given messageId.
-pub fn media_body(message_id: &str) -> Value {
+pub(crate) fn media_body(message_id: &str) -> Value {
     json!({
         "messageId": message_id,
         "mediaType": "IMAGE",
@@ -338,18 +338,18 @@ pub fn media_body(message_id: &str) -> Value {
 }
 
 impl TestApp {
-    pub async fn post_media(&self, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post_media(&self, body: &Value) -> reqwest::Response {
         self.post_raw("/media", "application/json", body.to_string())
             .await
     }
 
     /// POSTs JSON to a relay path.
-    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.post_raw(path, "application/json", body.to_string())
             .await
     }
 
-    pub async fn post_raw(
+    pub(crate) async fn post_raw(
         &self,
         path: &str,
         content_type: &str,
@@ -364,7 +364,7 @@ impl TestApp {
             .expect("the relay did not answer")
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.base_url))
             .send()
@@ -373,7 +373,7 @@ impl TestApp {
     }
 
     /// Triggers the drain, as SIGTERM would, and waits for `serve` to return.
-    pub async fn shutdown(&mut self) {
+    pub(crate) async fn shutdown(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -387,18 +387,18 @@ impl TestApp {
     }
 
     /// Starts the drain without waiting for it.
-    pub fn begin_shutdown(&mut self) {
+    pub(crate) fn begin_shutdown(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
     }
 
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
     }
 
     /// Waits until `/metrics` has `line`.
-    pub async fn metric_reaches(&self, line: &str) {
+    pub(crate) async fn metric_reaches(&self, line: &str) {
         wait_until(format!("the metrics show {line}"), || async {
             self.metrics().await.contains(line)
         })
@@ -406,7 +406,10 @@ impl TestApp {
     }
 
     /// POSTs a media send with this `messageId` from a task of its own ([`spawn_post`]).
-    pub fn spawn_post_media(&self, message_id: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+    pub(crate) fn spawn_post_media(
+        &self,
+        message_id: &str,
+    ) -> tokio::task::JoinHandle<reqwest::Response> {
         spawn_post(
             &self.client,
             format!("{}/media", self.base_url),
@@ -416,7 +419,7 @@ impl TestApp {
 }
 
 /// Reads the relay's envelope and checks its shape.
-pub async fn envelope(response: reqwest::Response) -> Value {
+pub(crate) async fn envelope(response: reqwest::Response) -> Value {
     let body: Value = response.json().await.expect("the answer is not JSON");
     assert_eq!(body["status"], "error", "{body}");
     assert!(body["data"].is_null(), "{body}");
@@ -432,7 +435,7 @@ pub async fn envelope(response: reqwest::Response) -> Value {
 }
 
 /// The fields named in an envelope's `errors`.
-pub fn error_fields(envelope: &Value) -> Vec<String> {
+pub(crate) fn error_fields(envelope: &Value) -> Vec<String> {
     envelope["errors"]
         .as_array()
         .map(|errors| {
@@ -445,13 +448,13 @@ pub fn error_fields(envelope: &Value) -> Vec<String> {
 }
 
 /// A loopback port nobody listens on (bound, then released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
 
 /// The built binary, run with exactly these variables, stdout and stderr piped.
-pub fn spawn_binary(args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Child {
+pub(crate) fn spawn_binary(args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Child {
     let mut command = binary(args);
     command.envs(vars.iter().copied());
     command.spawn().expect("cannot run the binary")
@@ -459,7 +462,7 @@ pub fn spawn_binary(args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Chi
 
 /// The built binary with an empty environment, stdout and stderr piped, killed when dropped.
 /// Add variables (any bytes: `std::os::unix::ffi::OsStrExt`) with `.env`, then `.spawn()`.
-pub fn binary(args: &[&str]) -> tokio::process::Command {
+pub(crate) fn binary(args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lipachat-relay"));
     command.args(args);
     piped(&mut command);
@@ -467,7 +470,7 @@ pub fn binary(args: &[&str]) -> tokio::process::Command {
 }
 
 /// The built binary started by `sh -c '<ulimit> && exec <binary> <args>'`, under that limit.
-pub fn binary_under(ulimit: &str, args: &[&str]) -> tokio::process::Command {
+pub(crate) fn binary_under(ulimit: &str, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("/bin/sh");
     command
         .arg("-c")
@@ -488,7 +491,7 @@ fn piped(command: &mut tokio::process::Command) {
 }
 
 /// The relay's log lines, as JSON, read from its stdout once it has exited.
-pub async fn log_lines(child: &mut tokio::process::Child) -> Vec<Value> {
+pub(crate) async fn log_lines(child: &mut tokio::process::Child) -> Vec<Value> {
     let mut stdout = String::new();
     child
         .stdout
@@ -503,7 +506,7 @@ pub async fn log_lines(child: &mut tokio::process::Child) -> Vec<Value> {
         .collect()
 }
 
-pub fn log_line<'a>(lines: &'a [Value], message: &str) -> &'a Value {
+pub(crate) fn log_line<'a>(lines: &'a [Value], message: &str) -> &'a Value {
     lines
         .iter()
         .find(|line| line["message"] == message)
@@ -512,7 +515,7 @@ pub fn log_line<'a>(lines: &'a [Value], message: &str) -> &'a Value {
 
 /// Waits until `url` answers with `status`, polling (used only to await start-up and
 /// readiness changes of a separate process, which has no event to subscribe to).
-pub async fn wait_for_status(url: &str, status: u16) {
+pub(crate) async fn wait_for_status(url: &str, status: u16) {
     let client = reqwest::Client::new();
     wait_until(format!("{url} answers {status}"), || async {
         client
@@ -525,7 +528,7 @@ pub async fn wait_for_status(url: &str, status: u16) {
 }
 
 /// Sends SIGTERM to a child process.
-pub fn terminate(child: &tokio::process::Child) {
+pub(crate) fn terminate(child: &tokio::process::Child) {
     let pid = child.id().expect("the child has exited already");
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

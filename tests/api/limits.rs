@@ -516,48 +516,39 @@ async fn the_limit_script_runs_on_a_redis_cluster() {
 
 /// The rate script run twice for one send — what a client library does when it sends a call
 /// again after losing its reply — charges the send once: the second run finds the send's own
-/// nonce and answers as the first did; another send is still held to the limit.
+/// nonce and answers as the first did; another send is still held to the limit. The script is
+/// run as the relay runs it (EVAL, two keys, the same arguments), on a real redis-server.
 #[tokio::test]
 async fn the_shared_rate_script_charges_a_repeated_send_once() {
-    use lipachat_relay::config::{Config, KeyRequirement};
-    use lipachat_relay::limit::redis::{Reservation, SharedLimits};
-    use lipachat_relay::metrics::Metrics;
-    use lipachat_relay::phone::PhoneNumber;
-    use lipachat_relay::store::SharedStore;
-
+    const INTERVAL_US: i64 = 60_000_000;
     let redis = redis_or_skip!(RedisServer::start());
-    let url = redis.url();
-    let prefix = format!("t-{:016x}", fastrand::u64(..));
-    let config = Config::from_vars(
-        [
-            ("LIPACHAT_API_KEY", "k"),
-            ("RELAY_REDIS_URL", url.as_str()),
-            ("RELAY_REDIS_PREFIX", prefix.as_str()),
-            ("RELAY_PAIR_INTERVAL_MS", "60000"),
-            ("RELAY_PAIR_BURST", "1"),
-        ],
-        KeyRequirement::Required,
-    )
-    .unwrap();
-    let metrics = std::sync::Arc::new(Metrics::new());
-    let store = SharedStore::new(&config.redis, metrics).unwrap().unwrap();
-    let limits = SharedLimits::new(store, &config.limits);
-    let from = PhoneNumber::parse("254110090747").unwrap();
-    let to = PhoneNumber::parse("254712345678").unwrap();
-    let no_wait = Duration::ZERO;
-
-    let first = limits.reserve_for(&from, &to, no_wait, 7).await.unwrap();
-    assert!(matches!(first, Reservation::Go { .. }), "{first:?}");
-    let repeated = limits.reserve_for(&from, &to, no_wait, 7).await.unwrap();
-    assert!(
-        matches!(repeated, Reservation::Go { wait, .. } if wait.is_zero()),
-        "the same send again is not charged again: {repeated:?}"
+    let script = lipachat_relay::internals::RATE_SCRIPT;
+    let interval = INTERVAL_US.to_string();
+    // Sender limit off, pair limit one send per minute with no burst, no wait allowed.
+    let reserve = |nonce: &'static str| {
+        let args = [
+            "EVAL", script, "2", "t:sender", "t:pair", "0", "0", &interval, "0", "0", nonce,
+        ];
+        let redis = &redis;
+        async move {
+            let answer = redis.cli(&args).await;
+            let numbers: Vec<i64> = answer.lines().map(|l| l.trim().parse().unwrap()).collect();
+            assert_eq!(numbers.len(), 3, "{answer}");
+            (numbers[0], numbers[1])
+        }
+    };
+    let (verdict, wait) = reserve("7").await;
+    assert_eq!((verdict, wait), (0, 0), "the first send goes at once");
+    let (verdict, wait) = reserve("7").await;
+    assert_eq!(
+        (verdict, wait),
+        (0, 0),
+        "the same send again is not charged again"
     );
-    let next = limits.reserve_for(&from, &to, no_wait, 8).await.unwrap();
-    // One interval away, not two: the repeat moved nothing.
+    let (verdict, wait) = reserve("8").await;
+    assert_eq!(verdict, 1, "another send to the pair is refused");
     assert!(
-        matches!(next, Reservation::Refused { retry_after, .. }
-            if retry_after <= Duration::from_secs(60)),
-        "another send to the pair waits one interval: {next:?}"
+        wait > 0 && wait <= INTERVAL_US,
+        "one interval away, not two: {wait} µs"
     );
 }

@@ -47,10 +47,7 @@ async fn draining_refuses_new_sends_and_finishes_the_one_under_way() {
     let under_way = app.spawn_post_media("drain-1");
     app.gateway.next_request().await;
     app.begin_shutdown();
-    wait_until("the drain begins", || async {
-        app.state.shutdown.is_draining()
-    })
-    .await;
+    wait_until("the drain begins", || async { app.state.is_draining() }).await;
     assert_eq!(app.get("/readyz").await.status(), 503);
     let refused = app.post_media(&media_body("drain-2")).await;
     assert_eq!(refused.status(), 503);

@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 use crate::helpers::{EVENT_TIMEOUT, wait_until};
 
 /// Set (to anything but `0`) where the Redis tests must run, as in CI.
-pub const ENV_REQUIRE_REDIS: &str = "LIPACHAT_REQUIRE_REDIS";
+pub(crate) const ENV_REQUIRE_REDIS: &str = "LIPACHAT_REQUIRE_REDIS";
 
 /// Starts a Redis server (or cluster) for a test, or ends the test early when `redis-server`
 /// is not installed and not required.
@@ -58,7 +58,7 @@ fn redis_available() -> bool {
 }
 
 /// One `redis-server`.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
@@ -91,13 +91,13 @@ fn scratch_dir(tag: &str) -> PathBuf {
 
 impl RedisServer {
     /// A standalone server on a free port; `None` when the test is to be skipped.
-    pub async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
         Self::start_with(Vec::new(), "standalone").await
     }
 
     /// A server with extra `redis-server` arguments (`--requirepass`, `--cluster-enabled`...);
     /// `None` when the test is to be skipped.
-    pub async fn start_with(extra: Vec<String>, tag: &str) -> Option<Self> {
+    pub(crate) async fn start_with(extra: Vec<String>, tag: &str) -> Option<Self> {
         if !redis_available() {
             return None;
         }
@@ -113,7 +113,7 @@ impl RedisServer {
     }
 
     /// `redis://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
@@ -201,7 +201,7 @@ impl RedisServer {
     }
 
     /// Stops the server (as an outage would) and waits until it has exited.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         self.pid = None;
         if let Some(mut child) = self.child.take() {
             drop(child.stdin.take());
@@ -220,13 +220,13 @@ impl RedisServer {
     }
 
     /// Starts it again on the same port (empty: nothing was saved).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.stop().await;
         self.run().await;
     }
 
     /// Runs `redis-cli` against this server and returns its output.
-    pub async fn cli(&self, args: &[&str]) -> String {
+    pub(crate) async fn cli(&self, args: &[&str]) -> String {
         let output = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
@@ -256,13 +256,13 @@ impl Drop for RedisServer {
 }
 
 /// A Redis Cluster of three masters, no replicas, on loopback.
-pub struct RedisCluster {
+pub(crate) struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
     /// Three masters, joined; `None` when the test is to be skipped.
-    pub async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
         let mut nodes = Vec::new();
         for index in 0..3 {
             let extra = vec![
@@ -296,7 +296,7 @@ impl RedisCluster {
     }
 
     /// Waits until every node reports `cluster_state:ok`.
-    pub async fn wait_until_ok(&self) {
+    pub(crate) async fn wait_until_ok(&self) {
         wait_until("every cluster node reports cluster_state:ok", || async {
             for node in &self.nodes {
                 if !node
@@ -313,7 +313,7 @@ impl RedisCluster {
     }
 
     /// The seed-node list for `RELAY_REDIS_URL` (with `RELAY_REDIS_CLUSTER=true`).
-    pub fn urls(&self) -> String {
+    pub(crate) fn urls(&self) -> String {
         self.nodes
             .iter()
             .map(RedisServer::url)

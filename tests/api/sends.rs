@@ -3,9 +3,9 @@
 //! others, unknown fields pass, dedup spans every path, and the mock gateway answers every
 //! path.
 
-use lipachat_relay::config::ApiKey;
+use lipachat_relay::ApiKey;
 use lipachat_relay::mock::{self, Accept};
-use lipachat_relay::sends::{SEND_TYPES, SendKind, SendType};
+use lipachat_relay::{SEND_TYPES, SendKind, SendType};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 

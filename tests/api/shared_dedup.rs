@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use lipachat_relay::config::{Config, KeyRequirement};
-use lipachat_relay::dedup::lease;
+use lipachat_relay::internals::lease;
 use lipachat_relay::{AppState, serve};
+use lipachat_relay::{Config, KeyRequirement};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lipachat_relay::config::ApiKey;
+use lipachat_relay::ApiKey;
 use lipachat_relay::mock::{self, Accept};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

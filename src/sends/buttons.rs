@@ -77,7 +77,7 @@ pub(crate) struct ReplyButton {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
     use serde_json::{Value, json};
 
     /// The page's example, with a phone number in place of its placeholder.
@@ -93,10 +93,6 @@ mod tests {
             "to": "254712345678",
             "from": "254110090747"
         })
-    }
-
-    fn error_list(body: &Value) -> Vec<(String, String)> {
-        errors(SendKind::Buttons, body)
     }
 
     #[test]
@@ -117,9 +113,10 @@ mod tests {
     fn a_body_text_is_required_under_either_name() {
         let mut body = example();
         body.as_object_mut().unwrap().remove("text");
-        assert_eq!(
-            error_list(&body),
-            [("text".into(), "is required (or give it as message)".into())]
+        assert_errors(
+            SendKind::Buttons,
+            &body,
+            &[("text", "is required (or give it as message)")],
         );
         body["text"] = Value::Null;
         body["message"] = Value::Null;
@@ -130,10 +127,7 @@ mod tests {
     fn each_body_text_given_must_be_a_string() {
         let mut body = example();
         body["message"] = json!(1);
-        assert_eq!(
-            error_list(&body),
-            [("message".into(), "must be a string".into())]
-        );
+        assert_errors(SendKind::Buttons, &body, &[("message", "must be a string")]);
         body["text"] = json!({"body": "x"});
         assert_eq!(fields(SendKind::Buttons, &body), ["text", "message"]);
     }
@@ -142,9 +136,10 @@ mod tests {
     fn one_to_three_buttons() {
         let mut body = example();
         body["buttons"] = json!([]);
-        assert_eq!(
-            error_list(&body),
-            [("buttons".into(), "must have 1 to 3 buttons".into())]
+        assert_errors(
+            SendKind::Buttons,
+            &body,
+            &[("buttons", "must have 1 to 3 buttons")],
         );
         body["buttons"] = json!([{"id": "1", "title": "YES"}]);
         assert!(run(SendKind::Buttons, &body).is_ok());
@@ -159,15 +154,9 @@ mod tests {
     fn buttons_is_a_required_array() {
         let mut body = example();
         body.as_object_mut().unwrap().remove("buttons");
-        assert_eq!(
-            error_list(&body),
-            [("buttons".into(), "is required".into())]
-        );
+        assert_errors(SendKind::Buttons, &body, &[("buttons", "is required")]);
         body["buttons"] = json!({"id": "1", "title": "YES"});
-        assert_eq!(
-            error_list(&body),
-            [("buttons".into(), "must be an array".into())]
-        );
+        assert_errors(SendKind::Buttons, &body, &[("buttons", "must be an array")]);
     }
 
     #[test]
@@ -179,14 +168,15 @@ mod tests {
             {"id": "3"},
             "Maybe"
         ]);
-        assert_eq!(
-            error_list(&body),
-            [
-                ("buttons".into(), "must have 1 to 3 buttons".into()),
-                ("buttons[1].id".into(), "must be a string".into()),
-                ("buttons[2].title".into(), "is required".into()),
-                ("buttons[3]".into(), "must be an object".into()),
-            ]
+        assert_errors(
+            SendKind::Buttons,
+            &body,
+            &[
+                ("buttons", "must have 1 to 3 buttons"),
+                ("buttons[1].id", "must be a string"),
+                ("buttons[2].title", "is required"),
+                ("buttons[3]", "must be an object"),
+            ],
         );
     }
 

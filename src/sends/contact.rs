@@ -80,7 +80,7 @@ pub(crate) struct ContactPhone {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
     use serde_json::{Value, json};
 
     /// The page's example, with a phone number in place of its placeholder.
@@ -92,10 +92,6 @@ mod tests {
             "name": {"formattedName": "Test User"},
             "phones": [{"phone": "254712345678", "type": "Cell", "waId": "254712345678"}]
         })
-    }
-
-    fn error_list(body: &Value) -> Vec<(String, String)> {
-        errors(SendKind::Contact, body)
     }
 
     #[test]
@@ -111,21 +107,20 @@ mod tests {
     fn name_is_an_object_with_a_formatted_name() {
         let mut body = example();
         body.as_object_mut().unwrap().remove("name");
-        assert_eq!(error_list(&body), [("name".into(), "is required".into())]);
+        assert_errors(SendKind::Contact, &body, &[("name", "is required")]);
         body["name"] = json!("Test User");
-        assert_eq!(
-            error_list(&body),
-            [("name".into(), "must be an object".into())]
-        );
+        assert_errors(SendKind::Contact, &body, &[("name", "must be an object")]);
         body["name"] = json!({"firstName": "Test"});
-        assert_eq!(
-            error_list(&body),
-            [("name.formattedName".into(), "is required".into())]
+        assert_errors(
+            SendKind::Contact,
+            &body,
+            &[("name.formattedName", "is required")],
         );
         body["name"] = json!({"formattedName": ["Test"]});
-        assert_eq!(
-            error_list(&body),
-            [("name.formattedName".into(), "must be a string".into())]
+        assert_errors(
+            SendKind::Contact,
+            &body,
+            &[("name.formattedName", "must be a string")],
         );
     }
 
@@ -133,12 +128,9 @@ mod tests {
     fn phones_is_a_required_array() {
         let mut body = example();
         body.as_object_mut().unwrap().remove("phones");
-        assert_eq!(error_list(&body), [("phones".into(), "is required".into())]);
+        assert_errors(SendKind::Contact, &body, &[("phones", "is required")]);
         body["phones"] = json!({"phone": "254712345678", "type": "Cell"});
-        assert_eq!(
-            error_list(&body),
-            [("phones".into(), "must be an array".into())]
-        );
+        assert_errors(SendKind::Contact, &body, &[("phones", "must be an array")]);
     }
 
     #[test]
@@ -150,14 +142,15 @@ mod tests {
             {"phone": "254712345678"},
             "254712345678"
         ]);
-        assert_eq!(
-            error_list(&body),
-            [
-                ("phones[0].phone".into(), "is required".into()),
-                ("phones[1].phone".into(), "must be a string".into()),
-                ("phones[2].type".into(), "is required".into()),
-                ("phones[3]".into(), "must be an object".into()),
-            ]
+        assert_errors(
+            SendKind::Contact,
+            &body,
+            &[
+                ("phones[0].phone", "is required"),
+                ("phones[1].phone", "must be a string"),
+                ("phones[2].type", "is required"),
+                ("phones[3]", "must be an object"),
+            ],
         );
     }
 
@@ -167,9 +160,10 @@ mod tests {
         body["phones"][0].as_object_mut().unwrap().remove("waId");
         assert!(run(SendKind::Contact, &body).is_ok());
         body["phones"][0]["waId"] = json!(254712345678u64);
-        assert_eq!(
-            error_list(&body),
-            [("phones[0].waId".into(), "must be a string".into())]
+        assert_errors(
+            SendKind::Contact,
+            &body,
+            &[("phones[0].waId", "must be a string")],
         );
     }
 

@@ -57,7 +57,7 @@ pub(crate) struct FlowsRequest {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
     use crate::validate::validate;
     use serde_json::{Value, json};
 
@@ -73,10 +73,6 @@ mod tests {
             "screen": "First screen in your JSON request",
             "data": {"service": "", "serviceOption": "", "package": ""}
         })
-    }
-
-    fn error_list(body: &Value) -> Vec<(String, String)> {
-        errors(SendKind::Flows, body)
     }
 
     #[test]
@@ -100,12 +96,9 @@ mod tests {
         for name in ["text", "flowId", "flowCta", "screen"] {
             let mut body = example();
             body.as_object_mut().unwrap().remove(name);
-            assert_eq!(error_list(&body), [(name.into(), "is required".into())]);
+            assert_errors(SendKind::Flows, &body, &[(name, "is required")]);
             body[name] = json!(7);
-            assert_eq!(
-                error_list(&body),
-                [(name.into(), "must be a string".into())]
-            );
+            assert_errors(SendKind::Flows, &body, &[(name, "must be a string")]);
         }
     }
 
@@ -115,9 +108,10 @@ mod tests {
         body["flowCta"] = json!("é".repeat(20));
         assert!(run(SendKind::Flows, &body).is_ok());
         body["flowCta"] = json!("Share your details now");
-        assert_eq!(
-            error_list(&body),
-            [("flowCta".into(), "must be at most 20 characters".into())]
+        assert_errors(
+            SendKind::Flows,
+            &body,
+            &[("flowCta", "must be at most 20 characters")],
         );
     }
 
@@ -129,10 +123,7 @@ mod tests {
         body["data"] = json!({"anything": [1, {"nested": null}], "package": 3});
         assert_eq!(forwarded(SendKind::Flows, &body), body);
         body["data"] = json!(["service"]);
-        assert_eq!(
-            error_list(&body),
-            [("data".into(), "must be an object".into())]
-        );
+        assert_errors(SendKind::Flows, &body, &[("data", "must be an object")]);
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub(crate) struct ListRow {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
     use serde_json::{Value, json};
 
     /// The page's example, with a phone number in place of its placeholder.
@@ -151,10 +151,6 @@ mod tests {
         })
     }
 
-    fn error_list(body: &Value) -> Vec<(String, String)> {
-        errors(SendKind::List, body)
-    }
-
     fn rows(count: usize) -> Value {
         (0..count)
             .map(|i| json!({"id": format!("r{i}"), "title": format!("Row {i}")}))
@@ -178,9 +174,10 @@ mod tests {
     fn a_body_text_is_required_under_either_name() {
         let mut body = example();
         body.as_object_mut().unwrap().remove("body");
-        assert_eq!(
-            error_list(&body),
-            [("body".into(), "is required (or give it as message)".into())]
+        assert_errors(
+            SendKind::List,
+            &body,
+            &[("body", "is required (or give it as message)")],
         );
     }
 
@@ -193,12 +190,13 @@ mod tests {
         assert!(run(SendKind::List, &body).is_ok());
         body["headerText"] = json!(1);
         body["buttonText"] = json!(true);
-        assert_eq!(
-            error_list(&body),
-            [
-                ("headerText".into(), "must be a string".into()),
-                ("buttonText".into(), "must be a string".into()),
-            ]
+        assert_errors(
+            SendKind::List,
+            &body,
+            &[
+                ("headerText", "must be a string"),
+                ("buttonText", "must be a string"),
+            ],
         );
     }
 
@@ -209,15 +207,16 @@ mod tests {
         body["buttons"] = json!(vec![section.clone(); 10]);
         assert!(run(SendKind::List, &body).is_ok());
         body["buttons"] = json!(vec![section; 11]);
-        assert_eq!(
-            error_list(&body),
-            [
-                ("buttons".into(), "must have at most 10 sections".into()),
+        assert_errors(
+            SendKind::List,
+            &body,
+            &[
+                ("buttons", "must have at most 10 sections"),
                 (
-                    "buttons".into(),
-                    "must have at most 10 rows in all sections together".into()
+                    "buttons",
+                    "must have at most 10 rows in all sections together",
                 ),
-            ]
+            ],
         );
     }
 
@@ -230,12 +229,13 @@ mod tests {
         ]);
         assert!(run(SendKind::List, &body).is_ok());
         body["buttons"][1]["sectionItems"] = rows(5);
-        assert_eq!(
-            error_list(&body),
-            [(
-                "buttons".into(),
-                "must have at most 10 rows in all sections together".into()
-            )]
+        assert_errors(
+            SendKind::List,
+            &body,
+            &[(
+                "buttons",
+                "must have at most 10 rows in all sections together",
+            )],
         );
     }
 
@@ -248,15 +248,16 @@ mod tests {
             {"sectionTitle": 3},
             []
         ]);
-        assert_eq!(
-            error_list(&body),
-            [
-                ("buttons[0].sectionTitle".into(), "is required".into()),
-                ("buttons[1].sectionItems".into(), "must be an array".into()),
-                ("buttons[2].sectionTitle".into(), "must be a string".into()),
-                ("buttons[2].sectionItems".into(), "is required".into()),
-                ("buttons[3]".into(), "must be an object".into()),
-            ]
+        assert_errors(
+            SendKind::List,
+            &body,
+            &[
+                ("buttons[0].sectionTitle", "is required"),
+                ("buttons[1].sectionItems", "must be an array"),
+                ("buttons[2].sectionTitle", "must be a string"),
+                ("buttons[2].sectionItems", "is required"),
+                ("buttons[3]", "must be an object"),
+            ],
         );
     }
 
@@ -269,23 +270,15 @@ mod tests {
             {"id": "x", "title": null},
             "row"
         ]);
-        assert_eq!(
-            error_list(&body),
-            [
-                ("buttons[1].sectionItems[1].id".into(), "is required".into()),
-                (
-                    "buttons[1].sectionItems[1].description".into(),
-                    "must be a string".into()
-                ),
-                (
-                    "buttons[1].sectionItems[2].title".into(),
-                    "is required".into()
-                ),
-                (
-                    "buttons[1].sectionItems[3]".into(),
-                    "must be an object".into()
-                ),
-            ]
+        assert_errors(
+            SendKind::List,
+            &body,
+            &[
+                ("buttons[1].sectionItems[1].id", "is required"),
+                ("buttons[1].sectionItems[1].description", "must be a string"),
+                ("buttons[1].sectionItems[2].title", "is required"),
+                ("buttons[1].sectionItems[3]", "must be an object"),
+            ],
         );
     }
 

@@ -97,7 +97,7 @@ pub(crate) struct LocationRequest {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
     use serde_json::{Value, json};
 
     /// The page shows no example: this one is built from its table's own values (`e.g
@@ -112,10 +112,6 @@ mod tests {
             "name": "Lipachat office",
             "address": "Durham, North Carolina"
         })
-    }
-
-    fn error_list(body: &Value) -> Vec<(String, String)> {
-        errors(SendKind::Location, body)
     }
 
     #[test]
@@ -144,13 +140,13 @@ mod tests {
     fn both_spellings_at_once_are_refused() {
         let mut body = example();
         body["longitude"] = json!(-78.948237);
-        assert_eq!(
-            error_list(&body),
-            [(
-                "longitude".into(),
-                "must not be given with longtitude (the same field, spelled as the page spells it)"
-                    .into()
-            )]
+        assert_errors(
+            SendKind::Location,
+            &body,
+            &[(
+                "longitude",
+                "must not be given with longtitude (the same field, spelled as the page spells it)",
+            )],
         );
         body["longitude"] = Value::Null;
         assert!(run(SendKind::Location, &body).is_ok(), "null is absent");
@@ -161,15 +157,13 @@ mod tests {
         let mut body = example();
         body.as_object_mut().unwrap().remove("latitude");
         body.as_object_mut().unwrap().remove("longtitude");
-        assert_eq!(
-            error_list(&body),
-            [
-                ("latitude".into(), "is required".into()),
-                (
-                    "longtitude".into(),
-                    "is required (or give it as longitude)".into()
-                ),
-            ]
+        assert_errors(
+            SendKind::Location,
+            &body,
+            &[
+                ("latitude", "is required"),
+                ("longtitude", "is required (or give it as longitude)"),
+            ],
         );
     }
 
@@ -178,12 +172,13 @@ mod tests {
         let mut body = example();
         body["latitude"] = json!("35.929673");
         body["longtitude"] = json!([-78.9]);
-        assert_eq!(
-            error_list(&body),
-            [
-                ("latitude".into(), "must be a number".into()),
-                ("longtitude".into(), "must be a number".into()),
-            ]
+        assert_errors(
+            SendKind::Location,
+            &body,
+            &[
+                ("latitude", "must be a number"),
+                ("longtitude", "must be a number"),
+            ],
         );
         let mut body = example();
         body.as_object_mut().unwrap().remove("longtitude");
@@ -206,9 +201,10 @@ mod tests {
         }
         for bad in [json!(90.000001), json!(-91), json!(1e300)] {
             body["latitude"] = bad;
-            assert_eq!(
-                error_list(&body),
-                [("latitude".into(), "must be between -90 and 90".into())]
+            assert_errors(
+                SendKind::Location,
+                &body,
+                &[("latitude", "must be between -90 and 90")],
             );
         }
         let text = example().to_string().replace("35.929673", "1e400");
@@ -225,9 +221,10 @@ mod tests {
             body[name] = json!(180);
             assert!(run(SendKind::Location, &body).is_ok());
             body[name] = json!(-180.5);
-            assert_eq!(
-                error_list(&body),
-                [(name.into(), "must be between -180 and 180".into())]
+            assert_errors(
+                SendKind::Location,
+                &body,
+                &[(name, "must be between -180 and 180")],
             );
         }
     }

@@ -271,6 +271,15 @@ pub(crate) mod test_support {
         );
     }
 
+    /// Asserts the errors of `body`, each as (field, message), in the answer's order.
+    pub(crate) fn assert_errors(kind: SendKind, body: &Value, expected: &[(&str, &str)]) {
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(field, message)| ((*field).to_owned(), (*message).to_owned()))
+            .collect();
+        assert_eq!(errors(kind, body), expected);
+    }
+
     /// The fields named in the errors.
     pub(crate) fn fields(kind: SendKind, value: &Value) -> Vec<String> {
         errors(kind, value).into_iter().map(|(f, _)| f).collect()

@@ -259,7 +259,7 @@ pub(crate) fn template_button_targets() -> Vec<ObjectBuilder> {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{errors, fields, forwarded, run};
+    use crate::sends::test_support::{assert_errors, errors, fields, forwarded, run};
     use crate::validate::validate;
     use serde_json::{Value, json};
 
@@ -300,10 +300,6 @@ mod tests {
         })
     }
 
-    fn error_list(body: &Value) -> Vec<(String, String)> {
-        errors(SendKind::Template, body)
-    }
-
     #[test]
     fn the_documented_example_is_forwarded_unchanged() {
         let body = br#"{"messageId": "d13ce19b-678f-4a94-a910-441cfbb25b9b", "to": "254712345678",
@@ -324,14 +320,12 @@ mod tests {
     fn template_is_a_required_object() {
         let mut body = example();
         body.as_object_mut().unwrap().remove("template");
-        assert_eq!(
-            error_list(&body),
-            [("template".into(), "is required".into())]
-        );
+        assert_errors(SendKind::Template, &body, &[("template", "is required")]);
         body["template"] = json!("offer_830");
-        assert_eq!(
-            error_list(&body),
-            [("template".into(), "must be an object".into())]
+        assert_errors(
+            SendKind::Template,
+            &body,
+            &[("template", "must be an object")],
         );
     }
 
@@ -339,14 +333,16 @@ mod tests {
     fn the_template_needs_its_name() {
         let mut body = example();
         body["template"].as_object_mut().unwrap().remove("name");
-        assert_eq!(
-            error_list(&body),
-            [("template.name".into(), "is required".into())]
+        assert_errors(
+            SendKind::Template,
+            &body,
+            &[("template.name", "is required")],
         );
         body["template"]["name"] = json!(830);
-        assert_eq!(
-            error_list(&body),
-            [("template.name".into(), "must be a string".into())]
+        assert_errors(
+            SendKind::Template,
+            &body,
+            &[("template.name", "must be a string")],
         );
     }
 
@@ -357,12 +353,13 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("languageCode");
-        assert_eq!(
-            error_list(&body),
-            [(
-                "template.languageCode".into(),
-                "is required (or give it as template.language)".into()
-            )]
+        assert_errors(
+            SendKind::Template,
+            &body,
+            &[(
+                "template.languageCode",
+                "is required (or give it as template.language)",
+            )],
         );
         body["template"]["language"] = json!("en");
         assert!(run(SendKind::Template, &body).is_ok());
@@ -383,7 +380,7 @@ mod tests {
         }
         body["template"]["category"] = json!("PROMO");
         assert_eq!(
-            error_list(&body)[0].1,
+            errors(SendKind::Template, &body)[0].1,
             "must be one of MARKETING, UTILITY, AUTHENTICATION"
         );
     }
@@ -392,32 +389,22 @@ mod tests {
     fn components_and_its_parts_are_objects() {
         let mut body = example();
         body["template"]["components"] = json!([{"type": "BODY"}]);
-        assert_eq!(
-            error_list(&body),
-            [("template.components".into(), "must be an object".into())]
+        assert_errors(
+            SendKind::Template,
+            &body,
+            &[("template.components", "must be an object")],
         );
         body["template"]["components"] =
             json!({"header": "x", "body": [], "footer": 1, "buttons": {}});
-        assert_eq!(
-            error_list(&body),
-            [
-                (
-                    "template.components.header".into(),
-                    "must be an object".into()
-                ),
-                (
-                    "template.components.body".into(),
-                    "must be an object".into()
-                ),
-                (
-                    "template.components.footer".into(),
-                    "must be an object".into()
-                ),
-                (
-                    "template.components.buttons".into(),
-                    "must be an array".into()
-                ),
-            ]
+        assert_errors(
+            SendKind::Template,
+            &body,
+            &[
+                ("template.components.header", "must be an object"),
+                ("template.components.body", "must be an object"),
+                ("template.components.footer", "must be an object"),
+                ("template.components.buttons", "must be an array"),
+            ],
         );
     }
 
@@ -429,12 +416,13 @@ mod tests {
             assert!(run(SendKind::Template, &body).is_ok());
         }
         body["template"]["components"]["header"]["format"] = json!("AUDIO");
-        assert_eq!(
-            error_list(&body),
-            [(
-                "template.components.header.format".into(),
-                "must be one of TEXT, IMAGE, VIDEO, DOCUMENT".into()
-            )]
+        assert_errors(
+            SendKind::Template,
+            &body,
+            &[(
+                "template.components.header.format",
+                "must be one of TEXT, IMAGE, VIDEO, DOCUMENT",
+            )],
         );
     }
 
@@ -467,18 +455,19 @@ mod tests {
         let buttons = &mut body["template"]["components"]["buttons"];
         buttons[0].as_object_mut().unwrap().remove("phoneNumber");
         buttons[1]["url"] = Value::Null;
-        assert_eq!(
-            error_list(&body),
-            [
+        assert_errors(
+            SendKind::Template,
+            &body,
+            &[
                 (
-                    "template.components.buttons[0].phoneNumber".into(),
-                    "is required when type is PHONE_NUMBER".into()
+                    "template.components.buttons[0].phoneNumber",
+                    "is required when type is PHONE_NUMBER",
                 ),
                 (
-                    "template.components.buttons[1].url".into(),
-                    "is required when type is URL".into()
+                    "template.components.buttons[1].url",
+                    "is required when type is URL",
                 ),
-            ]
+            ],
         );
     }
 

@@ -21,7 +21,6 @@
 //! [`RECONNECT_INTERVAL`]). A Cluster connection is made by one task for all callers, who
 //! wait for it within their timeout.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -33,14 +32,13 @@ use tokio::sync::watch;
 
 use crate::config::{FailureMode, RedisConfig};
 use crate::metrics::{Metrics, StoreOp, StoreResult};
+use crate::throttle::Throttle;
 
 /// Connecting gets a little more than one round trip, so a slow TLS handshake still works.
 const CONNECT_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
 /// How often a failed Cluster connection is tried again, or a standalone connection whose
 /// password was refused is replaced, at most.
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
-/// How often a warning about the store may be logged (the rest are counted).
-const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why a store round trip failed. The text never holds the URL's password.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -70,8 +68,7 @@ struct Inner {
     /// Passwords of the configured URLs, scrubbed from error texts.
     secrets: Vec<String>,
     /// Rate limit of [`SharedStore::warn`].
-    last_warning: std::sync::Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
+    warnings: Throttle,
 }
 
 enum Connection {
@@ -172,8 +169,7 @@ impl SharedStore {
             failure: config.failure,
             metrics,
             secrets,
-            last_warning: std::sync::Mutex::new(None),
-            suppressed: AtomicU64::new(0),
+            warnings: Throttle::new(),
         }))))
     }
 
@@ -334,22 +330,12 @@ impl SharedStore {
         }
     }
 
-    /// Logs a store failure at warn, at most once per [`WARN_INTERVAL`] (the rest are
+    /// Logs a store failure at warn, at most once per [`crate::throttle::WARN_INTERVAL`] (the rest are
     /// counted and reported with the next warning), so an outage does not flood the log.
     pub(crate) fn warn(&self, what: &str, error: &StoreError) {
-        let now = Instant::now();
-        let mut last = self
-            .0
-            .last_warning
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_some_and(|at| now.duration_since(at) < WARN_INTERVAL) {
-            self.0.suppressed.fetch_add(1, Ordering::Relaxed);
+        let Some(suppressed) = self.0.warnings.allow(Instant::now()) else {
             return;
-        }
-        *last = Some(now);
-        drop(last);
-        let suppressed = self.0.suppressed.swap(0, Ordering::Relaxed);
+        };
         tracing::warn!(
             %error,
             failure_mode = self.0.failure.as_str(),

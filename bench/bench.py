@@ -53,7 +53,8 @@ BENCH = ROOT / "bench"
 RELAY = ROOT / "target" / "release" / "lipachat-relay"
 OPENLOOP = FLOOR = None  # the bench binaries' paths, from run.sh (argv 1 and 2)
 ALL_TARGETS = ("direct", "nginx", "floor", "before", "relay", "before-replay", "relay-replay",
-               "relay-limited", "relay-redis", "relay-redis-replay")
+               "relay-limited", "relay-redis", "relay-redis-replay", "before-redis",
+               "before-redis-replay")
 # Experiments: other builds of the relay, each measured on the forward path like `relay`, as
 # the target `variant-LABEL` (BENCH_VARIANTS="LABEL=/path/to/lipachat-relay ...").
 VARIANTS = dict(item.split("=", 1) for item in os.environ.get("BENCH_VARIANTS", "").split() if "=" in item)
@@ -61,11 +62,11 @@ ALL_TARGETS = ALL_TARGETS + tuple(f"variant-{label}" for label in VARIANTS)
 # An older build of the relay (BENCH_BEFORE in run.sh), measured like `relay`.
 BEFORE = Path(os.environ["BENCH_BEFORE_BIN"]) if os.environ.get("BENCH_BEFORE_BIN") else None
 BEFORE_REV = os.environ.get("BENCH_BEFORE_REV", "")
-REDIS_TARGETS = ("relay-redis", "relay-redis-replay")
+REDIS_TARGETS = ("relay-redis", "relay-redis-replay", "before-redis", "before-redis-replay")
 # Targets whose requests must each carry a new messageId: on the relay a fixed body is the
 # replay path (and, on relay-limited, one pair over and over). The floor gets them too, so
 # its requests are the relay's forward requests byte for byte.
-FORWARD = ("floor", "before", "relay", "relay-limited", "relay-redis",
+FORWARD = ("floor", "before", "relay", "relay-limited", "relay-redis", "before-redis",
            *(f"variant-{label}" for label in VARIANTS))
 TARGETS = [t for t in os.environ.get("BENCH_TARGETS", " ".join(ALL_TARGETS)).split()]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -604,12 +605,20 @@ def main():
     if "relay-limited" in TARGETS:
         limited = start_primed(start_relay(limited_port, gateway_port, limits=LIMITS_OUT_OF_REACH),
                                limited_port, "relay-limited")
+    before_redis, before_redis_port = None, free_port()
     if any(t in TARGETS for t in REDIS_TARGETS):
         redis, redis_relay = start_redis_relay(redis_port, redis_relay_port, gateway_port)
         if not redis_relay:
             TARGETS[:] = [t for t in TARGETS if t not in REDIS_TARGETS]
+        elif "before-redis" in TARGETS or "before-redis-replay" in TARGETS:
+            # The older build on the same redis-server, under a prefix of its own.
+            before_redis = start_primed(
+                start_relay(before_redis_port, gateway_port, binary=BEFORE,
+                            RELAY_REDIS_URL=f"redis://127.0.0.1:{redis_port}",
+                            RELAY_REDIS_PREFIX=REDIS_PREFIX + "-before"),
+                before_redis_port, "before-redis")
     processes = {"nginx": proxy, "floor": floor, "before": before, "relay": relay, "relay-limited": limited,
-                 "relay-redis": redis_relay, "redis-server": redis}
+                 "relay-redis": redis_relay, "before-redis": before_redis, "redis-server": redis}
     processes.update({f"variant-{label}": proc for label, (_, proc) in variants.items()})
     processes = {name: proc for name, proc in processes.items() if proc}
     # RSS of a process tree: nginx is a master and a worker, the others one process each.
@@ -626,6 +635,8 @@ def main():
         "relay-limited": (limited_port, "forward-pairs.lua", limited),
         "relay-redis": (redis_relay_port, "forward.lua", redis_relay),
         "relay-redis-replay": (redis_relay_port, "replay.lua", redis_relay),
+        "before-redis": (before_redis_port, "forward.lua", before_redis),
+        "before-redis-replay": (before_redis_port, "replay.lua", before_redis),
     }
     table.update({f"variant-{label}": (port, "forward.lua", proc) for label, (port, proc) in variants.items()})
     targets = {name: table[name] for name in ALL_TARGETS if name in TARGETS}
@@ -744,7 +755,8 @@ def report(throughput, cpu, redis_side, latency, oha_latency, idle, loaded, memo
 
     lines = []
     add = lines.append
-    without_redis = {"relay-redis": "relay", "relay-redis-replay": "relay-replay"}
+    without_redis = {"relay-redis": "relay", "relay-redis-replay": "relay-replay",
+                     "before-redis": "before", "before-redis-replay": "before-replay"}
     if redis_cp:
         add(f"| target | req/s | relay CPU µs/req | redis-server CPU µs/req | relay + redis-server | Redis commands per request "
             f"| p99 µs at {RATE:,} req/s | p99 added by Redis |")

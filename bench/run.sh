@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 export BENCH_T0="${BENCH_T0:-$(date +%s.%N)}"
 say() { printf '[bench] %s\n' "$*" >&2; }
 default_targets="direct nginx floor relay relay-replay relay-limited relay-redis relay-redis-replay"
-[ -n "${BENCH_BEFORE:-}" ] && default_targets="direct nginx floor before relay before-replay relay-replay relay-limited relay-redis relay-redis-replay"
+[ -n "${BENCH_BEFORE:-}" ] && default_targets="direct nginx floor before relay before-replay relay-replay relay-limited relay-redis before-redis relay-redis-replay before-redis-replay"
 export BENCH_TARGETS="${BENCH_TARGETS:-$default_targets}"
 targets="$BENCH_TARGETS"
 

@@ -25,6 +25,9 @@
 #   u128key   the moka window keyed by a 128-bit hash of the messageId instead of the string
 #             (no string to hash or compare when moka rehashes or evicts)
 #   nottl     the moka window without time_to_live (no write-order queue to keep)
+#   nospawn   a new send awaited in the request's own task instead of spawned on the
+#             drain's TaskTracker (what the spawn costs; a caller's disconnect would then
+#             cancel its send, so this breaks the SPEC)
 # A bench/variants/NAME.list file (one patch name per line) applies those patches together:
 #   nomoka-nostack  nomoka and nostack at once; nomoka-nostack-X adds X to them, so X is
 #             measured where nothing bigger hides it

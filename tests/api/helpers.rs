@@ -536,3 +536,14 @@ pub(crate) fn terminate(child: &tokio::process::Child) {
         .unwrap();
     assert!(status.success());
 }
+
+/// The mock gateway on a loopback port, accepting `key`.
+pub(crate) async fn start_mock(key: &str) -> String {
+    let router = lipachat_relay::mock::router(lipachat_relay::mock::Accept::Key(
+        lipachat_relay::ApiKey::new(key),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}")
+}

@@ -3,13 +3,10 @@
 //! others, unknown fields pass, dedup spans every path, and the mock gateway answers every
 //! path.
 
-use lipachat_relay::ApiKey;
-use lipachat_relay::mock::{self, Accept};
 use lipachat_relay::{SEND_TYPES, SendKind, SendType};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-use crate::helpers::{envelope, error_fields, random_key, spawn_app, spawn_app_with};
+use crate::helpers::{envelope, error_fields, random_key, spawn_app, spawn_app_with, start_mock};
 
 /// Lipachat's own example request for a send type, from its page, with phone numbers in
 /// place of the placeholders (`254XXXXX`). The template page's example is stored only up to
@@ -665,15 +662,6 @@ async fn a_path_and_its_alias_are_the_same_type() {
     assert_eq!(replay.status(), 200);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(app.gateway.calls(), 1);
-}
-
-/// The mock gateway on a loopback port, accepting `key`.
-async fn start_mock(key: &str) -> String {
-    let router = mock::router(Accept::Key(ApiKey::new(key)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    format!("http://{address}")
 }
 
 async fn post_to_mock(

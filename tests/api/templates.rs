@@ -4,13 +4,11 @@
 
 use std::time::Duration;
 
-use lipachat_relay::ApiKey;
-use lipachat_relay::mock::{self, Accept};
+use lipachat_relay::mock;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use crate::helpers::{
-    Step, envelope, error_fields, free_port, random_key, spawn_app, spawn_app_with,
+    Step, envelope, error_fields, free_port, random_key, spawn_app, spawn_app_with, start_mock,
 };
 
 const NUMBER: &str = "254110090747";
@@ -274,15 +272,6 @@ async fn only_get_is_routed() {
         .await;
     assert_eq!(response.status(), 405);
     assert_eq!(app.gateway.calls(), 0);
-}
-
-/// The mock gateway on a loopback port, accepting `key`.
-async fn start_mock(key: &str) -> String {
-    let router = mock::router(Accept::Key(ApiKey::new(key)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    format!("http://{address}")
 }
 
 #[tokio::test]

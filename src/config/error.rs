@@ -9,6 +9,14 @@ pub enum ConfigError {
     /// A required variable is not set.
     #[error("{0}: is required (or set {file})", file = API_KEY_FILE.name)]
     Missing(&'static str),
+    /// A variable another one needs is not set.
+    #[error("{var}: is required when {with} is set")]
+    Required {
+        /// The missing variable.
+        var: &'static str,
+        /// The variable that needs it.
+        with: &'static str,
+    },
     /// A variable is set but empty.
     #[error("{0}: must not be empty")]
     Empty(&'static str),

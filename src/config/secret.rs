@@ -10,7 +10,13 @@ use std::path::PathBuf;
 use url::Url;
 
 use super::ConfigError;
-use super::vars::{API_KEY, API_KEY_FILE, REDIS_CLUSTER, Var};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::vars::{
+    API_KEY, API_KEY_FILE, EVENTS_SECRET, EVENTS_SECRET_FILE, REDIS_CLUSTER, Var, WEBHOOK_TOKEN,
+    WEBHOOK_TOKEN_FILE,
+};
 
 /// The gateway secret. Its `Debug` is redacted, it has no `Display` and no `Serialize`; the
 /// only way out is [`ApiKey::expose`], called where the upstream header is built.
@@ -78,6 +84,128 @@ pub(super) fn api_key(
         Some((_, key)) => Ok(Some(ApiKey::new(key))),
         None => Ok(None),
     }
+}
+
+/// The webhook URL's secret last segment: 32 to 128 of `A-Z a-z 0-9 - _`. Compared in
+/// constant time; `Debug` redacted; no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookToken(Box<str>);
+
+/// Shortest webhook token.
+pub(crate) const TOKEN_MIN: usize = 32;
+/// Longest webhook token.
+pub(crate) const TOKEN_MAX: usize = 128;
+
+impl WebhookToken {
+    /// Checks a token's form; the reason never quotes it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let len = text.len();
+        if !(TOKEN_MIN..=TOKEN_MAX).contains(&len) {
+            return Err(format!(
+                "must be {TOKEN_MIN} to {TOKEN_MAX} characters, got {len}"
+            ));
+        }
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("may hold only A-Z a-z 0-9 - _".to_owned());
+        }
+        Ok(Self(text.into()))
+    }
+
+    /// Whether `candidate` is this token, in time that does not depend on where they differ.
+    pub fn matches(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let ours = self.0.as_bytes();
+        let theirs = candidate.as_bytes();
+        // Lengths are not secret (the form is documented); the bytes are.
+        ours.len() == theirs.len() && bool::from(ours.ct_eq(theirs))
+    }
+
+    /// The token itself: only to build the mock's callback URL.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookToken(<redacted>)")
+    }
+}
+
+/// The events signing secret (Standard Webhooks): `whsec_` and the base64 of 24 to 64 bytes.
+/// Holds the decoded key; `Debug` redacted; no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret(Box<[u8]>);
+
+/// Fewest bytes in a signing key.
+pub(crate) const SECRET_MIN_BYTES: usize = 24;
+/// Most bytes in a signing key.
+pub(crate) const SECRET_MAX_BYTES: usize = 64;
+
+impl SigningSecret {
+    /// Reads `whsec_<base64>`; the reason never quotes it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let encoded = text
+            .trim()
+            .strip_prefix("whsec_")
+            .ok_or_else(|| "must start with whsec_".to_owned())?;
+        let key = BASE64
+            .decode(encoded)
+            .map_err(|_| "must be whsec_ followed by standard base64".to_owned())?;
+        if !(SECRET_MIN_BYTES..=SECRET_MAX_BYTES).contains(&key.len()) {
+            return Err(format!(
+                "must encode {SECRET_MIN_BYTES} to {SECRET_MAX_BYTES} bytes, got {}",
+                key.len()
+            ));
+        }
+        Ok(Self(key.into()))
+    }
+
+    /// The decoded key: only for the HMAC.
+    pub fn key(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningSecret(<redacted>)")
+    }
+}
+
+/// The webhook token, inline or from its file; `None` when neither is set.
+pub(super) fn webhook_token(
+    inline: Option<&str>,
+    file: Option<&str>,
+) -> Result<Option<WebhookToken>, ConfigError> {
+    let Some((var, text)) = secret_text(&WEBHOOK_TOKEN, inline, &WEBHOOK_TOKEN_FILE, file)? else {
+        return Ok(None);
+    };
+    WebhookToken::parse(text.trim())
+        .map(Some)
+        .map_err(|reason| ConfigError::InvalidSecret {
+            var: var.name,
+            reason,
+        })
+}
+
+/// The signing secret, inline or from its file; `None` when neither is set.
+pub(super) fn signing_secret(
+    inline: Option<&str>,
+    file: Option<&str>,
+) -> Result<Option<SigningSecret>, ConfigError> {
+    let Some((var, text)) = secret_text(&EVENTS_SECRET, inline, &EVENTS_SECRET_FILE, file)? else {
+        return Ok(None);
+    };
+    SigningSecret::parse(&text)
+        .map(Some)
+        .map_err(|reason| ConfigError::InvalidSecret {
+            var: var.name,
+            reason,
+        })
 }
 
 /// A secret set inline or as a file, not both: the variable it came from and its text.

@@ -288,6 +288,68 @@ pub const MAX_CONNECTIONS: Var = Var {
     values: number(1, MAX_COUNT),
     help: "open client connections, capped below the file-descriptor limit",
 };
+/// `RELAY_WEBHOOK_LISTEN`: the webhook listener's address.
+pub const WEBHOOK_LISTEN: Var = Var {
+    name: "RELAY_WEBHOOK_LISTEN",
+    default: None,
+    values: Values::Text,
+    help: "address of the second listener, for Lipachat's webhooks; unset = none",
+};
+pub(crate) const WEBHOOK_TOKEN: Var = Var {
+    name: "RELAY_WEBHOOK_TOKEN",
+    default: None,
+    values: Values::Secret,
+    help: "required with RELAY_WEBHOOK_LISTEN: 32 to 128 of A-Z a-z 0-9 - _, the webhook \
+           URL's last segment",
+};
+pub(crate) const WEBHOOK_TOKEN_FILE: Var = Var {
+    name: "RELAY_WEBHOOK_TOKEN_FILE",
+    default: None,
+    values: Values::Secret,
+    help: "file holding the webhook token; setting both is an error",
+};
+pub(crate) const STATUS_TTL_SECS: Var = Var {
+    name: "RELAY_STATUS_TTL_SECS",
+    default: Some("604800"),
+    values: number(1, MAX_SECS),
+    help: "how long a message's status record is kept, in seconds",
+};
+pub(crate) const STATUS_CAPACITY: Var = Var {
+    name: "RELAY_STATUS_CAPACITY",
+    default: Some("100000"),
+    values: number(1, MAX_COUNT),
+    help: "status records held in this process's memory (without Redis), at most",
+};
+pub(crate) const EVENTS_URL: Var = Var {
+    name: "RELAY_EVENTS_URL",
+    default: None,
+    values: Values::Text,
+    help: "http(s) URL of the caller's event receiver; unset = no events out",
+};
+pub(crate) const EVENTS_SECRET: Var = Var {
+    name: "RELAY_EVENTS_SECRET",
+    default: None,
+    values: Values::Secret,
+    help: "required with RELAY_EVENTS_URL: whsec_ and the base64 of 24 to 64 random bytes",
+};
+pub(crate) const EVENTS_SECRET_FILE: Var = Var {
+    name: "RELAY_EVENTS_SECRET_FILE",
+    default: None,
+    values: Values::Secret,
+    help: "file holding the events secret; setting both is an error",
+};
+pub(crate) const EVENTS_MAX_AGE_SECS: Var = Var {
+    name: "RELAY_EVENTS_MAX_AGE_SECS",
+    default: Some("86400"),
+    values: number(1, MAX_SECS),
+    help: "how long an undelivered event is retried before it is dead, in seconds",
+};
+pub(crate) const EVENTS_MAX_PENDING: Var = Var {
+    name: "RELAY_EVENTS_MAX_PENDING",
+    default: Some("100000"),
+    values: number(1, MAX_COUNT),
+    help: "events waiting in this process's memory (without Redis); full = webhooks get 503",
+};
 /// `MOCK_LISTEN`: the mock gateway's address.
 pub const MOCK_LISTEN: Var = Var {
     name: "MOCK_LISTEN",
@@ -297,7 +359,7 @@ pub const MOCK_LISTEN: Var = Var {
 };
 
 /// Every variable, in the order the docs list them.
-pub const VARS: [Var; 30] = [
+pub const VARS: [Var; 40] = [
     API_KEY,
     API_KEY_FILE,
     BASE_URL,
@@ -327,6 +389,16 @@ pub const VARS: [Var; 30] = [
     BODY_TIMEOUT_MS,
     IDLE_TIMEOUT_SECS,
     MAX_CONNECTIONS,
+    WEBHOOK_LISTEN,
+    WEBHOOK_TOKEN,
+    WEBHOOK_TOKEN_FILE,
+    STATUS_TTL_SECS,
+    STATUS_CAPACITY,
+    EVENTS_URL,
+    EVENTS_SECRET,
+    EVENTS_SECRET_FILE,
+    EVENTS_MAX_AGE_SECS,
+    EVENTS_MAX_PENDING,
     MOCK_LISTEN,
 ];
 

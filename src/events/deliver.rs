@@ -1,0 +1,1 @@
+//! One delivery attempt and the back-off between attempts: to be written.

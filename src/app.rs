@@ -15,7 +15,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
-use crate::routes::{ops, send, templates};
+use crate::routes::{messages, ops, send, templates};
 use crate::sends::SEND_TYPES;
 use crate::server;
 use crate::state::AppState;
@@ -57,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .route(crate::templates::ALIAS_PATH, get(templates::list_by_path));
     // The ops routes take no slot, so they keep answering under overload and while draining.
     let router = router
+        .route("/messages/{message_id}", get(messages::get))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -79,8 +80,37 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_all(listener, None, state, shutdown).await
+}
+
+/// [`serve`], with the webhook listener (`RELAY_WEBHOOK_LISTEN`) when there is one, and the
+/// events' delivery worker when `RELAY_EVENTS_URL` is set. The webhook listener stops taking
+/// callbacks when the drain begins (the provider retries them on another replica); the worker
+/// runs until the sends are drained, then stops: with Redis, what it had not delivered waits
+/// in the stream.
+pub async fn serve_all(
+    listener: TcpListener,
+    webhooks: Option<TcpListener>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let drain = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
+    let _worker = state.start_events_worker().map(AbortOnDropHandle::new);
+    let _webhooks = webhooks.map(|listener| {
+        let options = server::Options::new(&state.config, server::fd_limit());
+        let router = crate::webhooks::router(state.clone());
+        let begun = drain.clone();
+        let stopped = drain.clone();
+        let close = async move { begun.begun().await };
+        let stop = async move {
+            stopped.begun().await;
+            tokio::time::sleep(grace.saturating_add(Duration::from_secs(1))).await;
+        };
+        AbortOnDropHandle::new(tokio::spawn(server::serve(
+            listener, router, options, close, stop,
+        )))
+    });
     // Drops idle rate-limit keys while serving; the handle ends the task when `serve` returns.
     let _sweeper = (!state.limits.is_off())
         .then(|| AbortOnDropHandle::new(tokio::spawn(state.limits.clone().sweep_periodically())));

@@ -21,6 +21,9 @@ pub(crate) const RETRY_AFTER_DRAINING_SECS: u32 = 5;
 /// Seconds a caller refused while the shared store is down (closed mode) should wait.
 pub(crate) const RETRY_AFTER_STORE_SECS: u32 = 1;
 
+/// Seconds a provider refused a webhook should wait before posting it again.
+pub(crate) const RETRY_AFTER_WEBHOOK_SECS: u32 = 5;
+
 /// The relay's own answers.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
@@ -72,6 +75,19 @@ pub(crate) enum ApiError {
     /// 503: the shared store is unreachable and `RELAY_REDIS_FAILURE=closed`.
     #[error("the shared deduplication store is unavailable; retry shortly")]
     StoreUnavailable,
+    /// 404: no status record (and nothing remembered) for this `messageId`.
+    #[error("no status is known for this messageId")]
+    MessageNotFound,
+    /// 404: a path that is not served (on the webhook listener: a wrong token too).
+    #[error("not found")]
+    NotFound,
+    /// 503: a webhook could not be recorded (the shared store failed, or the events waiting
+    /// in memory reached `RELAY_EVENTS_MAX_PENDING`); the provider retries it.
+    #[error("the callback could not be recorded; retry later")]
+    NotRecorded,
+    /// 503: a status record could not be read from the shared store.
+    #[error("the status store is unavailable; retry shortly")]
+    StatusUnavailable,
     /// 504: `RELAY_DEADLINE_MS` ran out.
     #[error("the gateway did not answer within the request deadline")]
     DeadlineExceeded,
@@ -96,9 +112,12 @@ impl ApiError {
             | Self::GatewayAnswerTooLarge
             | Self::GatewayNotJson(_)
             | Self::Abandoned => StatusCode::BAD_GATEWAY,
-            Self::Overloaded | Self::Draining | Self::StoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::MessageNotFound | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Overloaded
+            | Self::Draining
+            | Self::StoreUnavailable
+            | Self::NotRecorded
+            | Self::StatusUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded | Self::AttemptsTimedOut => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -119,7 +138,11 @@ impl ApiError {
             | Self::GatewayNotJson(_)
             | Self::Abandoned => RequestOutcome::UpstreamError,
             Self::Overloaded | Self::Draining => RequestOutcome::Shed,
-            Self::StoreUnavailable => RequestOutcome::StoreUnavailable,
+            Self::StoreUnavailable | Self::NotRecorded | Self::StatusUnavailable => {
+                RequestOutcome::StoreUnavailable
+            }
+            // Not sends: their outcome is never counted as one.
+            Self::MessageNotFound | Self::NotFound => RequestOutcome::Invalid,
             Self::DeadlineExceeded | Self::AttemptsTimedOut => RequestOutcome::Timeout,
         }
     }
@@ -147,7 +170,8 @@ impl ApiError {
         match self {
             Self::Overloaded => Some(RETRY_AFTER_OVERLOADED_SECS.into()),
             Self::Draining => Some(RETRY_AFTER_DRAINING_SECS.into()),
-            Self::StoreUnavailable => Some(RETRY_AFTER_STORE_SECS.into()),
+            Self::StoreUnavailable | Self::StatusUnavailable => Some(RETRY_AFTER_STORE_SECS.into()),
+            Self::NotRecorded => Some(RETRY_AFTER_WEBHOOK_SECS.into()),
             Self::RateLimited { retry_after, .. } => Some(whole_seconds(*retry_after).max(1)),
             _ => None,
         }

@@ -35,6 +35,7 @@ mod error;
 mod events;
 mod fingerprint;
 mod headers;
+mod lifecycle;
 mod limit;
 mod metrics;
 pub mod mock;
@@ -53,9 +54,12 @@ mod templates;
 mod throttle;
 mod upstream;
 mod validate;
+mod webhooks;
 
-pub use app::{app, serve};
-pub use config::{ApiKey, Config, ConfigError, KeyRequirement, LogFormat};
+pub use app::{app, serve, serve_all};
+pub use config::{
+    ApiKey, Config, ConfigError, KeyRequirement, LogFormat, SigningSecret, WebhookToken,
+};
 pub use sends::{SEND_TYPES, SendKind, SendType};
 pub use server::{FdLimit, Options as ServerOptions, fd_limit, raise_fd_limit};
 pub use shutdown::signal;
@@ -66,7 +70,7 @@ pub use telemetry::{LogSetupError, init as init_logs};
 /// binary names itself.
 pub mod variables {
     pub use crate::config::vars::{
-        LISTEN, MAX_CONNECTIONS, MOCK_LISTEN, VARIABLES, VARS, Var, help,
+        LISTEN, MAX_CONNECTIONS, MOCK_LISTEN, VARIABLES, VARS, Var, WEBHOOK_LISTEN, help,
     };
 }
 

@@ -9,9 +9,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use lipachat_relay::variables::{self as vars, LISTEN, MAX_CONNECTIONS, MOCK_LISTEN};
+use lipachat_relay::variables::{
+    self as vars, LISTEN, MAX_CONNECTIONS, MOCK_LISTEN, WEBHOOK_LISTEN,
+};
 use lipachat_relay::{ApiKey, Config, KeyRequirement};
-use lipachat_relay::{AppState, mock, serve};
+use lipachat_relay::{AppState, mock, serve_all};
 use lipachat_relay::{FdLimit, ServerOptions};
 use tokio::net::TcpListener;
 
@@ -123,6 +125,21 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
             );
         }
     };
+    let webhooks = match &config.webhooks {
+        Some(hooks) => match TcpListener::bind(hooks.listen).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                return fail(
+                    1,
+                    &format!(
+                        "{}: cannot listen on {}: {error}",
+                        WEBHOOK_LISTEN.name, hooks.listen
+                    ),
+                );
+            }
+        },
+        None => None,
+    };
     log_start(&config, mock_upstream, &fds);
     let state = match AppState::new(config) {
         Ok(state) => state,
@@ -133,7 +150,7 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "ready"
     );
-    match serve(listener, state, lipachat_relay::signal()).await {
+    match serve_all(listener, webhooks, state, lipachat_relay::signal()).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -178,6 +195,10 @@ fn log_start(config: &Config, mock_upstream: bool, fds: &std::io::Result<FdLimit
         max_connections = connections.max_connections,
         fd_limit,
         fd_limit_raised_from = raised_from,
+        webhook_listen = config.webhooks.as_ref().map(|hooks| hooks.listen.to_string()),
+        status_ttl_secs = config.status.ttl.as_secs(),
+        events_url = config.events.as_ref().map(|events| redacted_url(&events.url)),
+        events_max_age_secs = config.events.as_ref().map(|events| events.max_age.as_secs()),
         "starting"
     );
     if let Err(error) = fds {
@@ -192,6 +213,16 @@ fn log_start(config: &Config, mock_upstream: bool, fds: &std::io::Result<FdLimit
              and files",
             MAX_CONNECTIONS.name
         );
+    }
+}
+
+/// Scheme, host, port and path: a receiver's URL may carry credentials or a token in its
+/// query.
+fn redacted_url(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
     }
 }
 

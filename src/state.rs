@@ -3,7 +3,7 @@
 //! Both `app` (which builds the router) and `routes` (the handlers) use this module; neither
 //! uses the other's internals.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -12,6 +12,9 @@ use crate::config::Config;
 use crate::dedup::Dedup;
 use crate::dedup::memory::MemoryWindow;
 use crate::dedup::redis::RedisWindow;
+use crate::events::deliver::Deliverer;
+use crate::events::worker::Source;
+use crate::lifecycle::Lifecycle;
 use crate::limit::Limits;
 use crate::metrics::{InFlightGuard, Metrics};
 use crate::shutdown::Shutdown;
@@ -36,6 +39,10 @@ pub struct Shared {
     pub(crate) openapi: Bytes,
     /// The gateway's template listings, by business number (`GET /templates`).
     pub(crate) templates: ListingCache,
+    /// Status records and events, when the webhook listener or events are on.
+    pub(crate) lifecycle: Option<Lifecycle>,
+    /// Where the events' delivery worker takes events from, until it starts.
+    events_source: Mutex<Option<Source>>,
     /// `RELAY_MAX_IN_FLIGHT` slots.
     slots: Arc<Semaphore>,
 }
@@ -62,6 +69,11 @@ impl AppState {
             .map(|store| RedisWindow::new(store, config.dedup_ttl));
         let dedup = Dedup::new(memory, shared, Arc::clone(&metrics));
         let limits = Limits::new(config.limits, store.clone(), Arc::clone(&metrics));
+        let (lifecycle, events_source) =
+            match Lifecycle::new(&config, store.as_ref(), Arc::clone(&metrics)) {
+                Some((lifecycle, source)) => (Some(lifecycle), source),
+                None => (None, None),
+            };
         let openapi = Bytes::from(crate::openapi::document_json(config.default_from.is_some()));
         let slots = Arc::new(Semaphore::new(config.max_in_flight));
         Ok(Self(Arc::new(Shared {
@@ -73,6 +85,8 @@ impl AppState {
             shutdown: Shutdown::new(),
             openapi,
             templates: ListingCache::default(),
+            lifecycle,
+            events_source: Mutex::new(events_source),
             slots,
         })))
     }
@@ -85,6 +99,32 @@ impl AppState {
 }
 
 impl AppState {
+    /// Starts the events' delivery worker, once; `None` when events are off (or it runs).
+    pub(crate) fn start_events_worker(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let events = self.config.events.as_ref()?;
+        let source = self
+            .events_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?;
+        let deliverer = match Deliverer::new(events) {
+            Ok(deliverer) => deliverer,
+            Err(error) => {
+                tracing::error!(%error, "cannot build the events client; no events will be sent");
+                return None;
+            }
+        };
+        let task = crate::events::worker::run(
+            source,
+            deliverer,
+            events.max_age,
+            Arc::clone(&self.metrics),
+            // It runs until `serve` returns (the sends drained) and drops its handle.
+            tokio_util::sync::CancellationToken::new(),
+        );
+        Some(tokio::spawn(task))
+    }
+
     /// Whether shutdown has begun: `/readyz` answers 503 and new sends are refused.
     pub fn is_draining(&self) -> bool {
         self.shutdown.is_draining()

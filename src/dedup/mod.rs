@@ -223,6 +223,20 @@ impl Dedup {
         self.0.table().len()
     }
 
+    /// The remembered answer of `message_id`: this process's window, then the shared one.
+    pub(crate) async fn remembered(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<Remembered>, crate::store::StoreError> {
+        if let Some(answer) = self.0.memory.get(message_id) {
+            return Ok(Some(answer));
+        }
+        match &self.0.shared {
+            Some(shared) => shared.remembered(message_id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Decides what a request with this `messageId` and fingerprint does, and never waits: a
     /// new send's claim in the shared window is the leader's first step ([`Lead::claim`]),
     /// inside the send that outlives its caller.

@@ -99,6 +99,7 @@ pub(crate) struct RedisWindow {
     ttl_ms: u64,
     claim: std::sync::Arc<Script>,
     complete: std::sync::Arc<Script>,
+    peek: std::sync::Arc<Script>,
 }
 
 impl RedisWindow {
@@ -109,6 +110,7 @@ impl RedisWindow {
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
             claim: std::sync::Arc::new(Script::new(CLAIM)),
             complete: std::sync::Arc::new(Script::new(COMPLETE)),
+            peek: std::sync::Arc::new(Script::new(PEEK)),
         }
     }
 
@@ -195,7 +197,34 @@ fn time_left(pttl: i64) -> Duration {
     Duration::from_millis(u64::try_from(pttl).unwrap_or(0))
 }
 
+/// Reads a key and its time left, changing nothing (`GET /messages/{messageId}`).
+const PEEK: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then
+  return {held, redis.call('PTTL', KEYS[1])}
+end
+return nil
+";
+
 impl RedisWindow {
+    /// The remembered answer of `message_id`, if the shared window holds one.
+    pub(crate) async fn remembered(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<Remembered>, StoreError> {
+        let key = self.key(message_id);
+        let held: Option<(Vec<u8>, i64)> = self
+            .store
+            .script(StoreOp::Lookup, &self.peek, &[&key], &[])
+            .await?;
+        Ok(
+            held.and_then(|(value, pttl)| match parse(&value, time_left(pttl))? {
+                Held::Remembered { answer, .. } => Some(answer),
+                _ => None,
+            }),
+        )
+    }
+
     /// Sets `claim` on `message_id` for `lease` if nothing holds it, or says what does.
     pub(crate) async fn claim(
         &self,

@@ -12,6 +12,7 @@ pub(crate) mod deliver;
 pub(crate) mod memory;
 pub(crate) mod redis;
 pub(crate) mod sign;
+pub(crate) mod worker;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

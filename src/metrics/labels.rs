@@ -50,16 +50,19 @@ pub(crate) enum StoreOp {
     Complete,
     /// Taking a rate-limit slot.
     Limit,
+    /// Reading a remembered answer for `GET /messages/{messageId}`.
+    Lookup,
 }
 
 impl StoreOp {
-    pub(crate) const ALL: [Self; 3] = [Self::Claim, Self::Complete, Self::Limit];
+    pub(crate) const ALL: [Self; 4] = [Self::Claim, Self::Complete, Self::Limit, Self::Lookup];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Claim => "claim",
             Self::Complete => "complete",
             Self::Limit => "limit",
+            Self::Lookup => "lookup",
         }
     }
 

@@ -8,6 +8,7 @@
 //! themselves are in `labels`.
 
 mod labels;
+mod lifecycle;
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use labels::{
     BuildLabels, LimitLabels, OpLabels, RequestLabels, ResultLabels, StatusLabels, StoreLabels,
 };
 pub(crate) use labels::{CompletionResult, StoreOp, StoreResult, UpstreamStatus};
+pub(crate) use lifecycle::{EventResult, LifecycleMetrics, WebhookKind, WebhookResult};
 
 pub(crate) const METRIC_REQUESTS: &str = "lipachat_relay_requests";
 pub(crate) const METRIC_UPSTREAM_ATTEMPTS: &str = "lipachat_relay_upstream_attempts";
@@ -84,6 +86,8 @@ pub struct Metrics {
     rate_wait: Histogram,
     /// By [`ListingResult`], in `ALL` order.
     template_listings: [Counter; ListingResult::ALL.len()],
+    /// Webhooks and events (after SENT).
+    pub(crate) lifecycle: LifecycleMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -268,7 +272,9 @@ impl Metrics {
             })
             .set(1);
         registry.register(METRIC_BUILD_INFO, "Build information", build_info);
+        let lifecycle = LifecycleMetrics::register(&mut registry);
         Self {
+            lifecycle,
             registry,
             requests,
             upstream_attempts,

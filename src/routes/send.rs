@@ -44,6 +44,7 @@ use crate::outcome::{GatewayReply, Outcome, RequestOutcome, SendFailure};
 use crate::phone::PhoneNumber;
 use crate::sends::SendKind;
 use crate::state::{AppState, Slot};
+use crate::status::SendFacts;
 use crate::telemetry::{self, RequestRecord};
 use crate::upstream::UpstreamRequest;
 use crate::validate::{self, SendRequest};
@@ -204,7 +205,7 @@ async fn relay(
 }
 
 /// The whole body within `RELAY_BODY_TIMEOUT_MS` of the head and `RELAY_MAX_BODY_BYTES`.
-async fn read_body(
+pub(crate) async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -339,13 +340,51 @@ async fn run_send(state: &AppState, send: NewSend) -> SendDone {
         .forward(upstream.clone())
         .await
         .map_err(SendFailure::from);
-    lead.complete(&outcome).await;
+    match (&state.lifecycle, &outcome) {
+        // Accepted: the status record and the SENT event, beside the completion (two round
+        // trips at once on the one multiplexed connection, not one after the other).
+        (Some(lifecycle), Ok(reply)) if reply.status.is_success() => {
+            let facts = SendFacts {
+                kind: Some(record.kind.name()),
+                from: Some(from.digits().to_owned()),
+                to: record.to.as_ref().map(|to| to.digits().to_owned()),
+                wa_id: wa_id_of(&reply.body),
+            };
+            let message_id = record.message_id.as_deref().unwrap_or_default();
+            tokio::join!(
+                lead.complete(&outcome),
+                lifecycle.accepted(message_id, facts)
+            );
+        }
+        _ => lead.complete(&outcome).await,
+    }
     record.attempts = upstream.attempts();
     SendDone {
         outcome,
         replayed: false,
         record,
     }
+}
+
+/// The gateway's id for an accepted message: `data.waId` in its envelope (or `waId`).
+fn wa_id_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        data: Option<Ids>,
+        #[serde(rename = "waId")]
+        wa_id: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        #[serde(rename = "waId")]
+        wa_id: Option<String>,
+    }
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    envelope
+        .data
+        .and_then(|data| data.wa_id)
+        .or(envelope.wa_id)
+        .filter(|id| !id.is_empty())
 }
 
 /// The outcome label of a gateway answer passed on.

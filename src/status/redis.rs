@@ -32,3 +32,15 @@ impl RedisStatus {
         Err(StoreError::Unreached("not yet built".into()))
     }
 }
+
+impl RedisStatus {
+    pub(crate) async fn accepted(
+        &self,
+        message_id: &str,
+        update: &Update,
+        _event: Option<&crate::events::Event>,
+        _outbox: &crate::events::redis::RedisOutbox,
+    ) -> Result<Merged, StoreError> {
+        self.apply(message_id, update).await
+    }
+}

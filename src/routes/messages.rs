@@ -1,0 +1,56 @@
+//! `GET /messages/{messageId}` (SPEC "Status of a message"): the status record, from the
+//! lifecycle's store when the webhook listener or events are on; otherwise from the dedup
+//! window — SENT, with the gateway's `waId` — for as long as the send is remembered, so the
+//! send path pays nothing for the lookup.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+
+use crate::dedup::Remembered;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::status::{Record, Status, rfc3339};
+
+/// `GET /messages/{messageId}`.
+pub(crate) async fn get(State(state): State<AppState>, Path(message_id): Path<String>) -> Response {
+    let found = match &state.lifecycle {
+        Some(lifecycle) => lifecycle.get(&message_id).await,
+        None => state
+            .dedup
+            .remembered(&message_id)
+            .await
+            .map(|answer| answer.map(|answer| from_window(&message_id, &answer))),
+    };
+    match found {
+        Ok(Some(record)) => Json(record).into_response(),
+        Ok(None) => ApiError::MessageNotFound.into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "a status lookup failed");
+            ApiError::StatusUnavailable.into_response()
+        }
+    }
+}
+
+/// A remembered 2xx as a record: SENT, the gateway's `waId`, and the gateway's own
+/// `timestamp` (the window keeps the answer, not when it was made) or now.
+fn from_window(message_id: &str, answer: &Remembered) -> Record {
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+    let text = |value: &serde_json::Value| value.as_str().map(str::to_owned);
+    let wa_id = text(&envelope["data"]["waId"]).or_else(|| text(&envelope["waId"]));
+    let at = text(&envelope["timestamp"]).unwrap_or_else(|| rfc3339(std::time::SystemTime::now()));
+    Record {
+        message_id: message_id.to_owned(),
+        kind: None,
+        from: None,
+        to: None,
+        wa_id,
+        status: Status::Sent,
+        statuses: BTreeMap::from([(Status::Sent, at.clone())]),
+        error: None,
+        updated_at: at,
+    }
+}

@@ -163,6 +163,14 @@ impl Lifecycle {
         self.0.status.get(message_id).await
     }
 
+    /// Events waiting in this process's memory (0 with Redis, or without events).
+    pub(crate) fn pending_in_memory(&self) -> usize {
+        match &self.0.outbox {
+            Some(Outbox::Memory(outbox)) => outbox.pending(),
+            _ => 0,
+        }
+    }
+
     /// Whether an event can be recorded now: false only when the in-memory outbox is full.
     pub(crate) fn has_room(&self) -> bool {
         match &self.0.outbox {

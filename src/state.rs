@@ -125,6 +125,16 @@ impl AppState {
         Some(tokio::spawn(task))
     }
 
+    /// Events waiting for delivery in this process's memory: counted when an event is
+    /// recorded, before the webhook that caused it is answered, so a test can wait for every
+    /// event to be delivered. Not part of the API.
+    #[doc(hidden)]
+    pub fn events_pending_in_memory(&self) -> usize {
+        self.lifecycle
+            .as_ref()
+            .map_or(0, Lifecycle::pending_in_memory)
+    }
+
     /// Whether shutdown has begun: `/readyz` answers 503 and new sends are refused.
     pub fn is_draining(&self) -> bool {
         self.shutdown.is_draining()

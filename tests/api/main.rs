@@ -7,6 +7,7 @@ mod dedup;
 mod docs;
 mod faults;
 mod helpers;
+mod lifecycle;
 mod limits;
 mod media;
 mod operations;

@@ -41,10 +41,12 @@ use crate::sends::template::{
     TemplateComponents, TemplateFooter, TemplateHeader, TemplateRequest, template_button_targets,
 };
 use crate::sends::text::TextRequest;
+use crate::status::{ErrorDetail as MessageError, Record as MessageStatus, Status};
 use crate::templates::{ListedTemplate, TemplateListing, TemplateListingData};
 use crate::validate::FieldError;
 use operations::{send_operation, templates_operation};
 
+mod events;
 mod operations;
 
 /// What the gateway says about an accepted send.
@@ -113,6 +115,16 @@ fn readyz() {}
         content_type = "application/openmetrics-text", body = String)))]
 fn metrics() {}
 
+#[utoipa::path(get, path = "/messages/{messageId}", tag = "status",
+    params(("messageId" = String, Path, description = "The send's messageId")),
+    responses(
+        (status = 200, description = "The message's status record", body = MessageStatus),
+        (status = 404, description = "No record, and nothing remembered, for this messageId",
+            body = ErrorEnvelope),
+        (status = 503, description = "The shared store did not answer; retry", body = ErrorEnvelope),
+    ))]
+fn message_status() {}
+
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This document", body = Object)))]
 fn openapi() {}
@@ -125,7 +137,7 @@ fn openapi() {}
             lists, contacts, locations, location requests, flows) through the Lipachat gateway; \
             callers never hold its secret.",
     ),
-    paths(healthz, readyz, metrics, openapi),
+    paths(healthz, readyz, metrics, openapi, message_status),
     components(schemas(
         SendCommon,
         MediaRequest,
@@ -163,7 +175,10 @@ fn openapi() {}
         ErrorEnvelope,
         FieldError,
         BadRequestBody,
-        Health
+        Health,
+        MessageStatus,
+        MessageError,
+        Status
     ))
 )]
 struct ApiDoc;
@@ -278,9 +293,13 @@ fn document(has_default_from: bool) -> Document {
 /// The document as pretty JSON. `from` is required unless the relay has a default sender,
 /// so the document served describes this relay's configuration.
 pub(crate) fn document_json(has_default_from: bool) -> String {
-    document(has_default_from)
-        .to_pretty_json()
-        .unwrap_or_else(|_| String::from("{}"))
+    let Ok(mut doc) = serde_json::to_value(document(has_default_from)) else {
+        return String::from("{}");
+    };
+    if let Some(object) = doc.as_object_mut() {
+        object.insert("webhooks".to_owned(), events::webhooks());
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| String::from("{}"))
 }
 
 #[cfg(test)]

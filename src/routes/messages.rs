@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
@@ -15,7 +16,14 @@ use crate::state::AppState;
 use crate::status::{Record, Status, rfc3339};
 
 /// `GET /messages/{messageId}`.
-pub(crate) async fn get(State(state): State<AppState>, Path(message_id): Path<String>) -> Response {
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    // A path that does not decode (bad percent-encoding, not UTF-8) names no message.
+    let Ok(Path(message_id)) = path else {
+        return ApiError::MessageNotFound.into_response();
+    };
     let found = match &state.lifecycle {
         Some(lifecycle) => lifecycle.get(&message_id).await,
         None => state

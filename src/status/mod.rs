@@ -15,11 +15,14 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
 /// A message's status, in the order it moves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub(crate) enum Status {
     /// Held by the relay (queued sends).
@@ -84,11 +87,16 @@ impl Status {
 }
 
 /// Why a message failed, as the provider said it (each part optional).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = MessageError)]
 pub(crate) struct ErrorDetail {
-    /// WhatsApp's code (131026, 131047, …), or the gateway's status for a queued send.
+    /// WhatsApp's code (131026, 131047, …), as the provider gave it (a number or a string).
+    #[schema(value_type = Option<Object>, example = 131026)]
     pub(crate) code: Option<serde_json::Value>,
+    /// The provider's short title.
+    #[schema(example = "Message undeliverable")]
     pub(crate) title: Option<String>,
+    /// The provider's longer text.
     pub(crate) message: Option<String>,
 }
 
@@ -129,20 +137,29 @@ impl Update {
 
 /// The record of one message, exactly as `GET /messages/{messageId}` and `message.status`
 /// events show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = MessageStatus)]
 pub(crate) struct Record {
+    /// The caller's `messageId`.
     pub(crate) message_id: String,
-    /// The send type; `null` for a message this relay did not send.
+    /// The send type (`media`, `text`, …); null for a message this relay did not send.
     #[serde(rename = "type")]
     pub(crate) kind: Option<String>,
+    /// The sender's number, digits only.
     pub(crate) from: Option<String>,
+    /// The recipient's number, digits only.
     pub(crate) to: Option<String>,
+    /// The gateway's id for the message.
     pub(crate) wa_id: Option<String>,
+    /// Where the message stands.
     pub(crate) status: Status,
-    /// The first time of each status seen.
+    /// The first time (RFC 3339) of each status seen.
+    #[schema(value_type = Object)]
     pub(crate) statuses: BTreeMap<Status, String>,
+    /// Why it failed, as the provider said.
     pub(crate) error: Option<ErrorDetail>,
+    /// When the record last changed (RFC 3339).
     pub(crate) updated_at: String,
 }
 

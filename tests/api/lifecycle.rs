@@ -228,8 +228,7 @@ async fn app_with_receiver() -> (LifecycleApp, Receiver) {
 }
 
 #[tokio::test]
-async fn out_of_order_and_repeated_callbacks_leave_the_furthest_record_and_one_event_per_change()
-{
+async fn out_of_order_and_repeated_callbacks_leave_the_furthest_record_and_one_event_per_change() {
     let (app, receiver) = app_with_receiver().await;
     app.send("m-read", "wamid.read").await;
     for word in ["read", "delivered", "READ", "sent"] {
@@ -253,7 +252,12 @@ async fn out_of_order_and_repeated_callbacks_leave_the_furthest_record_and_one_e
     let (_, record) = app.record("m-failed").await;
     assert_eq!(record["status"], "FAILED");
     assert_eq!(record["error"]["code"], 131026);
-    assert!(!record["statuses"].as_object().unwrap().contains_key("DELIVERED"));
+    assert!(
+        !record["statuses"]
+            .as_object()
+            .unwrap()
+            .contains_key("DELIVERED")
+    );
 
     let taken = receiver.taken();
     assert_eq!(statuses_of(&taken, "m-read"), ["SENT", "READ"]);
@@ -316,14 +320,24 @@ async fn a_wrong_token_is_404_and_changes_nothing_bad_bodies_are_400_413_415() {
         .unwrap();
     assert_eq!(response.status(), 404);
     let text = response.text().await.unwrap();
-    assert!(!text.contains(TOKEN) && text.contains("not found"), "{text}");
+    assert!(
+        !text.contains(TOKEN) && text.contains("not found"),
+        "{text}"
+    );
     let raw = |body: &'static str, content_type: &'static str| {
         app.client
             .post(&app.webhook_url)
             .header("content-type", content_type)
             .body(body)
     };
-    assert_eq!(raw("{nope", "application/json").send().await.unwrap().status(), 400);
+    assert_eq!(
+        raw("{nope", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
     assert_eq!(raw("{}", "text/plain").send().await.unwrap().status(), 415);
     let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(70_000));
     let response = app
@@ -364,7 +378,10 @@ async fn a_receiver_that_fails_three_times_gets_one_stable_id_and_nothing_after_
     app.events_settled().await;
     let all = receiver.all();
     assert_eq!(all.len(), 4, "{all:#?}");
-    assert!(all.iter().all(|d| d.id == all[0].id && d.id.starts_with("msg_")));
+    assert!(
+        all.iter()
+            .all(|d| d.id == all[0].id && d.id.starts_with("msg_"))
+    );
     assert!(all.iter().all(|d| d.signature.starts_with("v1,")));
     assert_eq!(all[3].body["data"]["status"], "SENT");
 }
@@ -372,7 +389,9 @@ async fn a_receiver_that_fails_three_times_gets_one_stable_id_and_nothing_after_
 #[tokio::test]
 async fn without_the_listener_the_lookup_answers_from_the_dedup_window() {
     let app = crate::helpers::spawn_app().await;
-    let response = app.post_media(&crate::helpers::media_body("m-window")).await;
+    let response = app
+        .post_media(&crate::helpers::media_body("m-window"))
+        .await;
     assert_eq!(response.status(), 200);
     let record: Value = app.get("/messages/m-window").await.json().await.unwrap();
     assert_eq!(record["status"], "SENT");

@@ -34,8 +34,21 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Waits until `reached()` says yes, looking again every few milliseconds, and fails naming
 /// `what` after [`EVENT_TIMEOUT`]. Only for states with no event to await: a metric, the drain
 /// flag, another process's readiness.
-pub(crate) async fn wait_until<F, Fut>(what: impl std::fmt::Display, mut reached: F)
+pub(crate) async fn wait_until<F, Fut>(what: impl std::fmt::Display, reached: F)
 where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_until_within(EVENT_TIMEOUT, what, reached).await;
+}
+
+/// [`wait_until`] with its own time limit, for what takes longer by design (an event's
+/// back-off, a takeover after 30 s of silence).
+pub(crate) async fn wait_until_within<F, Fut>(
+    limit: Duration,
+    what: impl std::fmt::Display,
+    mut reached: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
@@ -44,8 +57,8 @@ where
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     };
-    if tokio::time::timeout(EVENT_TIMEOUT, poll).await.is_err() {
-        panic!("never reached within {EVENT_TIMEOUT:?}: {what}");
+    if tokio::time::timeout(limit, poll).await.is_err() {
+        panic!("never reached within {limit:?}: {what}");
     }
 }
 

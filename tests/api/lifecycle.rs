@@ -2,6 +2,7 @@
 //! listener, the status record's forward-only merge, events out and their signatures.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::helpers::{FakeGateway, Step, random_key, wait_until};
+use crate::helpers::{FakeGateway, Step, random_key, wait_until_within};
 
 pub(crate) const TOKEN: &str = "test-token-0123456789abcdefghijklmnop";
 /// `whsec_` and the base64 of 32 bytes.
@@ -24,6 +25,8 @@ pub(crate) struct Delivery {
     pub timestamp: String,
     pub signature: String,
     pub body: Value,
+    /// The status the receiver answered.
+    pub answered: u16,
 }
 
 /// An event receiver on 127.0.0.1 that answers `refuse` to the first deliveries of each id,
@@ -55,15 +58,9 @@ impl Receiver {
 
     /// The deliveries that were answered 200, in the order they came.
     pub(crate) fn taken(&self) -> Vec<Delivery> {
-        let all = self.all();
-        let refuse = *self.refuse_first.lock().unwrap();
-        let mut seen = std::collections::HashMap::<String, usize>::new();
-        all.into_iter()
-            .filter(|delivery| {
-                let n = seen.entry(delivery.id.clone()).or_default();
-                *n += 1;
-                *n > refuse
-            })
+        self.all()
+            .into_iter()
+            .filter(|delivery| delivery.answered == 200)
             .collect()
     }
 }
@@ -80,17 +77,17 @@ async fn receive(
             .unwrap_or_default()
             .to_owned()
     };
-    let delivery = Delivery {
+    let mut delivery = Delivery {
         id: header("webhook-id"),
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        answered: 200,
     };
     let mut deliveries = receiver.deliveries.lock().unwrap();
     let earlier = deliveries.iter().filter(|d| d.id == delivery.id).count();
-    deliveries.push(delivery);
     let refuse = *receiver.refuse_first.lock().unwrap();
-    if receiver
+    let answer = if receiver
         .refuse_all
         .load(std::sync::atomic::Ordering::SeqCst)
         || earlier < refuse
@@ -98,7 +95,10 @@ async fn receive(
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
-    }
+    };
+    delivery.answered = answer.as_u16();
+    deliveries.push(delivery);
+    answer
 }
 
 /// A relay in this process with its webhook listener, against a fake gateway.
@@ -190,7 +190,8 @@ impl LifecycleApp {
     /// Waits until every event recorded so far has been delivered (or is dead).
     pub(crate) async fn events_settled(&self) {
         let state = self.state.clone();
-        wait_until("every event settled", || {
+        // Three refusals back off about 1 + 2 + 4 s, with jitter.
+        wait_until_within(Duration::from_secs(30), "every event settled", || {
             let state = state.clone();
             async move { state.events_pending_in_memory() == 0 }
         })
@@ -383,6 +384,7 @@ async fn a_receiver_that_fails_three_times_gets_one_stable_id_and_nothing_after_
             .all(|d| d.id == all[0].id && d.id.starts_with("msg_"))
     );
     assert!(all.iter().all(|d| d.signature.starts_with("v1,")));
+    assert!(all.iter().all(|d| d.timestamp.parse::<u64>().is_ok()));
     assert_eq!(all[3].body["data"]["status"], "SENT");
 }
 

@@ -15,5 +15,6 @@ mod redis_server;
 mod retries;
 mod sends;
 mod shared_dedup;
+mod shared_lifecycle;
 mod slow_redis;
 mod templates;

@@ -28,6 +28,8 @@ pub(crate) enum WebhookKind {
 }
 
 impl WebhookKind {
+    const ALL: [Self; 4] = [Self::Status, Self::Received, Self::Unrecognised, Self::None];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Status => "status",
@@ -52,6 +54,13 @@ pub(crate) enum WebhookResult {
 }
 
 impl WebhookResult {
+    const ALL: [Self; 4] = [
+        Self::Recorded,
+        Self::WrongToken,
+        Self::Refused,
+        Self::Unavailable,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Recorded => "recorded",
@@ -74,6 +83,8 @@ pub(crate) enum EventResult {
 }
 
 impl EventResult {
+    const ALL: [Self; 4] = [Self::Delivered, Self::Retried, Self::Dead, Self::Dropped];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
@@ -133,6 +144,23 @@ impl LifecycleMetrics {
             Unit::Seconds,
             metrics.oldest.clone(),
         );
+        // Every series at zero from the start, so a dashboard sees them before the first one.
+        for kind in WebhookKind::ALL {
+            for result in WebhookResult::ALL {
+                metrics.webhooks.get_or_create(&WebhookLabels {
+                    kind: kind.as_str(),
+                    result: result.as_str(),
+                });
+            }
+        }
+        for kind in crate::events::EventType::ALL {
+            for result in EventResult::ALL {
+                metrics.events.get_or_create(&EventLabels {
+                    r#type: kind.name(),
+                    result: result.as_str(),
+                });
+            }
+        }
         metrics
     }
 

@@ -85,6 +85,15 @@ pub mod internals {
         phone::PhoneNumber,
     };
 
+    pub use crate::config::SigningSecret;
+
+    /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, exactly as events out are
+    /// signed. Public only so the interoperability test (tests/api/events_interop.rs) can
+    /// hand our signature to an independent Standard Webhooks implementation.
+    pub fn sign_event(secret: &SigningSecret, id: &str, timestamp: u64, body: &[u8]) -> String {
+        crate::events::sign::sign(secret, id, timestamp, body)
+    }
+
     /// Validates `body` as a send of `kind`; says whether it passed (the parts bench
     /// measures this step).
     pub fn validate(kind: crate::SendKind, body: &[u8]) -> bool {

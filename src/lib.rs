@@ -55,7 +55,8 @@ mod upstream;
 mod validate;
 
 pub use app::{app, serve};
-pub use config::{ApiKey, Config, ConfigError, KeyRequirement, LogFormat};
+pub use config::{ApiKey, Config, ConfigError, KeyRequirement, LogFormat, events_secret_from_env};
+pub use events::receive::receive_events;
 pub use sends::{SEND_TYPES, SendKind, SendType};
 pub use server::{FdLimit, Options as ServerOptions, fd_limit, raise_fd_limit};
 pub use shutdown::signal;

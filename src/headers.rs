@@ -14,3 +14,9 @@ pub(crate) const HEADER_TRACESTATE: &str = "tracestate";
 pub(crate) const HEADER_REPLAYED: &str = "idempotent-replayed";
 /// How often the gateway was tried for this answer.
 pub(crate) const HEADER_ATTEMPTS: &str = "x-relay-attempts";
+/// Standard Webhooks: the event's id, the same on every attempt (events out).
+pub(crate) const HEADER_WEBHOOK_ID: &str = "webhook-id";
+/// Standard Webhooks: Unix seconds of the attempt (events out).
+pub(crate) const HEADER_WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+/// Standard Webhooks: `v1,<base64 HMAC-SHA256>`, space-separated when several (events out).
+pub(crate) const HEADER_WEBHOOK_SIGNATURE: &str = "webhook-signature";

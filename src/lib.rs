@@ -59,7 +59,9 @@ mod webhooks;
 pub use app::{app, serve, serve_all};
 pub use config::{
     ApiKey, Config, ConfigError, KeyRequirement, LogFormat, SigningSecret, WebhookToken,
+    events_secret_from_env,
 };
+pub use events::receive::receive_events;
 pub use sends::{SEND_TYPES, SendKind, SendType};
 pub use server::{FdLimit, Options as ServerOptions, fd_limit, raise_fd_limit};
 pub use shutdown::signal;
@@ -88,6 +90,15 @@ pub mod internals {
         outcome::GatewayReply,
         phone::PhoneNumber,
     };
+
+    pub use crate::config::SigningSecret;
+
+    /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, exactly as events out are
+    /// signed. Public only so the interoperability test (tests/api/events_interop.rs) can
+    /// hand our signature to an independent Standard Webhooks implementation.
+    pub fn sign_event(secret: &SigningSecret, id: &str, timestamp: u64, body: &[u8]) -> String {
+        crate::events::sign::sign(secret, id, timestamp, body)
+    }
 
     /// Validates `body` as a send of `kind`; says whether it passed (the parts bench
     /// measures this step).

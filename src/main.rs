@@ -47,6 +47,17 @@ enum Command {
         #[arg(long, env = MOCK_LISTEN.name, default_value = MOCK_LISTEN.default)]
         listen: SocketAddr,
     },
+    /// Receive the relay's events: verify each one's Standard Webhooks signature with
+    /// RELAY_EVENTS_SECRET (or RELAY_EVENTS_SECRET_FILE), answer 204 and print it to stdout as
+    /// one JSON line; answer 401 to the rest.
+    EventsReceive {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Answer 503 to the first N deliveries of each webhook-id, to watch the retries.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        fail_first: u32,
+    },
     /// Probe a running relay's /healthz: exit 0 if it answers 200 within 2 s, 1 otherwise.
     Healthcheck {
         /// URL to probe [default: /healthz on RELAY_LISTEN's port, on 127.0.0.1].
@@ -71,6 +82,9 @@ fn main() -> ExitCode {
         match command {
             Command::MockGateway { listen } => run_mock_gateway(listen).await,
             Command::Serve { mock_upstream } => run_relay(mock_upstream).await,
+            Command::EventsReceive { listen, fail_first } => {
+                run_events_receive(listen, fail_first).await
+            }
             Command::Healthcheck { .. } => ExitCode::SUCCESS,
         }
     })
@@ -269,6 +283,24 @@ async fn run_mock_gateway(listen: SocketAddr) -> ExitCode {
     tracing::info!(%listen, accepts_any_key = any, "mock gateway ready");
     match axum::serve(listener, mock::router(accept))
         .with_graceful_shutdown(lipachat_relay::signal())
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(1, &format!("server error: {error}")),
+    }
+}
+
+async fn run_events_receive(listen: SocketAddr, fail_first: u32) -> ExitCode {
+    // Only the secret is read: the receiver runs beside the relay, not as one.
+    let secret = match lipachat_relay::events_secret_from_env() {
+        Ok(secret) => secret,
+        Err(error) => return fail(2, &error.to_string()),
+    };
+    let listener = match TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(1, &format!("cannot listen on {listen}: {error}")),
+    };
+    match lipachat_relay::receive_events(listener, secret, fail_first, lipachat_relay::signal())
         .await
     {
         Ok(()) => ExitCode::SUCCESS,

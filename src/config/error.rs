@@ -9,6 +9,14 @@ pub enum ConfigError {
     /// A required variable is not set.
     #[error("{0}: is required (or set {file})", file = API_KEY_FILE.name)]
     Missing(&'static str),
+    /// Neither a secret's variable nor its `_FILE` form is set, and the command needs it.
+    #[error("{var}: is required (or set {file})")]
+    MissingSecret {
+        /// The variable.
+        var: &'static str,
+        /// Its `_FILE` form.
+        file: &'static str,
+    },
     /// A variable another one needs is not set.
     #[error("{var}: is required when {with} is set")]
     Required {

@@ -27,7 +27,7 @@ use url::Url;
 use crate::phone::PhoneNumber;
 pub use error::ConfigError;
 pub(crate) use secret::RedisUrls;
-pub use secret::{ApiKey, SigningSecret, WebhookToken};
+pub use secret::{ApiKey, SigningSecret, WebhookToken, events_secret_from_env};
 pub(crate) use vars::VARIABLES;
 use vars::{
     API_KEY, API_KEY_FILE, ATTEMPT_TIMEOUT_MS, BASE_URL, BODY_TIMEOUT_MS, DEADLINE_MS,

@@ -208,6 +208,33 @@ pub(super) fn signing_secret(
         })
 }
 
+/// The signing secret alone, from `RELAY_EVENTS_SECRET` or `RELAY_EVENTS_SECRET_FILE`:
+/// `events-receive` needs nothing else, so nothing else is read or checked.
+pub fn events_secret_from_env() -> Result<SigningSecret, ConfigError> {
+    events_secret_from_vars(std::env::vars_os())
+}
+
+/// [`events_secret_from_env`] over a literal list of `(name, value)` pairs.
+pub(crate) fn events_secret_from_vars<I, K, V>(vars: I) -> Result<SigningSecret, ConfigError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let own = super::own_variables(vars)?;
+    let get = |var: &Var| {
+        own.iter()
+            .find(|(name, _)| name == var.name)
+            .map(|(_, value)| value.as_str())
+    };
+    signing_secret(get(&EVENTS_SECRET), get(&EVENTS_SECRET_FILE))?.ok_or(
+        ConfigError::MissingSecret {
+            var: EVENTS_SECRET.name,
+            file: EVENTS_SECRET_FILE.name,
+        },
+    )
+}
+
 /// A secret set inline or as a file, not both: the variable it came from and its text.
 pub(super) fn secret_text(
     inline_var: &'static Var,
@@ -398,6 +425,62 @@ mod tests {
         assert!(
             err.to_string().starts_with("RELAY_REDIS_URL_FILE:"),
             "{err}"
+        );
+    }
+
+    const EVENTS_SECRET_TEXT: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn the_events_secret_alone_is_read_inline_or_from_a_file() {
+        let inline = events_secret_from_vars([("RELAY_EVENTS_SECRET", EVENTS_SECRET_TEXT)]);
+        assert_eq!(
+            inline.unwrap(),
+            SigningSecret::parse(EVENTS_SECRET_TEXT).unwrap()
+        );
+        let path = std::env::temp_dir().join(format!("events-secret-{:x}", fastrand::u64(..)));
+        std::fs::write(&path, format!("{EVENTS_SECRET_TEXT}\n")).unwrap();
+        let from_file =
+            events_secret_from_vars([("RELAY_EVENTS_SECRET_FILE", path.to_str().unwrap())]);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            from_file.unwrap(),
+            SigningSecret::parse(EVENTS_SECRET_TEXT).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_missing_events_secret_names_both_variables() {
+        let error = events_secret_from_vars([("LIPACHAT_API_KEY", "k")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "RELAY_EVENTS_SECRET: is required (or set RELAY_EVENTS_SECRET_FILE)"
+        );
+    }
+
+    #[test]
+    fn a_bad_events_secret_names_the_variable_and_not_the_value() {
+        for (var, value) in [
+            ("RELAY_EVENTS_SECRET", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("RELAY_EVENTS_SECRET", "whsec_c2hvcnQ="),
+            ("RELAY_EVENTS_SECRET_FILE", "/nonexistent/secret"),
+        ] {
+            let error = events_secret_from_vars([(var, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(var), "{error}");
+            assert!(
+                !error.contains("MfKQ9r8GKYqrTwjUPD8") && !error.contains("c2hvcnQ"),
+                "{error}"
+            );
+        }
+        let both = events_secret_from_vars([
+            ("RELAY_EVENTS_SECRET", EVENTS_SECRET_TEXT),
+            ("RELAY_EVENTS_SECRET_FILE", "/x"),
+        ]);
+        assert!(
+            both.unwrap_err()
+                .to_string()
+                .starts_with("RELAY_EVENTS_SECRET_FILE")
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Events out (SPEC "Events out"): each status change, inbound message and unrecognised
 //! callback, POSTed to `RELAY_EVENTS_URL`, signed as Standard Webhooks says (`sign`), delivered
 //! at least once with back-off (`deliver`), waiting in this process's memory (`memory`) or in
-//! a Redis stream shared by the replicas (`redis`).
+//! a Redis stream shared by the replicas (`redis`); `receive` is the `events-receive` command,
+//! a receiver that verifies them.
 //!
 //! An event's id is made from what it reports (the message and its status; the inbound
 //! message's id; the unrecognised body), not drawn at random: every replica and every retry of
@@ -10,6 +11,7 @@
 
 pub(crate) mod deliver;
 pub(crate) mod memory;
+pub(crate) mod receive;
 pub(crate) mod redis;
 pub(crate) mod sign;
 pub(crate) mod worker;

@@ -147,18 +147,18 @@ impl LifecycleMetrics {
         // Every series at zero from the start, so a dashboard sees them before the first one.
         for kind in WebhookKind::ALL {
             for result in WebhookResult::ALL {
-                metrics.webhooks.get_or_create(&WebhookLabels {
+                drop(metrics.webhooks.get_or_create(&WebhookLabels {
                     kind: kind.as_str(),
                     result: result.as_str(),
-                });
+                }));
             }
         }
         for kind in crate::events::EventType::ALL {
             for result in EventResult::ALL {
-                metrics.events.get_or_create(&EventLabels {
+                drop(metrics.events.get_or_create(&EventLabels {
                     r#type: kind.name(),
                     result: result.as_str(),
-                });
+                }));
             }
         }
         metrics

@@ -5,6 +5,7 @@
 mod binary;
 mod dedup;
 mod docs;
+mod events_interop;
 mod faults;
 mod helpers;
 mod lifecycle;

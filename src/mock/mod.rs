@@ -11,6 +11,11 @@
 //! once. The list keeps the most recent `MAX_RECORDED_SENDS` so a long demo cannot grow
 //! without bound. `GET /api/v1/template/{number}` answers every business number with the same
 //! small list of templates, in the shape of the "Listing Message Templates" page.
+//!
+//! Its webhook side, when [`Options::callback_url`] is set: `callbacks` posts each accepted
+//! send's status callbacks; `GET /mock/callbacks` lists what was posted.
+
+mod callbacks;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -32,11 +37,15 @@ use crate::sends::media::MediaType;
 use crate::sends::{SEND_TYPES, SendKind};
 use crate::upstream::GATEWAY_TEMPLATES_PATH;
 use crate::validate::validate;
+use callbacks::{Accepted, Callbacks};
+use url::Url;
 
 /// Where the mock lists the sends it accepted.
 pub(crate) const PATH_SENDS: &str = "/mock/sends";
 /// Accepted sends remembered for `GET /mock/sends`.
 pub(crate) const MAX_RECORDED_SENDS: usize = 100_000;
+/// Where the mock lists the callbacks it posted.
+pub(crate) const PATH_CALLBACKS: &str = "/mock/callbacks";
 
 /// Which `apiKey` the mock accepts.
 #[derive(Clone, Debug)]
@@ -58,13 +67,47 @@ struct Sent {
 struct MockState {
     accept: Accept,
     sends: Arc<Mutex<VecDeque<Sent>>>,
+    callbacks: Callbacks,
 }
 
-/// The mock's router.
+/// How the mock runs: the key it accepts and where it posts its webhook callbacks.
+pub struct Options {
+    accept: Accept,
+    callback_url: Option<Url>,
+}
+
+impl Options {
+    /// A mock accepting `accept`, posting no callbacks.
+    pub fn new(accept: Accept) -> Self {
+        Self {
+            accept,
+            callback_url: None,
+        }
+    }
+
+    /// Posts status callbacks to `url`; `None`: none.
+    pub fn callback_url(mut self, url: Option<Url>) -> Self {
+        self.callback_url = url;
+        self
+    }
+
+    /// The mock's router; fails only when the callbacks' HTTP client cannot be built.
+    pub fn router(self) -> std::io::Result<Router> {
+        let callbacks = Callbacks::new(self.callback_url)?;
+        Ok(build(self.accept, callbacks))
+    }
+}
+
+/// The mock's router, posting no callbacks.
 pub fn router(accept: Accept) -> Router {
+    build(accept, Callbacks::disabled())
+}
+
+fn build(accept: Accept, callbacks: Callbacks) -> Router {
     let state = MockState {
         accept,
         sends: Arc::new(Mutex::new(VecDeque::new())),
+        callbacks,
     };
     let mut router = Router::new();
     for send_type in &SEND_TYPES {
@@ -81,6 +124,7 @@ pub fn router(accept: Accept) -> Router {
     router
         .route(crate::templates::ALIAS_PATH, get(templates))
         .route(PATH_SENDS, get(sends))
+        .route(PATH_CALLBACKS, get(callback_listing))
         .route(
             "/healthz",
             get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
@@ -133,7 +177,7 @@ async fn send(
     if !authorised(&state.accept, &headers) {
         return invalid_credentials();
     }
-    let Some(message_id) = acceptable(kind, &body) else {
+    let Some(Acceptable { message_id, to }) = acceptable(kind, &body) else {
         return bad_request(path);
     };
     if let Ok(mut sends) = state.sends.lock() {
@@ -146,6 +190,11 @@ async fn send(
         });
     }
     let wa_id = format!("wamid.{:032X}", fastrand::u128(..));
+    state.callbacks.after_send(&Accepted {
+        message_id: &message_id,
+        wa_id: &wa_id,
+        to: &to,
+    });
     json_response(
         StatusCode::OK,
         json!({"timestamp": now_rfc3339(),
@@ -155,10 +204,18 @@ async fn send(
     )
 }
 
+/// What the mock keeps of a body it accepts.
+#[derive(Debug, PartialEq, Eq)]
+struct Acceptable {
+    message_id: String,
+    /// The recipient, digits only: it picks the failure callbacks.
+    to: String,
+}
+
 /// The gateway's own checks on a body as the relay forwards it: the type's documented rules,
 /// phone numbers as digits only, media types upper-case, `longtitude` as the location page spells
-/// it. Returns the messageId.
-fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
+/// it.
+fn acceptable(kind: SendKind, body: &[u8]) -> Option<Acceptable> {
     let request = validate(kind.rules(), body, None).ok()?;
     let value: Value = serde_json::from_slice(body).ok()?;
     let text = |name: &str| value.get(name).and_then(Value::as_str);
@@ -178,7 +235,11 @@ fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
         | SendKind::RequestLocation
         | SendKind::Flows => true,
     };
-    spelled.then(|| request.message_id.into())
+    spelled.then_some(())?;
+    Some(Acceptable {
+        message_id: request.message_id.into(),
+        to: text("to")?.to_owned(),
+    })
 }
 
 /// `GET /api/v1/template/{number}`: the same two templates for every business number given
@@ -267,6 +328,11 @@ async fn sends(State(state): State<MockState>) -> Response {
     )
 }
 
+/// `GET /mock/callbacks`.
+async fn callback_listing(State(state): State<MockState>) -> Response {
+    json_response(StatusCode::OK, state.callbacks.listing())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,8 +371,11 @@ mod tests {
     fn every_type_accepts_its_documented_example() {
         for kind in SendKind::ALL {
             assert_eq!(
-                acceptable(kind, forwarded(kind).to_string().as_bytes()).as_deref(),
-                Some("m-1"),
+                acceptable(kind, forwarded(kind).to_string().as_bytes()),
+                Some(Acceptable {
+                    message_id: "m-1".to_owned(),
+                    to: "254712345678".to_owned()
+                }),
                 "{kind:?}"
             );
         }

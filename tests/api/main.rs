@@ -9,6 +9,7 @@ mod faults;
 mod helpers;
 mod limits;
 mod media;
+mod mock_callbacks;
 mod operations;
 mod redis_server;
 mod retries;

@@ -1,5 +1,5 @@
 //! The mock's webhook side (SPEC "Mock gateway"): what Lipachat posts to a business's webhook
-//! URL after a send — status callbacks.
+//! URL after a send — status callbacks — and when a customer writes — inbound messages.
 //!
 //! Each accepted send gets a fixed [`plan`] of callbacks, decided when the send is accepted and
 //! posted from a task of its own, so the send's answer never waits for them. The plan is pure
@@ -233,6 +233,17 @@ impl Callbacks {
         });
     }
 
+    /// Posts one callback (an inbound message), from a task of its own; `false` when no
+    /// callback URL is set.
+    pub(crate) fn post_now(&self, body: Value) -> bool {
+        let Some(target) = self.target.clone() else {
+            return false;
+        };
+        let log = Arc::clone(&self.log);
+        tokio::spawn(async move { post(&target, &log, body).await });
+        true
+    }
+
     /// `GET /mock/callbacks`: every callback recorded, in the order of its first attempt.
     pub(crate) fn listing(&self) -> Value {
         let list: Vec<Value> = self
@@ -309,7 +320,7 @@ async fn post(target: &Target, log: &Mutex<Log>, body: Value) {
                 let field = |name| body.get(name).and_then(Value::as_str).unwrap_or_default();
                 tracing::warn!(
                     message_id = field("messageId"),
-                    kind = field("status"),
+                    kind = body.get("status").map_or("inbound", |_| field("status")),
                     attempts = attempt,
                     last = %answer.map_or_else(|error| error, |status| status.to_string()),
                     "mock callback dropped: no 2xx answer"

@@ -13,9 +13,11 @@
 //! small list of templates, in the shape of the "Listing Message Templates" page.
 //!
 //! Its webhook side, when [`Options::callback_url`] is set: `callbacks` posts each accepted
-//! send's status callbacks; `GET /mock/callbacks` lists what was posted.
+//! send's status callbacks and `inbound` the customer messages of `POST /mock/inbound`; `GET
+//! /mock/callbacks` lists what was posted.
 
 mod callbacks;
+mod inbound;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,7 @@ use crate::sends::{SEND_TYPES, SendKind};
 use crate::upstream::GATEWAY_TEMPLATES_PATH;
 use crate::validate::validate;
 use callbacks::{Accepted, Callbacks};
+use inbound::{Inbound, PATH_INBOUND};
 use url::Url;
 
 /// Where the mock lists the sends it accepted.
@@ -85,7 +88,7 @@ impl Options {
         }
     }
 
-    /// Posts status callbacks to `url`; `None`: none.
+    /// Posts status callbacks and inbound messages to `url`; `None`: none.
     pub fn callback_url(mut self, url: Option<Url>) -> Self {
         self.callback_url = url;
         self
@@ -125,6 +128,7 @@ fn build(accept: Accept, callbacks: Callbacks) -> Router {
         .route(crate::templates::ALIAS_PATH, get(templates))
         .route(PATH_SENDS, get(sends))
         .route(PATH_CALLBACKS, get(callback_listing))
+        .route(PATH_INBOUND, post(inbound))
         .route(
             "/healthz",
             get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
@@ -164,6 +168,16 @@ fn bad_request(path: &str) -> Response {
         StatusCode::BAD_REQUEST,
         json!({"timestamp": now_rfc3339(), "status": 400, "error": "Bad Request",
                "path": path}),
+    )
+}
+
+/// The Spring-style answer with a `message`, for the mock's own endpoints.
+fn refused(status: StatusCode, path: &str, message: &str) -> Response {
+    json_response(
+        status,
+        json!({"timestamp": now_rfc3339(), "status": status.as_u16(),
+               "error": status.canonical_reason().unwrap_or_default(),
+               "message": message, "path": path}),
     )
 }
 
@@ -331,6 +345,26 @@ async fn sends(State(state): State<MockState>) -> Response {
 /// `GET /mock/callbacks`.
 async fn callback_listing(State(state): State<MockState>) -> Response {
     json_response(StatusCode::OK, state.callbacks.listing())
+}
+
+/// `POST /mock/inbound`: 202 with the new `messageId` once the post is under way, 400 naming
+/// the bad field, 409 when no callback URL is set.
+async fn inbound(State(state): State<MockState>, body: Bytes) -> Response {
+    let message = match Inbound::parse(&body) {
+        Ok(message) => message,
+        Err(refusal) => {
+            return refused(StatusCode::BAD_REQUEST, PATH_INBOUND, &refusal.to_string());
+        }
+    };
+    let message_id = inbound::new_message_id();
+    if !state.callbacks.post_now(message.callback(&message_id)) {
+        return refused(
+            StatusCode::CONFLICT,
+            PATH_INBOUND,
+            "no callback URL: start the mock with MOCK_CALLBACK_URL set",
+        );
+    }
+    json_response(StatusCode::ACCEPTED, json!({"messageId": message_id}))
 }
 
 #[cfg(test)]

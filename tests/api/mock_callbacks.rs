@@ -1,6 +1,6 @@
 //! SPEC "Mock gateway", its webhook side: the status callbacks the mock posts for each send it
 //! accepts (DELIVERED then READ, FAILED 131026 / 131047, the duplicate and READ-first quirks,
-//! retries) and `GET /mock/callbacks`. A small receiver on 127.0.0.1 records every callback on a channel,
+//! retries), `POST /mock/inbound` and `GET /mock/callbacks`. A small receiver on 127.0.0.1 records every callback on a channel,
 //! so each test awaits what it expects rather than sleeping.
 
 use std::collections::VecDeque;
@@ -404,7 +404,74 @@ async fn a_receiver_that_never_answers_does_not_hold_the_sends() {
 }
 
 #[tokio::test]
-async fn without_a_callback_url_nothing_is_posted_or_listed() {
+async fn inbound_posts_a_text_message_in_the_documented_shape() {
+    let key = random_key();
+    let mut receiver = Receiver::start().await;
+    let base = start_mock_posting_to(&key, &receiver.url).await;
+
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/mock/inbound"))
+        .json(&json!({"from": "+254 712 345 678", "to": "254110090747", "text": "Where is my order?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let answer: Value = answer.json().await.unwrap();
+    let message_id = answer["messageId"].as_str().unwrap();
+    assert_eq!(message_id.len(), 36, "{message_id}");
+
+    let inbound = receiver.next().await;
+    assert_eq!(
+        inbound.body,
+        json!({"messageId": message_id, "from": "254712345678", "to": "254110090747",
+               "profileName": "Mock Customer", "type": "TEXT", "text": "Where is my order?"})
+    );
+    let listed = settled(&base, 1).await;
+    assert_eq!(listed[0]["body"], inbound.body);
+    assert_eq!(listed[0]["outcome"], "delivered");
+}
+
+#[tokio::test]
+async fn inbound_refuses_bad_input_naming_the_field() {
+    let key = random_key();
+    let receiver = Receiver::start().await;
+    let base = start_mock_posting_to(&key, &receiver.url).await;
+    let client = reqwest::Client::new();
+    let good = json!({"from": "254712345678", "to": "254110090747", "text": "Hi"});
+    let mut cases: Vec<(String, &str)> = vec![("not json".to_owned(), "body")];
+    for (field, bad) in [
+        ("from", json!("12")),
+        ("to", json!(null)),
+        ("text", json!("")),
+    ] {
+        let mut body = good.clone();
+        body[field] = bad;
+        cases.push((body.to_string(), field));
+    }
+    for (body, field) in cases {
+        let answer = client
+            .post(format!("{base}/mock/inbound"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{body}");
+        let answer: Value = answer.json().await.unwrap();
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{field}: ")),
+            "{body}: {answer}"
+        );
+        assert_eq!(answer["path"], "/mock/inbound");
+    }
+    assert_eq!(callbacks(&base).await["count"], 0, "nothing was posted");
+}
+
+#[tokio::test]
+async fn without_a_callback_url_inbound_is_409_and_nothing_is_posted() {
     let key = random_key();
     let router = lipachat_relay::mock::router(Accept::Key(ApiKey::new(key.as_str())));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -412,6 +479,21 @@ async fn without_a_callback_url_nothing_is_posted_or_listed() {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let base = format!("http://{address}");
 
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/mock/inbound"))
+        .json(&json!({"from": "254712345678", "to": "254110090747", "text": "Hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 409);
+    let answer: Value = answer.json().await.unwrap();
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("MOCK_CALLBACK_URL"),
+        "{answer}"
+    );
     send_text(&base, &key, "order-8", "254712345678").await;
     assert_eq!(callbacks(&base).await, json!({"count": 0, "callbacks": []}));
 }

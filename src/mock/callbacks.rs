@@ -15,12 +15,16 @@
 //! recorded, in order, for `GET /mock/callbacks`, bounded like `/mock/sends`.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use url::Url;
+
+use crate::config::ConfigError;
+use crate::config::vars::MOCK_CALLBACK_URL;
 
 /// Callbacks remembered for `GET /mock/callbacks`.
 pub(crate) const MAX_RECORDED_CALLBACKS: usize = 100_000;
@@ -38,6 +42,32 @@ pub(crate) const BACKOFF: [Duration; 3] = [
 ];
 /// One attempt's limit: a receiver that takes longer counts as not answering.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The relay's webhook path, before its token (SPEC "Webhooks in").
+pub(crate) const RELAY_WEBHOOK_PATH: &str = "/webhooks/lipachat/";
+
+/// `MOCK_CALLBACK_URL`'s value: an `http://` or `https://` URL with a host. Never quoted back:
+/// the relay's own webhook URL carries its token.
+pub fn parse_callback_url(text: &str) -> Result<Url, ConfigError> {
+    Url::parse(text.trim())
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .filter(|url| url.host_str().is_some_and(|host| !host.is_empty()))
+        .ok_or_else(|| ConfigError::InvalidSecret {
+            var: MOCK_CALLBACK_URL.name,
+            reason: "must be an http:// or https:// URL with a host".to_owned(),
+        })
+}
+
+/// The relay's own webhook URL on `listen` (`RELAY_WEBHOOK_LISTEN`), via loopback when it
+/// listens on every address: where `serve --mock-upstream` points its mock.
+pub fn relay_webhook_url(listen: SocketAddr, token: &str) -> Result<Url, url::ParseError> {
+    let host = if listen.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+    } else {
+        listen
+    };
+    Url::parse(&format!("http://{host}{RELAY_WEBHOOK_PATH}{token}"))
+}
 
 /// A send the mock accepted, as its callbacks describe it.
 pub(crate) struct Accepted<'a> {
@@ -413,6 +443,41 @@ mod tests {
         }
         let failed = plan(&send("m-e", "254712340047"), SystemTime::UNIX_EPOCH);
         assert_eq!(statuses(&failed), [("FAILED", 100)]);
+    }
+
+    #[test]
+    fn a_callback_url_must_be_http_with_a_host_and_is_never_quoted() {
+        assert!(parse_callback_url("http://127.0.0.1:8081/hook").is_ok());
+        assert!(parse_callback_url(" https://example.com/x ").is_ok());
+        for bad in [
+            "ftp://x/secret-token",
+            "secret-token",
+            "mailto:secret-token@x",
+            "http://",
+            "",
+        ] {
+            let error = parse_callback_url(bad).unwrap_err().to_string();
+            assert!(error.starts_with("MOCK_CALLBACK_URL: must be"), "{error}");
+            assert!(!error.contains("secret-token"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_relays_webhook_url_goes_through_loopback_when_it_listens_on_all() {
+        let token = "t".repeat(32);
+        for (listen, origin) in [
+            ("0.0.0.0:8081", "http://127.0.0.1:8081"),
+            ("[::]:8081", "http://127.0.0.1:8081"),
+            ("127.0.0.2:9000", "http://127.0.0.2:9000"),
+            ("[::1]:9000", "http://[::1]:9000"),
+        ] {
+            let url = relay_webhook_url(listen.parse().unwrap(), &token).unwrap();
+            assert_eq!(
+                url.as_str(),
+                format!("{origin}/webhooks/lipachat/{token}"),
+                "{listen}"
+            );
+        }
     }
 
     #[test]

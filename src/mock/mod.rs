@@ -40,6 +40,7 @@ use crate::sends::{SEND_TYPES, SendKind};
 use crate::upstream::GATEWAY_TEMPLATES_PATH;
 use crate::validate::validate;
 use callbacks::{Accepted, Callbacks};
+pub use callbacks::{parse_callback_url, relay_webhook_url};
 use inbound::{Inbound, PATH_INBOUND};
 use url::Url;
 
@@ -88,7 +89,8 @@ impl Options {
         }
     }
 
-    /// Posts status callbacks and inbound messages to `url`; `None`: none.
+    /// Posts status callbacks and inbound messages to `url` (`MOCK_CALLBACK_URL`, or the
+    /// relay's own webhook URL); `None`: none.
     pub fn callback_url(mut self, url: Option<Url>) -> Self {
         self.callback_url = url;
         self

@@ -1,6 +1,7 @@
 //! SPEC "Mock gateway", its webhook side: the status callbacks the mock posts for each send it
 //! accepts (DELIVERED then READ, FAILED 131026 / 131047, the duplicate and READ-first quirks,
-//! retries), `POST /mock/inbound` and `GET /mock/callbacks`. A small receiver on 127.0.0.1 records every callback on a channel,
+//! retries), `POST /mock/inbound`, `GET /mock/callbacks`, and `MOCK_CALLBACK_URL` in the
+//! `mock-gateway` command. A small receiver on 127.0.0.1 records every callback on a channel,
 //! so each test awaits what it expects rather than sleeping.
 
 use std::collections::VecDeque;
@@ -12,12 +13,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
 use lipachat_relay::mock::{Accept, Options};
+use lipachat_relay::variables::MOCK_CALLBACK_URL;
 use lipachat_relay::{ApiKey, SEND_TYPES, SendKind};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::helpers::{EVENT_TIMEOUT, free_port, random_key, spawn_app_with, wait_until};
+use crate::helpers::{
+    EVENT_TIMEOUT, binary, free_port, log_line, log_lines, random_key, spawn_app_with, terminate,
+    wait_for_status, wait_until,
+};
 
 /// A callback as the receiver got it.
 #[derive(Debug)]
@@ -518,4 +523,76 @@ async fn a_send_through_the_relay_gets_callbacks_with_the_relays_wa_id() {
     assert_eq!(statuses(&bodies), ["DELIVERED", "READ"]);
     assert_eq!(bodies[0]["waId"], answer["data"]["waId"]);
     assert_eq!(bodies[0]["messageId"], "relayed-1");
+}
+
+#[tokio::test]
+async fn the_mock_gateway_command_posts_to_mock_callback_url() {
+    let mut receiver = Receiver::start().await;
+    let key = random_key();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut command = binary(&["mock-gateway"]);
+    command
+        .env("MOCK_LISTEN", &listen)
+        .env("LIPACHAT_API_KEY", &key)
+        .env(MOCK_CALLBACK_URL.name, &receiver.url);
+    let _mock = command.spawn().unwrap();
+    let base = format!("http://{listen}");
+    wait_for_status(&format!("{base}/healthz"), 200).await;
+
+    send_text(&base, &key, "cli-1", "254712345678").await;
+    assert_eq!(statuses(&receiver.bodies(2).await), ["DELIVERED", "READ"]);
+}
+
+#[tokio::test]
+async fn a_malformed_mock_callback_url_exits_2_without_quoting_it() {
+    let mut command = binary(&["mock-gateway"]);
+    command
+        .env("MOCK_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            MOCK_CALLBACK_URL.name,
+            "ftp://relay/webhooks/lipachat/secret-token",
+        );
+    let output = tokio::time::timeout(EVENT_TIMEOUT, command.spawn().unwrap().wait_with_output())
+        .await
+        .expect("the binary did not exit")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "lipachat-relay: MOCK_CALLBACK_URL: must be an http:// or https:// URL with a host"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stderr.contains("secret-token") && !stdout.contains("secret-token"));
+}
+
+/// The wiring only: the relay's webhook listener itself is tested where it lives.
+#[tokio::test]
+async fn serve_with_mock_upstream_gives_its_mock_callbacks_only_with_the_webhook_listener() {
+    let token = format!("tok{:032x}", fastrand::u128(..));
+    let webhook_listen = format!("127.0.0.1:{}", free_port());
+    for (webhooks, expected) in [(true, true), (false, false)] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut command = binary(&["serve", "--mock-upstream"]);
+        command.env("RELAY_LISTEN", &listen);
+        if webhooks {
+            command
+                .env("RELAY_WEBHOOK_LISTEN", &webhook_listen)
+                .env("RELAY_WEBHOOK_TOKEN", &token);
+        }
+        let mut relay = command.spawn().unwrap();
+        wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+        terminate(&relay);
+        tokio::time::timeout(EVENT_TIMEOUT, relay.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        let lines = log_lines(&mut relay).await;
+        let started = log_line(&lines, "mock gateway started (in process)");
+        assert_eq!(started["callbacks"], expected, "{started}");
+        assert!(
+            lines.iter().all(|line| !line.to_string().contains(&token)),
+            "the webhook token leaked into a log line"
+        );
+    }
 }

@@ -72,7 +72,8 @@ pub use telemetry::{LogSetupError, init as init_logs};
 /// binary names itself.
 pub mod variables {
     pub use crate::config::vars::{
-        LISTEN, MAX_CONNECTIONS, MOCK_LISTEN, VARIABLES, VARS, Var, WEBHOOK_LISTEN, help,
+        LISTEN, MAX_CONNECTIONS, MOCK_CALLBACK_URL, MOCK_LISTEN, VARIABLES, VARS, Var,
+        WEBHOOK_LISTEN, help,
     };
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use lipachat_relay::variables::{
-    self as vars, LISTEN, MAX_CONNECTIONS, MOCK_LISTEN, WEBHOOK_LISTEN,
+    self as vars, LISTEN, MAX_CONNECTIONS, MOCK_CALLBACK_URL, MOCK_LISTEN, WEBHOOK_LISTEN,
 };
 use lipachat_relay::{ApiKey, Config, KeyRequirement};
 use lipachat_relay::{AppState, mock, serve_all};
@@ -119,7 +119,7 @@ async fn run_relay(mock_upstream: bool) -> ExitCode {
         return fail(2, &error.to_string());
     }
     if mock_upstream {
-        match start_mock_upstream().await {
+        match start_mock_upstream(&config).await {
             Ok((base_url, key)) => {
                 config.base_url = base_url;
                 config.api_key = Some(key);
@@ -244,19 +244,30 @@ fn ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Starts the in-process mock on a free loopback port with a random key.
-async fn start_mock_upstream() -> std::io::Result<(url::Url, ApiKey)> {
+/// Starts the in-process mock on a free loopback port with a random key; it posts its
+/// callbacks to the relay's own webhook listener when that is on.
+async fn start_mock_upstream(config: &Config) -> std::io::Result<(url::Url, ApiKey)> {
     let key = ApiKey::new(format!("mock-{:032x}", fastrand::u128(..)));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let router = mock::router(mock::Accept::Key(key.clone()));
+    let callback_url = match &config.webhooks {
+        Some(webhooks) => Some(
+            mock::relay_webhook_url(webhooks.listen, webhooks.token.expose())
+                .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
+    let callbacks = callback_url.is_some();
+    let router = mock::Options::new(mock::Accept::Key(key.clone()))
+        .callback_url(callback_url)
+        .router()?;
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "mock gateway stopped");
         }
     });
     let base = url::Url::parse(&format!("http://{address}/")).map_err(std::io::Error::other)?;
-    tracing::info!(%address, "mock gateway started (in process)");
+    tracing::info!(%address, callbacks, "mock gateway started (in process)");
     Ok((base, key))
 }
 
@@ -272,6 +283,14 @@ async fn run_mock_gateway(listen: SocketAddr) -> ExitCode {
         ),
         Err(error) => return fail(2, &error.to_string()),
     };
+    // Unset or empty: no callbacks. Not UTF-8: `Config::from_env` has refused it already.
+    let callback_url = match std::env::var(MOCK_CALLBACK_URL.name) {
+        Ok(text) if !text.trim().is_empty() => match mock::parse_callback_url(&text) {
+            Ok(url) => Some(url),
+            Err(error) => return fail(2, &error.to_string()),
+        },
+        _ => None,
+    };
     if let Err(error) = lipachat_relay::init_logs(format) {
         return fail(2, &error.to_string());
     }
@@ -280,8 +299,19 @@ async fn run_mock_gateway(listen: SocketAddr) -> ExitCode {
         Err(error) => return fail(1, &format!("cannot listen on {listen}: {error}")),
     };
     let any = matches!(accept, mock::Accept::AnyKey);
-    tracing::info!(%listen, accepts_any_key = any, "mock gateway ready");
-    match axum::serve(listener, mock::router(accept))
+    // The URL's origin only: its path may carry the relay's webhook token.
+    let callbacks = callback_url
+        .as_ref()
+        .map(|url| url.origin().ascii_serialization());
+    let router = match mock::Options::new(accept)
+        .callback_url(callback_url)
+        .router()
+    {
+        Ok(router) => router,
+        Err(error) => return fail(1, &format!("cannot start the mock gateway: {error}")),
+    };
+    tracing::info!(%listen, accepts_any_key = any, callbacks, "mock gateway ready");
+    match axum::serve(listener, router)
         .with_graceful_shutdown(lipachat_relay::signal())
         .await
     {

@@ -357,9 +357,18 @@ pub const MOCK_LISTEN: Var = Var {
     values: Values::Text,
     help: "listen address of the mock-gateway command (the relay does not read it)",
 };
+/// `MOCK_CALLBACK_URL`: where the mock gateway posts its webhook callbacks.
+pub const MOCK_CALLBACK_URL: Var = Var {
+    name: "MOCK_CALLBACK_URL",
+    default: None,
+    // A URL like the relay's own webhook URL carries a token in its path: never quoted back.
+    values: Values::Secret,
+    help: "http(s) URL the mock-gateway command posts status and inbound callbacks to; unset = \
+           none (the relay does not read it)",
+};
 
 /// Every variable, in the order the docs list them.
-pub const VARS: [Var; 40] = [
+pub const VARS: [Var; 41] = [
     API_KEY,
     API_KEY_FILE,
     BASE_URL,
@@ -400,6 +409,7 @@ pub const VARS: [Var; 40] = [
     EVENTS_MAX_AGE_SECS,
     EVENTS_MAX_PENDING,
     MOCK_LISTEN,
+    MOCK_CALLBACK_URL,
 ];
 
 /// The names of [`VARS`]: only these must be UTF-8.

@@ -11,6 +11,7 @@ mod helpers;
 mod lifecycle;
 mod limits;
 mod media;
+mod mock_callbacks;
 mod operations;
 mod redis_server;
 mod retries;

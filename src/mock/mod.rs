@@ -11,6 +11,13 @@
 //! once. The list keeps the most recent `MAX_RECORDED_SENDS` so a long demo cannot grow
 //! without bound. `GET /api/v1/template/{number}` answers every business number with the same
 //! small list of templates, in the shape of the "Listing Message Templates" page.
+//!
+//! Its webhook side, when [`Options::callback_url`] is set: `callbacks` posts each accepted
+//! send's status callbacks and `inbound` the customer messages of `POST /mock/inbound`; `GET
+//! /mock/callbacks` lists what was posted.
+
+mod callbacks;
+mod inbound;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -32,11 +39,17 @@ use crate::sends::media::MediaType;
 use crate::sends::{SEND_TYPES, SendKind};
 use crate::upstream::GATEWAY_TEMPLATES_PATH;
 use crate::validate::validate;
+use callbacks::{Accepted, Callbacks};
+pub use callbacks::{parse_callback_url, relay_webhook_url};
+use inbound::{Inbound, PATH_INBOUND};
+use url::Url;
 
 /// Where the mock lists the sends it accepted.
 pub(crate) const PATH_SENDS: &str = "/mock/sends";
 /// Accepted sends remembered for `GET /mock/sends`.
 pub(crate) const MAX_RECORDED_SENDS: usize = 100_000;
+/// Where the mock lists the callbacks it posted.
+pub(crate) const PATH_CALLBACKS: &str = "/mock/callbacks";
 
 /// Which `apiKey` the mock accepts.
 #[derive(Clone, Debug)]
@@ -58,13 +71,48 @@ struct Sent {
 struct MockState {
     accept: Accept,
     sends: Arc<Mutex<VecDeque<Sent>>>,
+    callbacks: Callbacks,
 }
 
-/// The mock's router.
+/// How the mock runs: the key it accepts and where it posts its webhook callbacks.
+pub struct Options {
+    accept: Accept,
+    callback_url: Option<Url>,
+}
+
+impl Options {
+    /// A mock accepting `accept`, posting no callbacks.
+    pub fn new(accept: Accept) -> Self {
+        Self {
+            accept,
+            callback_url: None,
+        }
+    }
+
+    /// Posts status callbacks and inbound messages to `url` (`MOCK_CALLBACK_URL`, or the
+    /// relay's own webhook URL); `None`: none.
+    pub fn callback_url(mut self, url: Option<Url>) -> Self {
+        self.callback_url = url;
+        self
+    }
+
+    /// The mock's router; fails only when the callbacks' HTTP client cannot be built.
+    pub fn router(self) -> std::io::Result<Router> {
+        let callbacks = Callbacks::new(self.callback_url)?;
+        Ok(build(self.accept, callbacks))
+    }
+}
+
+/// The mock's router, posting no callbacks.
 pub fn router(accept: Accept) -> Router {
+    build(accept, Callbacks::disabled())
+}
+
+fn build(accept: Accept, callbacks: Callbacks) -> Router {
     let state = MockState {
         accept,
         sends: Arc::new(Mutex::new(VecDeque::new())),
+        callbacks,
     };
     let mut router = Router::new();
     for send_type in &SEND_TYPES {
@@ -81,6 +129,8 @@ pub fn router(accept: Accept) -> Router {
     router
         .route(crate::templates::ALIAS_PATH, get(templates))
         .route(PATH_SENDS, get(sends))
+        .route(PATH_CALLBACKS, get(callback_listing))
+        .route(PATH_INBOUND, post(inbound))
         .route(
             "/healthz",
             get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
@@ -123,6 +173,16 @@ fn bad_request(path: &str) -> Response {
     )
 }
 
+/// The Spring-style answer with a `message`, for the mock's own endpoints.
+fn refused(status: StatusCode, path: &str, message: &str) -> Response {
+    json_response(
+        status,
+        json!({"timestamp": now_rfc3339(), "status": status.as_u16(),
+               "error": status.canonical_reason().unwrap_or_default(),
+               "message": message, "path": path}),
+    )
+}
+
 async fn send(
     State(state): State<MockState>,
     kind: SendKind,
@@ -133,7 +193,7 @@ async fn send(
     if !authorised(&state.accept, &headers) {
         return invalid_credentials();
     }
-    let Some(message_id) = acceptable(kind, &body) else {
+    let Some(Acceptable { message_id, to }) = acceptable(kind, &body) else {
         return bad_request(path);
     };
     if let Ok(mut sends) = state.sends.lock() {
@@ -146,6 +206,11 @@ async fn send(
         });
     }
     let wa_id = format!("wamid.{:032X}", fastrand::u128(..));
+    state.callbacks.after_send(&Accepted {
+        message_id: &message_id,
+        wa_id: &wa_id,
+        to: &to,
+    });
     json_response(
         StatusCode::OK,
         json!({"timestamp": now_rfc3339(),
@@ -155,10 +220,18 @@ async fn send(
     )
 }
 
+/// What the mock keeps of a body it accepts.
+#[derive(Debug, PartialEq, Eq)]
+struct Acceptable {
+    message_id: String,
+    /// The recipient, digits only: it picks the failure callbacks.
+    to: String,
+}
+
 /// The gateway's own checks on a body as the relay forwards it: the type's documented rules,
 /// phone numbers as digits only, media types upper-case, `longtitude` as the location page spells
-/// it. Returns the messageId.
-fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
+/// it.
+fn acceptable(kind: SendKind, body: &[u8]) -> Option<Acceptable> {
     let request = validate(kind.rules(), body, None).ok()?;
     let value: Value = serde_json::from_slice(body).ok()?;
     let text = |name: &str| value.get(name).and_then(Value::as_str);
@@ -178,7 +251,11 @@ fn acceptable(kind: SendKind, body: &[u8]) -> Option<String> {
         | SendKind::RequestLocation
         | SendKind::Flows => true,
     };
-    spelled.then(|| request.message_id.into())
+    spelled.then_some(())?;
+    Some(Acceptable {
+        message_id: request.message_id.into(),
+        to: text("to")?.to_owned(),
+    })
 }
 
 /// `GET /api/v1/template/{number}`: the same two templates for every business number given
@@ -267,6 +344,31 @@ async fn sends(State(state): State<MockState>) -> Response {
     )
 }
 
+/// `GET /mock/callbacks`.
+async fn callback_listing(State(state): State<MockState>) -> Response {
+    json_response(StatusCode::OK, state.callbacks.listing())
+}
+
+/// `POST /mock/inbound`: 202 with the new `messageId` once the post is under way, 400 naming
+/// the bad field, 409 when no callback URL is set.
+async fn inbound(State(state): State<MockState>, body: Bytes) -> Response {
+    let message = match Inbound::parse(&body) {
+        Ok(message) => message,
+        Err(refusal) => {
+            return refused(StatusCode::BAD_REQUEST, PATH_INBOUND, &refusal.to_string());
+        }
+    };
+    let message_id = inbound::new_message_id();
+    if !state.callbacks.post_now(message.callback(&message_id)) {
+        return refused(
+            StatusCode::CONFLICT,
+            PATH_INBOUND,
+            "no callback URL: start the mock with MOCK_CALLBACK_URL set",
+        );
+    }
+    json_response(StatusCode::ACCEPTED, json!({"messageId": message_id}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,8 +407,11 @@ mod tests {
     fn every_type_accepts_its_documented_example() {
         for kind in SendKind::ALL {
             assert_eq!(
-                acceptable(kind, forwarded(kind).to_string().as_bytes()).as_deref(),
-                Some("m-1"),
+                acceptable(kind, forwarded(kind).to_string().as_bytes()),
+                Some(Acceptable {
+                    message_id: "m-1".to_owned(),
+                    to: "254712345678".to_owned()
+                }),
                 "{kind:?}"
             );
         }

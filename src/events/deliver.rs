@@ -11,7 +11,6 @@
 //! (`status 503`, `timeout`, `connection refused`…), never the receiver's body and never
 //! reqwest's message, which quotes the URL — and a receiver's URL may carry a token.
 
-
 use std::error::Error as _;
 use std::io::ErrorKind;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

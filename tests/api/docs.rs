@@ -11,6 +11,8 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::io::AsyncBufReadExt;
+
 use lipachat_relay::SEND_TYPES;
 use lipachat_relay::variables::{VARIABLES, VARS};
 
@@ -19,6 +21,7 @@ use crate::helpers::{EVENT_TIMEOUT, binary, free_port, spawn_app, terminate, wai
 /// The README's sections whose shell blocks hold its commands.
 const SET_UP_HEADING: &str = "Run it, test it";
 const WALKTHROUGH_HEADING: &str = "Send a message, then send it again";
+const LIFECYCLE_HEADING: &str = "What happened after SENT";
 /// The address the README's commands talk to (`RELAY_LISTEN`'s default).
 const README_ADDRESS: &str = "localhost:8080";
 
@@ -403,9 +406,10 @@ fn commands(block: &CodeBlock) -> Vec<String> {
         .collect()
 }
 
-/// The README's two shell blocks: the set-up commands and the walkthrough.
-fn readme_shell_blocks() -> (CodeBlock, CodeBlock) {
-    let mut blocks: Vec<CodeBlock> = parse(&read("README.md"))
+/// The README's shell blocks: the set-up commands, the walkthrough, and the after-SENT
+/// walkthrough.
+fn readme_blocks() -> Vec<CodeBlock> {
+    let blocks: Vec<CodeBlock> = parse(&read("README.md"))
         .blocks
         .into_iter()
         .filter(|block| matches!(block.language.as_str(), "sh" | "bash" | "shell" | "console"))
@@ -413,12 +417,47 @@ fn readme_shell_blocks() -> (CodeBlock, CodeBlock) {
     let headings: Vec<&str> = blocks.iter().map(|block| block.heading.as_str()).collect();
     assert_eq!(
         headings,
-        [SET_UP_HEADING, WALKTHROUGH_HEADING],
-        "README.md's commands are the set-up pair (CI runs them) and the walkthrough (this \
-         module runs it); other commands belong in docs/"
+        [SET_UP_HEADING, WALKTHROUGH_HEADING, LIFECYCLE_HEADING],
+        "README.md's commands are the set-up pair (CI runs them) and the two walkthroughs \
+         (this module runs them); other commands belong in docs/"
     );
-    let walkthrough = blocks.pop().unwrap();
-    (blocks.pop().unwrap(), walkthrough)
+    blocks
+}
+
+/// The set-up block and the first walkthrough.
+fn readme_shell_blocks() -> (CodeBlock, CodeBlock) {
+    let mut blocks = readme_blocks().into_iter();
+    let set_up = blocks.next().unwrap();
+    (set_up, blocks.next().unwrap())
+}
+
+/// Runs a README block with bash, its `localhost:8080` pointed at `listen`; its stdout.
+async fn run_block(block: &CodeBlock, listen: &str) -> String {
+    let script = block.lines.join("\n");
+    assert!(
+        script.contains(README_ADDRESS),
+        "the walkthrough does not talk to {README_ADDRESS}"
+    );
+    let script = script.replace(README_ADDRESS, listen);
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("bash")
+            .args(["-euc", &script])
+            .env("NO_PROXY", "*")
+            .env("no_proxy", "*")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the walkthrough took over 30 s")
+    .expect("the walkthrough needs bash and curl");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 #[test]
@@ -456,30 +495,7 @@ async fn readme_walkthrough_sends_then_replays_on_the_mock() {
         .unwrap();
     wait_for_status(&format!("http://{listen}/healthz"), 200).await;
 
-    let script = walkthrough.lines.join("\n");
-    assert!(
-        script.contains(README_ADDRESS),
-        "the walkthrough does not talk to {README_ADDRESS}"
-    );
-    let script = script.replace(README_ADDRESS, &listen);
-    let output = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new("bash")
-            .args(["-euc", &script])
-            .env("NO_PROXY", "*")
-            .env("no_proxy", "*")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the walkthrough took over 30 s")
-    .expect("the walkthrough needs bash and curl");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_block(&walkthrough, &listen).await;
 
     // The send, then the replay: headers and the same body.
     let (sent, replayed) = stdout
@@ -506,4 +522,102 @@ async fn readme_walkthrough_sends_then_replays_on_the_mock() {
         .expect("the relay did not stop")
         .unwrap();
     assert!(status.success(), "the relay exited with {status}");
+}
+
+/// The `VAR=value` words before `cargo run` in a line of the README, and the arguments after
+/// `--`.
+fn start_line(line: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let (before, after) = line.split_once(" -- ").expect("no `--` in a start command");
+    let vars = before
+        .split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    (vars, after.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Replaces `from` with `to` in every value and argument.
+fn moved(words: &mut [String], from: &str, to: &str) {
+    for word in words {
+        *word = word.replace(from, to);
+    }
+}
+
+#[tokio::test]
+async fn readme_lifecycle_walkthrough_shows_sent_delivered_read_and_a_failed_131026() {
+    let markdown = parse(&read("README.md"));
+    let start = markdown
+        .blocks
+        .iter()
+        .find(|block| block.heading == LIFECYCLE_HEADING && block.language == "text")
+        .expect("no start commands under the after-SENT heading");
+    let [receive_line, serve_line] = &start.lines[..] else {
+        panic!("two start commands expected: {:?}", start.lines);
+    };
+    let (receive_vars, mut receive_args) = start_line(receive_line);
+    let (serve_vars, serve_args) = start_line(serve_line);
+    // The README's addresses, on free ports: they may be taken on this machine.
+    let events = format!("127.0.0.1:{}", free_port());
+    let hooks = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
+    moved(&mut receive_args, "127.0.0.1:9000", &events);
+    let mut receiver = binary(&receive_args.iter().map(String::as_str).collect::<Vec<_>>());
+    receiver.envs(receive_vars);
+    let mut receiver = receiver.spawn().unwrap();
+    let mut relay = binary(&serve_args.iter().map(String::as_str).collect::<Vec<_>>());
+    for (name, value) in serve_vars {
+        let value = value
+            .replace("127.0.0.1:9000", &events)
+            .replace("127.0.0.1:8081", &hooks);
+        relay.env(name, value);
+    }
+    let mut relay = relay.env("RELAY_LISTEN", &listen).spawn().unwrap();
+    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+
+    let walkthrough = readme_blocks().pop().unwrap();
+    let stdout = run_block(&walkthrough, &listen).await;
+    // curl prints each answer with no newline after it: read a stream of JSON values.
+    let records: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<serde_json::Value>()
+        .map_while(Result::ok)
+        .filter(|value| value.get("statuses").is_some())
+        .collect();
+    assert_eq!(records.len(), 2, "{stdout}");
+    assert_eq!(records[0]["status"], "READ", "{stdout}");
+    assert_eq!(records[1]["status"], "FAILED", "{stdout}");
+    assert_eq!(records[1]["error"]["code"], 131026, "{stdout}");
+
+    // The receiver prints one verified line per event; stop it once all five have come.
+    let mut lines = tokio::io::BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let wanted = [
+        ("hello-1", "SENT"),
+        ("hello-1", "DELIVERED"),
+        ("hello-1", "READ"),
+        ("hello-2", "SENT"),
+        ("hello-2", "FAILED"),
+    ];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !wanted.iter().all(|pair| seen.contains(pair)) {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the receiver stopped");
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let data = &event["event"]["data"];
+            let pair = (
+                data["messageId"].as_str().unwrap_or_default().to_owned(),
+                data["status"].as_str().unwrap_or_default().to_owned(),
+            );
+            if let Some(known) = wanted.iter().find(|w| w.0 == pair.0 && w.1 == pair.1) {
+                seen.push(*known);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the receiver printed only {seen:?}"));
+    terminate(&relay);
+    let _ = tokio::time::timeout(EVENT_TIMEOUT, relay.wait()).await;
+    let _ = receiver.kill().await;
 }

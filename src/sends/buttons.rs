@@ -35,14 +35,10 @@ pub(crate) fn check(check: &mut Check<'_>) {
             format!("must have {MIN_BUTTONS} to {MAX_BUTTONS} buttons"),
         );
     }
-    let field = FieldPath::Top("buttons");
-    for (index, raw) in buttons.into_iter().enumerate() {
-        let at = field.index(index);
-        if let Some(button) = check.object_of(at, raw) {
-            check.required_string_type(at.key("id"), button.get("id"));
-            check.required_string_type(at.key("title"), button.get("title"));
-        }
-    }
+    check.each_object(FieldPath::Top("buttons"), buttons, |check, at, button| {
+        check.required_string_type(at.key("id"), button.get("id"));
+        check.required_string_type(at.key("title"), button.get("title"));
+    });
 }
 
 // The OpenAPI schema only: the request is read raw, never into these types.

@@ -29,14 +29,11 @@ pub(crate) fn check(check: &mut Check<'_>) {
     let Some(entries) = check.required_array(phones, check.get("phones")) else {
         return;
     };
-    for (index, raw) in entries.into_iter().enumerate() {
-        let at = phones.index(index);
-        if let Some(phone) = check.object_of(at, raw) {
-            check.required_string_type(at.key("phone"), phone.get("phone"));
-            check.required_string_type(at.key("type"), phone.get("type"));
-            check.optional_string_type(at.key("waId"), phone.get("waId"));
-        }
-    }
+    check.each_object(phones, entries, |check, at, phone| {
+        check.required_string_type(at.key("phone"), phone.get("phone"));
+        check.required_string_type(at.key("type"), phone.get("type"));
+        check.optional_string_type(at.key("waId"), phone.get("waId"));
+    });
 }
 
 // The OpenAPI schema only: the request is read raw, never into these types.

@@ -39,28 +39,20 @@ pub(crate) fn check(check: &mut Check<'_>) {
             format!("must have at most {MAX_SECTIONS} sections"),
         );
     }
-    let field = FieldPath::Top("buttons");
     let mut rows = 0;
-    for (index, raw) in sections.into_iter().enumerate() {
-        let at = field.index(index);
-        let Some(section) = check.object_of(at, raw) else {
-            continue;
-        };
+    check.each_object(FieldPath::Top("buttons"), sections, |check, at, section| {
         check.required_string_type(at.key("sectionTitle"), section.get("sectionTitle"));
         let items = at.key("sectionItems");
         let Some(section_rows) = check.required_array(items, section.get("sectionItems")) else {
-            continue;
+            return;
         };
         rows += section_rows.len();
-        for (index, raw) in section_rows.into_iter().enumerate() {
-            let at = items.index(index);
-            if let Some(row) = check.object_of(at, raw) {
-                check.required_string_type(at.key("id"), row.get("id"));
-                check.required_string_type(at.key("title"), row.get("title"));
-                check.optional_string_type(at.key("description"), row.get("description"));
-            }
-        }
-    }
+        check.each_object(items, section_rows, |check, at, row| {
+            check.required_string_type(at.key("id"), row.get("id"));
+            check.required_string_type(at.key("title"), row.get("title"));
+            check.optional_string_type(at.key("description"), row.get("description"));
+        });
+    });
     if rows > MAX_ROWS {
         check.error(
             "buttons",

@@ -74,16 +74,9 @@ pub(crate) fn check(check: &mut Check<'_>) {
         check.optional_string_type(footer_at.key("text"), footer.get("text"));
     }
     let buttons_at = at.key("buttons");
-    for (index, raw) in check
-        .optional_array(buttons_at, components.get("buttons"))
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
-        let at = buttons_at.index(index);
-        let Some(button) = check.object_of(at, raw) else {
-            continue;
-        };
+    let buttons = check.optional_array(buttons_at, components.get("buttons"));
+    let buttons = buttons.unwrap_or_default();
+    check.each_object(buttons_at, buttons, |check, at, button| {
         let kind = check.optional_choice(at.key("type"), button.get("type"), BUTTON_TYPES);
         for name in ["text", "phoneNumber", "url", "example"] {
             check.optional_string_type(at.key(name), button.get(name));
@@ -98,7 +91,7 @@ pub(crate) fn check(check: &mut Check<'_>) {
         {
             check.error(at.key(name), message);
         }
-    }
+    });
 }
 
 // The OpenAPI schema only: the request is read raw, never into these types.

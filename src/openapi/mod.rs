@@ -203,9 +203,7 @@ fn has_number(name: &str) -> ObjectBuilder {
 fn also_any_of(doc: &mut Document, schema: &str, alternatives: Vec<ObjectBuilder>) {
     let any_of = alternatives
         .into_iter()
-        .fold(AnyOfBuilder::new(), |any_of, alternative| {
-            any_of.item(alternative)
-        });
+        .fold(AnyOfBuilder::new(), AnyOfBuilder::item);
     also_match(doc, schema, any_of.into());
 }
 
@@ -213,9 +211,7 @@ fn also_any_of(doc: &mut Document, schema: &str, alternatives: Vec<ObjectBuilder
 fn also_one_of(doc: &mut Document, schema: &str, alternatives: Vec<ObjectBuilder>) {
     let one_of = alternatives
         .into_iter()
-        .fold(OneOfBuilder::new(), |one_of, alternative| {
-            one_of.item(alternative)
-        });
+        .fold(OneOfBuilder::new(), OneOfBuilder::item);
     also_match(doc, schema, one_of.into());
 }
 

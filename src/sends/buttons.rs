@@ -35,14 +35,10 @@ pub(crate) fn check(check: &mut Check<'_>) {
             format!("must have {MIN_BUTTONS} to {MAX_BUTTONS} buttons"),
         );
     }
-    let field = FieldPath::Top("buttons");
-    for (index, raw) in buttons.into_iter().enumerate() {
-        let at = field.index(index);
-        if let Some(button) = check.object_of(at, raw) {
-            check.required_string_type(at.key("id"), button.get("id"));
-            check.required_string_type(at.key("title"), button.get("title"));
-        }
-    }
+    check.each_object(FieldPath::Top("buttons"), buttons, |check, at, button| {
+        check.required_string_type(at.key("id"), button.get("id"));
+        check.required_string_type(at.key("title"), button.get("title"));
+    });
 }
 
 // The OpenAPI schema only: the request is read raw, never into these types.
@@ -77,47 +73,37 @@ pub(crate) struct ReplyButton {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
+    use crate::sends::test_support::Edit::Set;
+    use crate::sends::test_support::{Example, assert_errors, fields, forwarded};
     use serde_json::{Value, json};
 
     /// The page's example, with a phone number in place of its placeholder.
-    fn example() -> Value {
-        json!({
-            "text": "Hello John Doe, are you interested to learn more about our products?",
-            "buttons": [
-                {"id": "1", "title": "YES"},
-                {"id": "2", "title": "NO"},
-                {"id": "3", "title": "Maybe"}
-            ],
-            "messageId": "875d25c2-0cb1-4270-a536-7b6dc16568b5",
-            "to": "254712345678",
-            "from": "254110090747"
-        })
+    fn example() -> Example {
+        Example::page(
+            SendKind::Buttons,
+            "875d25c2-0cb1-4270-a536-7b6dc16568b5",
+            json!({
+                "text": "Hello John Doe, are you interested to learn more about our products?",
+                "buttons": [
+                    {"id": "1", "title": "YES"},
+                    {"id": "2", "title": "NO"},
+                    {"id": "3", "title": "Maybe"}
+                ]
+            }),
+        )
     }
 
     #[test]
     fn the_documented_example_is_forwarded_unchanged() {
-        let sent = forwarded(SendKind::Buttons, &example());
-        assert_eq!(sent, example());
-    }
-
-    #[test]
-    fn the_tables_message_is_accepted_instead_of_text() {
-        let mut body = example();
-        let text = body.as_object_mut().unwrap().remove("text").unwrap();
-        body["message"] = text;
-        assert_eq!(forwarded(SendKind::Buttons, &body), body);
+        let sent = forwarded(SendKind::Buttons, &example().body());
+        assert_eq!(sent, example().body());
     }
 
     #[test]
     fn a_body_text_is_required_under_either_name() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("text");
-        assert_errors(
-            SendKind::Buttons,
-            &body,
-            &[("text", "is required (or give it as message)")],
-        );
+        let missing = "is required (or give it as message)";
+        example().assert_required_either("text", "message", missing);
+        let mut body = example().body();
         body["text"] = Value::Null;
         body["message"] = Value::Null;
         assert_eq!(fields(SendKind::Buttons, &body), ["text"]);
@@ -125,7 +111,7 @@ mod tests {
 
     #[test]
     fn each_body_text_given_must_be_a_string() {
-        let mut body = example();
+        let mut body = example().body();
         body["message"] = json!(1);
         assert_errors(SendKind::Buttons, &body, &[("message", "must be a string")]);
         body["text"] = json!({"body": "x"});
@@ -134,34 +120,27 @@ mod tests {
 
     #[test]
     fn one_to_three_buttons() {
-        let mut body = example();
-        body["buttons"] = json!([]);
-        assert_errors(
-            SendKind::Buttons,
-            &body,
-            &[("buttons", "must have 1 to 3 buttons")],
-        );
-        body["buttons"] = json!([{"id": "1", "title": "YES"}]);
-        assert!(run(SendKind::Buttons, &body).is_ok());
-        body["buttons"] = json!([
+        let four = json!([
             {"id": "1", "title": "A"}, {"id": "2", "title": "B"},
             {"id": "3", "title": "C"}, {"id": "4", "title": "D"}
         ]);
-        assert_eq!(fields(SendKind::Buttons, &body), ["buttons"]);
+        let wrong_count = [("buttons", "must have 1 to 3 buttons")];
+        example().assert_steps(&[
+            (Set("buttons", json!([])), &wrong_count),
+            (Set("buttons", json!([{"id": "1", "title": "YES"}])), &[]),
+            (Set("buttons", four), &wrong_count),
+        ]);
     }
 
     #[test]
     fn buttons_is_a_required_array() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("buttons");
-        assert_errors(SendKind::Buttons, &body, &[("buttons", "is required")]);
-        body["buttons"] = json!({"id": "1", "title": "YES"});
-        assert_errors(SendKind::Buttons, &body, &[("buttons", "must be an array")]);
+        let not_an_array = json!({"id": "1", "title": "YES"});
+        example().assert_required("buttons", not_an_array, "must be an array");
     }
 
     #[test]
     fn each_button_needs_a_string_id_and_title() {
-        let mut body = example();
+        let mut body = example().body();
         body["buttons"] = json!([
             {"id": "1", "title": "YES"},
             {"id": 2, "title": "NO"},
@@ -182,7 +161,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_kept_at_every_level() {
-        let mut body = example();
+        let mut body = example().body();
         body["footer"] = json!("Reply within 24h");
         body["buttons"][0]["payload"] = json!({"x": 1});
         assert_eq!(forwarded(SendKind::Buttons, &body), body);

@@ -29,14 +29,11 @@ pub(crate) fn check(check: &mut Check<'_>) {
     let Some(entries) = check.required_array(phones, check.get("phones")) else {
         return;
     };
-    for (index, raw) in entries.into_iter().enumerate() {
-        let at = phones.index(index);
-        if let Some(phone) = check.object_of(at, raw) {
-            check.required_string_type(at.key("phone"), phone.get("phone"));
-            check.required_string_type(at.key("type"), phone.get("type"));
-            check.optional_string_type(at.key("waId"), phone.get("waId"));
-        }
-    }
+    check.each_object(phones, entries, |check, at, phone| {
+        check.required_string_type(at.key("phone"), phone.get("phone"));
+        check.required_string_type(at.key("type"), phone.get("type"));
+        check.optional_string_type(at.key("waId"), phone.get("waId"));
+    });
 }
 
 // The OpenAPI schema only: the request is read raw, never into these types.
@@ -80,108 +77,89 @@ pub(crate) struct ContactPhone {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
-    use serde_json::{Value, json};
+    use crate::sends::test_support::Edit::{Remove, Set};
+    use crate::sends::test_support::{Example, fields, forwarded};
+    use serde_json::json;
 
     /// The page's example, with a phone number in place of its placeholder.
-    fn example() -> Value {
-        json!({
-            "messageId": "ca739107-4b0d-4581-acb1-4c4af70555de",
-            "to": "254712345678",
-            "from": "254110090747",
-            "name": {"formattedName": "Test User"},
-            "phones": [{"phone": "254712345678", "type": "Cell", "waId": "254712345678"}]
-        })
+    fn example() -> Example {
+        Example::page(
+            SendKind::Contact,
+            "ca739107-4b0d-4581-acb1-4c4af70555de",
+            json!({
+                "name": {"formattedName": "Test User"},
+                "phones": [{"phone": "254712345678", "type": "Cell", "waId": "254712345678"}]
+            }),
+        )
     }
 
     #[test]
     fn the_documented_example_is_forwarded_unchanged() {
-        let request = run(SendKind::Contact, &example()).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&request.body).unwrap(),
-            r#"{"messageId":"ca739107-4b0d-4581-acb1-4c4af70555de","name":{"formattedName":"Test User"},"phones":[{"phone":"254712345678","type":"Cell","waId":"254712345678"}],"from":"254110090747","to":"254712345678"}"#
+        example().assert_forwarded_as(
+            r#"{"messageId":"ca739107-4b0d-4581-acb1-4c4af70555de","name":{"formattedName":"Test User"},"phones":[{"phone":"254712345678","type":"Cell","waId":"254712345678"}],"from":"254110090747","to":"254712345678"}"#,
         );
     }
 
     #[test]
     fn name_is_an_object_with_a_formatted_name() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("name");
-        assert_errors(SendKind::Contact, &body, &[("name", "is required")]);
-        body["name"] = json!("Test User");
-        assert_errors(SendKind::Contact, &body, &[("name", "must be an object")]);
-        body["name"] = json!({"firstName": "Test"});
-        assert_errors(
-            SendKind::Contact,
-            &body,
-            &[("name.formattedName", "is required")],
-        );
-        body["name"] = json!({"formattedName": ["Test"]});
-        assert_errors(
-            SendKind::Contact,
-            &body,
-            &[("name.formattedName", "must be a string")],
-        );
+        example().assert_required("name", json!("Test User"), "must be an object");
+        let formatted_name = "name.formattedName";
+        example().assert_required(formatted_name, json!(["Test"]), "must be a string");
+        let no_formatted_name = json!({"firstName": "Test"});
+        example().assert_steps(&[(
+            Set("name", no_formatted_name),
+            &[(formatted_name, "is required")],
+        )]);
     }
 
     #[test]
     fn phones_is_a_required_array() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("phones");
-        assert_errors(SendKind::Contact, &body, &[("phones", "is required")]);
-        body["phones"] = json!({"phone": "254712345678", "type": "Cell"});
-        assert_errors(SendKind::Contact, &body, &[("phones", "must be an array")]);
+        let not_an_array = json!({"phone": "254712345678", "type": "Cell"});
+        example().assert_required("phones", not_an_array, "must be an array");
     }
 
     #[test]
     fn each_phone_needs_a_number_and_a_type() {
-        let mut body = example();
-        body["phones"] = json!([
+        let phones = json!([
             {"type": "Cell"},
             {"phone": 254712345678u64, "type": "Cell"},
             {"phone": "254712345678"},
             "254712345678"
         ]);
-        assert_errors(
-            SendKind::Contact,
-            &body,
-            &[
-                ("phones[0].phone", "is required"),
-                ("phones[1].phone", "must be a string"),
-                ("phones[2].type", "is required"),
-                ("phones[3]", "must be an object"),
-            ],
-        );
+        let expected = [
+            ("phones[0].phone", "is required"),
+            ("phones[1].phone", "must be a string"),
+            ("phones[2].type", "is required"),
+            ("phones[3]", "must be an object"),
+        ];
+        example().assert_steps(&[(Set("phones", phones), &expected)]);
     }
 
     #[test]
     fn wa_id_is_optional_but_a_string() {
-        let mut body = example();
-        body["phones"][0].as_object_mut().unwrap().remove("waId");
-        assert!(run(SendKind::Contact, &body).is_ok());
-        body["phones"][0]["waId"] = json!(254712345678u64);
-        assert_errors(
-            SendKind::Contact,
-            &body,
-            &[("phones[0].waId", "must be a string")],
-        );
+        let wa_id = "phones[0].waId";
+        let not_a_string = json!(254712345678u64);
+        example().assert_steps(&[
+            (Remove(wa_id), &[]),
+            (Set(wa_id, not_a_string), &[(wa_id, "must be a string")]),
+        ]);
     }
 
     #[test]
     fn any_phone_type_and_any_count_of_phones() {
-        let mut body = example();
-        body["phones"] = json!([
+        let phones = json!([
             {"phone": "+254 712 345 678", "type": "work"},
             {"phone": "254700000001", "type": "iPhone"}
         ]);
-        assert!(run(SendKind::Contact, &body).is_ok());
-        body["phones"] = json!([]);
-        assert!(run(SendKind::Contact, &body).is_ok());
+        example().assert_steps(&[
+            (Set("phones", phones), &[]),
+            (Set("phones", json!([])), &[]),
+        ]);
     }
 
     #[test]
     fn unknown_fields_are_kept_at_every_level() {
-        let mut body = example();
+        let mut body = example().body();
         body["emails"] = json!([{"email": "test@example.com"}]);
         body["name"]["firstName"] = json!("Test");
         body["phones"][0]["label"] = json!(1);

@@ -57,78 +57,75 @@ pub(crate) struct FlowsRequest {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
-    use crate::validate::validate;
-    use serde_json::{Value, json};
+    use crate::sends::test_support::Edit::{Remove, Set};
+    use crate::sends::test_support::{Example, assert_forwarded_as, fields, forwarded, run};
+    use serde_json::json;
 
     /// The page's example, with a UUID and the sandbox number for its placeholders.
-    fn example() -> Value {
-        json!({
-            "messageId": "1a85c604-0f08-4182-8011-407ba84598c5",
-            "to": "254717746565",
-            "from": "254110090747",
-            "text": "Thank you share your details and one of our agents will be in touch",
-            "flowId": "YOUR_FLOW_ID",
-            "flowCta": "Share Details!",
-            "screen": "First screen in your JSON request",
-            "data": {"service": "", "serviceOption": "", "package": ""}
-        })
+    fn example() -> Example {
+        Example::new(
+            SendKind::Flows,
+            json!({
+                "messageId": "1a85c604-0f08-4182-8011-407ba84598c5",
+                "to": "254717746565",
+                "from": "254110090747",
+                "text": "Thank you share your details and one of our agents will be in touch",
+                "flowId": "YOUR_FLOW_ID",
+                "flowCta": "Share Details!",
+                "screen": "First screen in your JSON request",
+                "data": {"service": "", "serviceOption": "", "package": ""}
+            }),
+        )
     }
 
     #[test]
     fn the_documented_example_is_forwarded_in_order_with_data_as_sent() {
-        let body = br#"{"messageId": "1a85c604-0f08-4182-8011-407ba84598c5", "to": "254717746565",
+        assert_forwarded_as(
+            SendKind::Flows,
+            br#"{"messageId": "1a85c604-0f08-4182-8011-407ba84598c5", "to": "254717746565",
             "from": "254110090747",
             "text": "Thank you share your details and one of our agents will be in touch",
             "flowId": "YOUR_FLOW_ID", "flowCta": "Share Details!",
             "screen": "First screen in your JSON request",
-            "data": {"service": "", "serviceOption": "", "package": ""}}"#;
-        let request = validate(SendKind::Flows.rules(), body, None).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&request.body).unwrap(),
-            r#"{"messageId":"1a85c604-0f08-4182-8011-407ba84598c5","text":"Thank you share your details and one of our agents will be in touch","flowId":"YOUR_FLOW_ID","flowCta":"Share Details!","screen":"First screen in your JSON request","data":{"service": "", "serviceOption": "", "package": ""},"from":"254110090747","to":"254717746565"}"#
+            "data": {"service": "", "serviceOption": "", "package": ""}}"#,
+            r#"{"messageId":"1a85c604-0f08-4182-8011-407ba84598c5","text":"Thank you share your details and one of our agents will be in touch","flowId":"YOUR_FLOW_ID","flowCta":"Share Details!","screen":"First screen in your JSON request","data":{"service": "", "serviceOption": "", "package": ""},"from":"254110090747","to":"254717746565"}"#,
         );
-        assert!(run(SendKind::Flows, &example()).is_ok());
+        assert!(run(SendKind::Flows, &example().body()).is_ok());
     }
 
     #[test]
     fn text_flow_id_cta_and_screen_are_required_strings() {
         for name in ["text", "flowId", "flowCta", "screen"] {
-            let mut body = example();
-            body.as_object_mut().unwrap().remove(name);
-            assert_errors(SendKind::Flows, &body, &[(name, "is required")]);
-            body[name] = json!(7);
-            assert_errors(SendKind::Flows, &body, &[(name, "must be a string")]);
+            example().assert_required(name, json!(7), "must be a string");
         }
     }
 
     #[test]
     fn the_call_to_action_is_at_most_20_characters() {
-        let mut body = example();
-        body["flowCta"] = json!("é".repeat(20));
-        assert!(run(SendKind::Flows, &body).is_ok());
-        body["flowCta"] = json!("Share your details now");
-        assert_errors(
-            SendKind::Flows,
-            &body,
-            &[("flowCta", "must be at most 20 characters")],
-        );
+        let too_long = [("flowCta", "must be at most 20 characters")];
+        example().assert_steps(&[
+            (Set("flowCta", json!("é".repeat(20))), &[]),
+            (Set("flowCta", json!("Share your details now")), &too_long),
+        ]);
     }
 
     #[test]
     fn data_is_an_optional_object_forwarded_as_is() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("data");
-        assert!(run(SendKind::Flows, &body).is_ok());
+        let mut body = example().body();
         body["data"] = json!({"anything": [1, {"nested": null}], "package": 3});
         assert_eq!(forwarded(SendKind::Flows, &body), body);
-        body["data"] = json!(["service"]);
-        assert_errors(SendKind::Flows, &body, &[("data", "must be an object")]);
+        example().assert_steps(&[
+            (Remove("data"), &[]),
+            (
+                Set("data", json!(["service"])),
+                &[("data", "must be an object")],
+            ),
+        ]);
     }
 
     #[test]
     fn unknown_fields_are_kept() {
-        let mut body = example();
+        let mut body = example().body();
         body["flowToken"] = json!("token-1");
         body["flowAction"] = json!("navigate");
         assert_eq!(forwarded(SendKind::Flows, &body), body);

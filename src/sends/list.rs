@@ -39,28 +39,20 @@ pub(crate) fn check(check: &mut Check<'_>) {
             format!("must have at most {MAX_SECTIONS} sections"),
         );
     }
-    let field = FieldPath::Top("buttons");
     let mut rows = 0;
-    for (index, raw) in sections.into_iter().enumerate() {
-        let at = field.index(index);
-        let Some(section) = check.object_of(at, raw) else {
-            continue;
-        };
+    check.each_object(FieldPath::Top("buttons"), sections, |check, at, section| {
         check.required_string_type(at.key("sectionTitle"), section.get("sectionTitle"));
         let items = at.key("sectionItems");
         let Some(section_rows) = check.required_array(items, section.get("sectionItems")) else {
-            continue;
+            return;
         };
         rows += section_rows.len();
-        for (index, raw) in section_rows.into_iter().enumerate() {
-            let at = items.index(index);
-            if let Some(row) = check.object_of(at, raw) {
-                check.required_string_type(at.key("id"), row.get("id"));
-                check.required_string_type(at.key("title"), row.get("title"));
-                check.optional_string_type(at.key("description"), row.get("description"));
-            }
-        }
-    }
+        check.each_object(items, section_rows, |check, at, row| {
+            check.required_string_type(at.key("id"), row.get("id"));
+            check.required_string_type(at.key("title"), row.get("title"));
+            check.optional_string_type(at.key("description"), row.get("description"));
+        });
+    });
     if rows > MAX_ROWS {
         check.error(
             "buttons",
@@ -120,35 +112,37 @@ pub(crate) struct ListRow {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
+    use crate::sends::test_support::Edit::Set;
+    use crate::sends::test_support::{Example, fields, forwarded};
     use serde_json::{Value, json};
 
     /// The page's example, with a phone number in place of its placeholder.
-    fn example() -> Value {
-        json!({
-            "headerText": "Welcome to Lipachat",
-            "body": "Please choose a product you would like below",
-            "buttonText": "Click Here",
-            "buttons": [
-                {
-                    "sectionTitle": "Airtime",
-                    "sectionItems": [
-                        {"id": "SAFARICOM_AIRTIME", "title": "Safaricom", "description": "mpesa network"},
-                        {"id": "AIRTEL_AIRTIME", "title": "Airtel", "description": "airtel money"}
-                    ]
-                },
-                {
-                    "sectionTitle": "Bill Payment",
-                    "sectionItems": [
-                        {"id": "KPLC", "title": "KPLC", "description": "electricity"},
-                        {"id": "NAIROBI_WATER", "title": "Nairobi Water", "description": "county gov water"}
-                    ]
-                }
-            ],
-            "messageId": "ca739107-4b0d-4581-acb1-4c4af70555de",
-            "to": "254712345678",
-            "from": "254110090747"
-        })
+    fn example() -> Example {
+        Example::page(
+            SendKind::List,
+            "ca739107-4b0d-4581-acb1-4c4af70555de",
+            json!({
+                "headerText": "Welcome to Lipachat",
+                "body": "Please choose a product you would like below",
+                "buttonText": "Click Here",
+                "buttons": [
+                    {
+                        "sectionTitle": "Airtime",
+                        "sectionItems": [
+                            {"id": "SAFARICOM_AIRTIME", "title": "Safaricom", "description": "mpesa network"},
+                            {"id": "AIRTEL_AIRTIME", "title": "Airtel", "description": "airtel money"}
+                        ]
+                    },
+                    {
+                        "sectionTitle": "Bill Payment",
+                        "sectionItems": [
+                            {"id": "KPLC", "title": "KPLC", "description": "electricity"},
+                            {"id": "NAIROBI_WATER", "title": "Nairobi Water", "description": "county gov water"}
+                        ]
+                    }
+                ]
+            }),
+        )
     }
 
     fn rows(count: usize) -> Value {
@@ -157,143 +151,102 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn the_documented_example_is_forwarded_unchanged() {
-        assert_eq!(forwarded(SendKind::List, &example()), example());
-    }
+    const TOO_MANY_ROWS: (&str, &str) = (
+        "buttons",
+        "must have at most 10 rows in all sections together",
+    );
 
     #[test]
-    fn the_tables_message_is_accepted_instead_of_body() {
-        let mut body = example();
-        let text = body.as_object_mut().unwrap().remove("body").unwrap();
-        body["message"] = text;
-        assert_eq!(forwarded(SendKind::List, &body), body);
+    fn the_documented_example_is_forwarded_unchanged() {
+        assert_eq!(
+            forwarded(SendKind::List, &example().body()),
+            example().body()
+        );
     }
 
     #[test]
     fn a_body_text_is_required_under_either_name() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("body");
-        assert_errors(
-            SendKind::List,
-            &body,
-            &[("body", "is required (or give it as message)")],
-        );
+        let missing = "is required (or give it as message)";
+        example().assert_required_either("body", "message", missing);
     }
 
     #[test]
     fn header_and_button_text_are_optional_strings() {
-        let mut body = example();
-        let object = body.as_object_mut().unwrap();
-        object.remove("headerText");
-        object.remove("buttonText");
-        assert!(run(SendKind::List, &body).is_ok());
-        body["headerText"] = json!(1);
-        body["buttonText"] = json!(true);
-        assert_errors(
-            SendKind::List,
-            &body,
-            &[
-                ("headerText", "must be a string"),
-                ("buttonText", "must be a string"),
-            ],
-        );
+        example().assert_optional_strings(&[("headerText", json!(1)), ("buttonText", json!(true))]);
     }
 
     #[test]
     fn at_most_10_sections() {
-        let mut body = example();
         let section = json!({"sectionTitle": "S", "sectionItems": rows(1)});
-        body["buttons"] = json!(vec![section.clone(); 10]);
-        assert!(run(SendKind::List, &body).is_ok());
-        body["buttons"] = json!(vec![section; 11]);
-        assert_errors(
-            SendKind::List,
-            &body,
-            &[
-                ("buttons", "must have at most 10 sections"),
-                (
-                    "buttons",
-                    "must have at most 10 rows in all sections together",
-                ),
-            ],
-        );
+        let eleven = json!(vec![section.clone(); 11]);
+        example().assert_steps(&[
+            (Set("buttons", json!(vec![section; 10])), &[]),
+            (
+                Set("buttons", eleven),
+                &[("buttons", "must have at most 10 sections"), TOO_MANY_ROWS],
+            ),
+        ]);
     }
 
     #[test]
     fn at_most_10_rows_in_all_sections_together() {
-        let mut body = example();
-        body["buttons"] = json!([
+        let ten = json!([
             {"sectionTitle": "A", "sectionItems": rows(6)},
             {"sectionTitle": "B", "sectionItems": rows(4)}
         ]);
-        assert!(run(SendKind::List, &body).is_ok());
-        body["buttons"][1]["sectionItems"] = rows(5);
-        assert_errors(
-            SendKind::List,
-            &body,
-            &[(
-                "buttons",
-                "must have at most 10 rows in all sections together",
-            )],
-        );
+        example().assert_steps(&[
+            (Set("buttons", ten), &[]),
+            (Set("buttons[1].sectionItems", rows(5)), &[TOO_MANY_ROWS]),
+        ]);
     }
 
     #[test]
     fn sections_need_a_title_and_an_array_of_rows() {
-        let mut body = example();
-        body["buttons"] = json!([
+        let sections = json!([
             {"sectionItems": rows(1)},
             {"sectionTitle": "B", "sectionItems": {"id": "x", "title": "y"}},
             {"sectionTitle": 3},
             []
         ]);
-        assert_errors(
-            SendKind::List,
-            &body,
-            &[
-                ("buttons[0].sectionTitle", "is required"),
-                ("buttons[1].sectionItems", "must be an array"),
-                ("buttons[2].sectionTitle", "must be a string"),
-                ("buttons[2].sectionItems", "is required"),
-                ("buttons[3]", "must be an object"),
-            ],
-        );
+        let expected = [
+            ("buttons[0].sectionTitle", "is required"),
+            ("buttons[1].sectionItems", "must be an array"),
+            ("buttons[2].sectionTitle", "must be a string"),
+            ("buttons[2].sectionItems", "is required"),
+            ("buttons[3]", "must be an object"),
+        ];
+        example().assert_steps(&[(Set("buttons", sections), &expected)]);
     }
 
     #[test]
     fn rows_need_a_string_id_and_title_and_may_describe_themselves() {
-        let mut body = example();
-        body["buttons"][1]["sectionItems"] = json!([
+        let rows = json!([
             {"id": "KPLC", "title": "KPLC"},
             {"title": "Water", "description": 1},
             {"id": "x", "title": null},
             "row"
         ]);
-        assert_errors(
-            SendKind::List,
-            &body,
-            &[
-                ("buttons[1].sectionItems[1].id", "is required"),
-                ("buttons[1].sectionItems[1].description", "must be a string"),
-                ("buttons[1].sectionItems[2].title", "is required"),
-                ("buttons[1].sectionItems[3]", "must be an object"),
-            ],
-        );
+        let expected = [
+            ("buttons[1].sectionItems[1].id", "is required"),
+            ("buttons[1].sectionItems[1].description", "must be a string"),
+            ("buttons[1].sectionItems[2].title", "is required"),
+            ("buttons[1].sectionItems[3]", "must be an object"),
+        ];
+        example().assert_steps(&[(Set("buttons[1].sectionItems", rows), &expected)]);
     }
 
     #[test]
     fn no_minimum_is_documented() {
-        let mut body = example();
-        body["buttons"] = json!([]);
-        assert!(run(SendKind::List, &body).is_ok());
-        body["buttons"] = json!([{"sectionTitle": "Empty", "sectionItems": []}]);
-        assert!(run(SendKind::List, &body).is_ok());
+        let empty_section = json!([{"sectionTitle": "Empty", "sectionItems": []}]);
+        example().assert_steps(&[
+            (Set("buttons", json!([])), &[]),
+            (Set("buttons", empty_section), &[]),
+        ]);
     }
 
     #[test]
     fn unknown_fields_are_kept_at_every_level() {
-        let mut body = example();
+        let mut body = example().body();
         body["footerText"] = json!("Lipachat");
         body["buttons"][0]["extra"] = json!([1]);
         body["buttons"][0]["sectionItems"][0]["extra"] = json!(null);

@@ -97,98 +97,90 @@ pub(crate) struct LocationRequest {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{assert_errors, fields, forwarded, run};
+    use crate::sends::test_support::Edit::{Remove, Set};
+    use crate::sends::test_support::{Example, assert_errors, fields, forwarded, run};
     use serde_json::{Value, json};
 
     /// The page shows no example: this one is built from its table's own values (`e.g
     /// 35.929673`, `e.g -78.948237`), with a name and an address of our own.
-    fn example() -> Value {
-        json!({
-            "messageId": "0c6a4a9e-5d1b-4a57-9b0e-3f0f1d9b7c21",
-            "to": "254712345678",
-            "from": "254110090747",
-            "latitude": 35.929673,
-            "longtitude": -78.948237,
-            "name": "Lipachat office",
-            "address": "Durham, North Carolina"
-        })
+    fn example() -> Example {
+        Example::page(
+            SendKind::Location,
+            "0c6a4a9e-5d1b-4a57-9b0e-3f0f1d9b7c21",
+            json!({
+                "latitude": 35.929673,
+                "longtitude": -78.948237,
+                "name": "Lipachat office",
+                "address": "Durham, North Carolina"
+            }),
+        )
     }
 
     #[test]
     fn the_example_is_forwarded_in_order() {
-        let request = run(SendKind::Location, &example()).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&request.body).unwrap(),
-            r#"{"messageId":"0c6a4a9e-5d1b-4a57-9b0e-3f0f1d9b7c21","latitude":35.929673,"longtitude":-78.948237,"name":"Lipachat office","address":"Durham, North Carolina","from":"254110090747","to":"254712345678"}"#
+        example().assert_forwarded_as(
+            r#"{"messageId":"0c6a4a9e-5d1b-4a57-9b0e-3f0f1d9b7c21","latitude":35.929673,"longtitude":-78.948237,"name":"Lipachat office","address":"Durham, North Carolina","from":"254110090747","to":"254712345678"}"#,
         );
     }
 
     #[test]
     fn longitude_is_forwarded_as_the_pages_longtitude() {
-        let mut body = example();
+        let mut body = example().body();
         let value = body.as_object_mut().unwrap().remove("longtitude").unwrap();
         body["longitude"] = value;
         let sent = forwarded(SendKind::Location, &body);
-        assert_eq!(sent, example());
+        assert_eq!(sent, example().body());
         let a = run(SendKind::Location, &body).unwrap();
-        let b = run(SendKind::Location, &example()).unwrap();
+        let b = run(SendKind::Location, &example().body()).unwrap();
         assert_eq!(a.body, b.body);
         assert_eq!(a.fingerprint, b.fingerprint);
     }
 
     #[test]
     fn both_spellings_at_once_are_refused() {
-        let mut body = example();
-        body["longitude"] = json!(-78.948237);
-        assert_errors(
-            SendKind::Location,
-            &body,
-            &[(
-                "longitude",
-                "must not be given with longtitude (the same field, spelled as the page spells it)",
-            )],
-        );
-        body["longitude"] = Value::Null;
-        assert!(run(SendKind::Location, &body).is_ok(), "null is absent");
+        let twice =
+            "must not be given with longtitude (the same field, spelled as the page spells it)";
+        example().assert_steps(&[
+            (Set("longitude", json!(-78.948237)), &[("longitude", twice)]),
+            (Set("longitude", Value::Null), &[]),
+        ]);
     }
 
     #[test]
     fn both_coordinates_are_required() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("latitude");
-        body.as_object_mut().unwrap().remove("longtitude");
-        assert_errors(
-            SendKind::Location,
-            &body,
-            &[
-                ("latitude", "is required"),
-                ("longtitude", "is required (or give it as longitude)"),
-            ],
-        );
+        let no_longitude = ("longtitude", "is required (or give it as longitude)");
+        example().assert_steps(&[
+            (Remove("latitude"), &[("latitude", "is required")]),
+            (
+                Remove("longtitude"),
+                &[("latitude", "is required"), no_longitude],
+            ),
+        ]);
     }
 
     #[test]
     fn coordinates_are_json_numbers() {
-        let mut body = example();
-        body["latitude"] = json!("35.929673");
-        body["longtitude"] = json!([-78.9]);
-        assert_errors(
-            SendKind::Location,
-            &body,
-            &[
-                ("latitude", "must be a number"),
-                ("longtitude", "must be a number"),
-            ],
-        );
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("longtitude");
-        body["longitude"] = json!(true);
-        assert_eq!(fields(SendKind::Location, &body), ["longitude"]);
+        let latitude = ("latitude", "must be a number");
+        example().assert_steps(&[
+            (Set("latitude", json!("35.929673")), &[latitude]),
+            (
+                Set("longtitude", json!([-78.9])),
+                &[latitude, ("longtitude", "must be a number")],
+            ),
+        ]);
+        let no_longitude = ("longtitude", "is required (or give it as longitude)");
+        example().assert_steps(&[
+            (Remove("longtitude"), &[no_longitude]),
+            (
+                Set("longitude", json!(true)),
+                &[("longitude", "must be a number")],
+            ),
+        ]);
     }
 
     #[test]
     fn latitude_is_within_90_degrees() {
-        let mut body = example();
+        let mut body = example().body();
         for ok in [
             json!(90),
             json!(-90),
@@ -201,13 +193,10 @@ mod tests {
         }
         for bad in [json!(90.000001), json!(-91), json!(1e300)] {
             body["latitude"] = bad;
-            assert_errors(
-                SendKind::Location,
-                &body,
-                &[("latitude", "must be between -90 and 90")],
-            );
+            let out_of_range = [("latitude", "must be between -90 and 90")];
+            assert_errors(SendKind::Location, &body, &out_of_range);
         }
-        let text = example().to_string().replace("35.929673", "1e400");
+        let text = example().body().to_string().replace("35.929673", "1e400");
         assert!(
             crate::validate::validate(SendKind::Location.rules(), text.as_bytes(), None).is_err()
         );
@@ -216,33 +205,29 @@ mod tests {
     #[test]
     fn longitude_is_within_180_degrees_under_either_name() {
         for name in ["longtitude", "longitude"] {
-            let mut body = example();
-            body.as_object_mut().unwrap().remove("longtitude");
-            body[name] = json!(180);
-            assert!(run(SendKind::Location, &body).is_ok());
-            body[name] = json!(-180.5);
-            assert_errors(
-                SendKind::Location,
-                &body,
-                &[(name, "must be between -180 and 180")],
-            );
+            example().assert_steps(&[
+                (
+                    Remove("longtitude"),
+                    &[("longtitude", "is required (or give it as longitude)")],
+                ),
+                (Set(name, json!(180)), &[]),
+                (
+                    Set(name, json!(-180.5)),
+                    &[(name, "must be between -180 and 180")],
+                ),
+            ]);
         }
     }
 
     #[test]
     fn name_and_address_are_optional_strings() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("name");
-        body.as_object_mut().unwrap().remove("address");
-        assert!(run(SendKind::Location, &body).is_ok());
-        body["name"] = json!(1);
-        body["address"] = json!({"street": "Main"});
-        assert_eq!(fields(SendKind::Location, &body), ["name", "address"]);
+        let address = json!({"street": "Main"});
+        example().assert_optional_strings(&[("name", json!(1)), ("address", address)]);
     }
 
     #[test]
     fn unknown_fields_are_kept() {
-        let mut body = example();
+        let mut body = example().body();
         body["accuracy"] = json!(12.5);
         assert_eq!(forwarded(SendKind::Location, &body), body);
     }

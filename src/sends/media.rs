@@ -276,28 +276,17 @@ pub(crate) fn null_only() -> utoipa::openapi::Object {
 mod tests {
     use super::*;
     use crate::sends::SendKind;
-    use crate::sends::test_support::{self, media_example as valid};
-    use crate::validate::{Invalid, SendRequest};
+    use crate::sends::test_support::{
+        assert_forwarded_as, errors, fields, media_example as valid, run,
+    };
     use serde_json::{Value, json};
-
-    fn run(value: &Value) -> Result<SendRequest, Invalid> {
-        test_support::run(SendKind::Media, value)
-    }
-
-    fn errors(value: &Value) -> Vec<(String, String)> {
-        test_support::errors(SendKind::Media, value)
-    }
-
-    fn fields(value: &Value) -> Vec<String> {
-        test_support::fields(SendKind::Media, value)
-    }
 
     #[test]
     fn valid_request_is_normalised_in_a_fixed_order() {
-        let request = run(&valid()).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&request.body).unwrap(),
-            r#"{"messageId":"m-1","mediaType":"IMAGE","mediaUrl":"https://cdn.example.com/a.png","caption":"hi","from":"254110090747","to":"254712345678"}"#
+        assert_forwarded_as(
+            SendKind::Media,
+            valid().to_string().as_bytes(),
+            r#"{"messageId":"m-1","mediaType":"IMAGE","mediaUrl":"https://cdn.example.com/a.png","caption":"hi","from":"254110090747","to":"254712345678"}"#,
         );
     }
 
@@ -306,8 +295,8 @@ mod tests {
         let mut other = valid();
         other["caption"] = json!("bye");
         assert_ne!(
-            run(&valid()).unwrap().fingerprint,
-            run(&other).unwrap().fingerprint
+            run(SendKind::Media, &valid()).unwrap().fingerprint,
+            run(SendKind::Media, &other).unwrap().fingerprint
         );
     }
 
@@ -315,7 +304,7 @@ mod tests {
     fn every_failing_field_is_reported_together() {
         let body = json!({"mediaType": "GIF", "mediaUrl": "http://x.example", "to": "12"});
         assert_eq!(
-            fields(&body),
+            fields(SendKind::Media, &body),
             ["messageId", "mediaType", "mediaUrl", "to", "from"]
         );
     }
@@ -324,7 +313,10 @@ mod tests {
     fn wrong_json_type_is_an_error_of_that_field() {
         let mut body = valid();
         body["to"] = json!(254712345678u64);
-        assert_eq!(errors(&body), [("to".into(), "must be a string".into())]);
+        assert_eq!(
+            errors(SendKind::Media, &body),
+            [("to".into(), "must be a string".into())]
+        );
     }
 
     #[test]
@@ -332,7 +324,7 @@ mod tests {
         for t in ["image", "Video", "AUDIO", "document", "sticker"] {
             let mut body = valid();
             body["mediaType"] = json!(t);
-            let request = run(&body).unwrap();
+            let request = run(SendKind::Media, &body).unwrap();
             let sent: Value = serde_json::from_slice(&request.body).unwrap();
             assert_eq!(sent["mediaType"], t.to_uppercase());
         }
@@ -405,18 +397,18 @@ mod tests {
     fn caption_is_limited_to_1024_characters() {
         let mut body = valid();
         body["caption"] = json!("c".repeat(1025));
-        assert_eq!(fields(&body), ["caption"]);
+        assert_eq!(fields(SendKind::Media, &body), ["caption"]);
         body["caption"] = json!("c".repeat(1024));
-        assert!(run(&body).is_ok());
+        assert!(run(SendKind::Media, &body).is_ok());
     }
 
     #[test]
     fn filename_only_with_document_and_without_slashes() {
         let mut body = valid();
         body["filename"] = json!("a.pdf");
-        assert_eq!(fields(&body), ["filename"]);
+        assert_eq!(fields(SendKind::Media, &body), ["filename"]);
         body["mediaType"] = json!("DOCUMENT");
-        assert!(run(&body).is_ok());
+        assert!(run(SendKind::Media, &body).is_ok());
         for bad in [
             json!("a/b.pdf"),
             json!("a\\b.pdf"),
@@ -424,7 +416,7 @@ mod tests {
             json!(""),
         ] {
             body["filename"] = bad;
-            assert_eq!(fields(&body), ["filename"]);
+            assert_eq!(fields(SendKind::Media, &body), ["filename"]);
         }
     }
 
@@ -432,7 +424,7 @@ mod tests {
     fn a_null_optional_field_is_absent() {
         let mut body = valid();
         body["caption"] = Value::Null;
-        let request = run(&body).unwrap();
+        let request = run(SendKind::Media, &body).unwrap();
         let sent: Value = serde_json::from_slice(&request.body).unwrap();
         assert!(sent.get("caption").is_none());
     }

@@ -41,38 +41,36 @@ pub(crate) struct RequestLocationRequest {
 mod tests {
     use super::MAX_TEXT_CHARS;
     use crate::sends::SendKind;
-    use crate::sends::test_support::{assert_required_text, fields, forwarded, run};
-    use serde_json::{Value, json};
+    use crate::sends::test_support::{Example, fields, forwarded};
+    use serde_json::json;
 
     /// The page's example, with a phone number in place of its placeholder.
-    fn example() -> Value {
-        json!({
-            "messageId": "b3e1e37c-e50b-48b2-8972-6cc659ac33d2",
-            "to": "254712345678",
-            "from": "254110090747",
-            "text": "Let's start with your pickup. You can either manually *enter an address* or *share your current location*."
-        })
+    fn example() -> Example {
+        Example::page(
+            SendKind::RequestLocation,
+            "b3e1e37c-e50b-48b2-8972-6cc659ac33d2",
+            json!({
+                "text": "Let's start with your pickup. You can either manually *enter an address* or *share your current location*."
+            }),
+        )
     }
 
     #[test]
     fn the_documented_example_is_forwarded_in_order() {
-        let request = run(SendKind::RequestLocation, &example()).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&request.body).unwrap(),
-            r#"{"messageId":"b3e1e37c-e50b-48b2-8972-6cc659ac33d2","text":"Let's start with your pickup. You can either manually *enter an address* or *share your current location*.","from":"254110090747","to":"254712345678"}"#
+        example().assert_forwarded_as(
+            r#"{"messageId":"b3e1e37c-e50b-48b2-8972-6cc659ac33d2","text":"Let's start with your pickup. You can either manually *enter an address* or *share your current location*.","from":"254110090747","to":"254712345678"}"#,
         );
     }
 
     #[test]
     fn text_is_a_required_string_of_at_most_1024_characters() {
         assert_eq!(MAX_TEXT_CHARS, 1024);
-        let kind = SendKind::RequestLocation;
-        assert_required_text(kind, &example(), "text", MAX_TEXT_CHARS);
+        example().assert_required_text("text", MAX_TEXT_CHARS);
     }
 
     #[test]
     fn unknown_fields_are_kept() {
-        let mut body = example();
+        let mut body = example().body();
         body["footer"] = json!("Reply STOP to opt out");
         assert_eq!(forwarded(SendKind::RequestLocation, &body), body);
     }

@@ -74,16 +74,9 @@ pub(crate) fn check(check: &mut Check<'_>) {
         check.optional_string_type(footer_at.key("text"), footer.get("text"));
     }
     let buttons_at = at.key("buttons");
-    for (index, raw) in check
-        .optional_array(buttons_at, components.get("buttons"))
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
-        let at = buttons_at.index(index);
-        let Some(button) = check.object_of(at, raw) else {
-            continue;
-        };
+    let buttons = check.optional_array(buttons_at, components.get("buttons"));
+    let buttons = buttons.unwrap_or_default();
+    check.each_object(buttons_at, buttons, |check, at, button| {
         let kind = check.optional_choice(at.key("type"), button.get("type"), BUTTON_TYPES);
         for name in ["text", "phoneNumber", "url", "example"] {
             check.optional_string_type(at.key(name), button.get(name));
@@ -98,7 +91,7 @@ pub(crate) fn check(check: &mut Check<'_>) {
         {
             check.error(at.key(name), message);
         }
-    }
+    });
 }
 
 // The OpenAPI schema only: the request is read raw, never into these types.
@@ -259,28 +252,26 @@ pub(crate) fn template_button_targets() -> Vec<ObjectBuilder> {
 #[cfg(test)]
 mod tests {
     use crate::sends::SendKind;
-    use crate::sends::test_support::{assert_errors, errors, fields, forwarded, run};
-    use crate::validate::validate;
+    use crate::sends::test_support::Edit::{Remove, Set};
+    use crate::sends::test_support::{Example, assert_forwarded_as, fields, forwarded};
     use serde_json::{Value, json};
 
     /// The page's example as far as it is stored (it ends after `"languageCod`), completed
     /// with the language `en` the table shows, and phone numbers for its placeholders.
-    fn example() -> Value {
-        json!({
-            "messageId": "d13ce19b-678f-4a94-a910-441cfbb25b9b",
-            "to": "254712345678",
-            "from": "254110090747",
-            "template": {"name": "offer_830", "languageCode": "en"}
-        })
+    fn example() -> Example {
+        Example::page(
+            SendKind::Template,
+            "d13ce19b-678f-4a94-a910-441cfbb25b9b",
+            json!({"template": {"name": "offer_830", "languageCode": "en"}}),
+        )
     }
 
     /// Every documented part of a template, each valid.
-    fn full() -> Value {
-        json!({
-            "messageId": "t-1",
-            "to": "254712345678",
-            "from": "254110090747",
-            "template": {
+    fn full() -> Example {
+        Example::page(
+            SendKind::Template,
+            "t-1",
+            json!({"template": {
                 "name": "offer_830",
                 "language": "en",
                 "category": "MARKETING",
@@ -296,139 +287,109 @@ mod tests {
                         {"type": "QUICK_REPLY", "text": "Stop"}
                     ]
                 }
-            }
-        })
+            }}),
+        )
     }
 
     #[test]
     fn the_documented_example_is_forwarded_unchanged() {
-        let body = br#"{"messageId": "d13ce19b-678f-4a94-a910-441cfbb25b9b", "to": "254712345678",
-            "from": "254110090747", "template": {"name": "offer_830", "languageCode": "en"}}"#;
-        let request = validate(SendKind::Template.rules(), body, None).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&request.body).unwrap(),
-            r#"{"messageId":"d13ce19b-678f-4a94-a910-441cfbb25b9b","template":{"name": "offer_830", "languageCode": "en"},"from":"254110090747","to":"254712345678"}"#
+        assert_forwarded_as(
+            SendKind::Template,
+            br#"{"messageId": "d13ce19b-678f-4a94-a910-441cfbb25b9b", "to": "254712345678",
+            "from": "254110090747", "template": {"name": "offer_830", "languageCode": "en"}}"#,
+            r#"{"messageId":"d13ce19b-678f-4a94-a910-441cfbb25b9b","template":{"name": "offer_830", "languageCode": "en"},"from":"254110090747","to":"254712345678"}"#,
         );
     }
 
     #[test]
     fn every_documented_part_is_accepted_and_forwarded_unchanged() {
-        assert_eq!(forwarded(SendKind::Template, &full()), full());
+        assert_eq!(forwarded(SendKind::Template, &full().body()), full().body());
     }
 
     #[test]
     fn template_is_a_required_object() {
-        let mut body = example();
-        body.as_object_mut().unwrap().remove("template");
-        assert_errors(SendKind::Template, &body, &[("template", "is required")]);
-        body["template"] = json!("offer_830");
-        assert_errors(
-            SendKind::Template,
-            &body,
-            &[("template", "must be an object")],
-        );
+        example().assert_required("template", json!("offer_830"), "must be an object");
     }
 
     #[test]
     fn the_template_needs_its_name() {
-        let mut body = example();
-        body["template"].as_object_mut().unwrap().remove("name");
-        assert_errors(
-            SendKind::Template,
-            &body,
-            &[("template.name", "is required")],
-        );
-        body["template"]["name"] = json!(830);
-        assert_errors(
-            SendKind::Template,
-            &body,
-            &[("template.name", "must be a string")],
-        );
+        example().assert_required("template.name", json!(830), "must be a string");
     }
 
     #[test]
     fn the_language_is_required_under_either_name() {
-        let mut body = example();
-        body["template"]
-            .as_object_mut()
-            .unwrap()
-            .remove("languageCode");
-        assert_errors(
-            SendKind::Template,
-            &body,
-            &[(
-                "template.languageCode",
-                "is required (or give it as template.language)",
-            )],
-        );
-        body["template"]["language"] = json!("en");
-        assert!(run(SendKind::Template, &body).is_ok());
-        body["template"]["language"] = json!(["en"]);
-        assert_eq!(fields(SendKind::Template, &body), ["template.language"]);
+        let missing = "is required (or give it as template.language)";
+        example().assert_required_either("template.languageCode", "template.language", missing);
+        example().assert_steps(&[
+            (
+                Remove("template.languageCode"),
+                &[("template.languageCode", missing)],
+            ),
+            (
+                Set("template.language", json!(["en"])),
+                &[("template.language", "must be a string")],
+            ),
+        ]);
     }
 
     #[test]
     fn category_is_one_of_the_three_as_spelled() {
-        let mut body = example();
-        for category in ["MARKETING", "UTILITY", "AUTHENTICATION"] {
-            body["template"]["category"] = json!(category);
-            assert!(run(SendKind::Template, &body).is_ok());
-        }
-        for bad in [json!("marketing"), json!("SERVICE"), json!(1)] {
-            body["template"]["category"] = bad;
-            assert_eq!(fields(SendKind::Template, &body), ["template.category"]);
-        }
-        body["template"]["category"] = json!("PROMO");
-        assert_eq!(
-            errors(SendKind::Template, &body)[0].1,
-            "must be one of MARKETING, UTILITY, AUTHENTICATION"
+        let not_one = (
+            "template.category",
+            "must be one of MARKETING, UTILITY, AUTHENTICATION",
         );
+        example().assert_steps(&[
+            (Set("template.category", json!("MARKETING")), &[]),
+            (Set("template.category", json!("UTILITY")), &[]),
+            (Set("template.category", json!("AUTHENTICATION")), &[]),
+            (Set("template.category", json!("marketing")), &[not_one]),
+            (Set("template.category", json!("SERVICE")), &[not_one]),
+            (
+                Set("template.category", json!(1)),
+                &[("template.category", "must be a string")],
+            ),
+            (Set("template.category", json!("PROMO")), &[not_one]),
+        ]);
     }
 
     #[test]
     fn components_and_its_parts_are_objects() {
-        let mut body = example();
-        body["template"]["components"] = json!([{"type": "BODY"}]);
-        assert_errors(
-            SendKind::Template,
-            &body,
-            &[("template.components", "must be an object")],
-        );
-        body["template"]["components"] =
-            json!({"header": "x", "body": [], "footer": 1, "buttons": {}});
-        assert_errors(
-            SendKind::Template,
-            &body,
-            &[
-                ("template.components.header", "must be an object"),
-                ("template.components.body", "must be an object"),
-                ("template.components.footer", "must be an object"),
-                ("template.components.buttons", "must be an array"),
-            ],
-        );
+        let parts = json!({"header": "x", "body": [], "footer": 1, "buttons": {}});
+        example().assert_steps(&[
+            (
+                Set("template.components", json!([{"type": "BODY"}])),
+                &[("template.components", "must be an object")],
+            ),
+            (
+                Set("template.components", parts),
+                &[
+                    ("template.components.header", "must be an object"),
+                    ("template.components.body", "must be an object"),
+                    ("template.components.footer", "must be an object"),
+                    ("template.components.buttons", "must be an array"),
+                ],
+            ),
+        ]);
     }
 
     #[test]
     fn header_format_is_one_of_the_four() {
-        let mut body = full();
-        for format in ["TEXT", "IMAGE", "VIDEO", "DOCUMENT"] {
-            body["template"]["components"]["header"]["format"] = json!(format);
-            assert!(run(SendKind::Template, &body).is_ok());
-        }
-        body["template"]["components"]["header"]["format"] = json!("AUDIO");
-        assert_errors(
-            SendKind::Template,
-            &body,
-            &[(
-                "template.components.header.format",
-                "must be one of TEXT, IMAGE, VIDEO, DOCUMENT",
-            )],
-        );
+        let format = "template.components.header.format";
+        full().assert_steps(&[
+            (Set(format, json!("TEXT")), &[]),
+            (Set(format, json!("IMAGE")), &[]),
+            (Set(format, json!("VIDEO")), &[]),
+            (Set(format, json!("DOCUMENT")), &[]),
+            (
+                Set(format, json!("AUDIO")),
+                &[(format, "must be one of TEXT, IMAGE, VIDEO, DOCUMENT")],
+            ),
+        ]);
     }
 
     #[test]
     fn documented_strings_and_arrays_are_type_checked() {
-        let mut body = full();
+        let mut body = full().body();
         let components = &mut body["template"]["components"];
         components["header"]["text"] = json!(1);
         components["header"]["filename"] = json!(["a.pdf"]);
@@ -451,29 +412,26 @@ mod tests {
 
     #[test]
     fn phone_number_and_url_buttons_need_their_target() {
-        let mut body = full();
-        let buttons = &mut body["template"]["components"]["buttons"];
-        buttons[0].as_object_mut().unwrap().remove("phoneNumber");
-        buttons[1]["url"] = Value::Null;
-        assert_errors(
-            SendKind::Template,
-            &body,
-            &[
-                (
-                    "template.components.buttons[0].phoneNumber",
-                    "is required when type is PHONE_NUMBER",
-                ),
-                (
-                    "template.components.buttons[1].url",
-                    "is required when type is URL",
-                ),
-            ],
-        );
+        let call = "template.components.buttons[0].phoneNumber";
+        let url = "template.components.buttons[1].url";
+        full().assert_steps(&[
+            (
+                Remove(call),
+                &[(call, "is required when type is PHONE_NUMBER")],
+            ),
+            (
+                Set(url, Value::Null),
+                &[
+                    (call, "is required when type is PHONE_NUMBER"),
+                    (url, "is required when type is URL"),
+                ],
+            ),
+        ]);
     }
 
     #[test]
     fn button_type_and_strings_are_checked() {
-        let mut body = full();
+        let mut body = full().body();
         body["template"]["components"]["buttons"] = json!([
             {"type": "CALL", "text": "x"},
             {"type": "QUICK_REPLY", "text": 1, "phoneNumber": 2, "url": 3, "example": 4},
@@ -494,18 +452,15 @@ mod tests {
 
     #[test]
     fn variables_and_examples_are_left_to_the_gateway() {
-        let mut body = full();
-        body["template"]["components"]["body"]["examples"] = json!([]);
-        body["template"]["components"]["header"]
-            .as_object_mut()
-            .unwrap()
-            .remove("example");
-        assert!(run(SendKind::Template, &body).is_ok());
+        full().assert_steps(&[
+            (Set("template.components.body.examples", json!([])), &[]),
+            (Remove("template.components.header.example"), &[]),
+        ]);
     }
 
     #[test]
     fn unknown_fields_are_kept_at_every_level() {
-        let mut body = full();
+        let mut body = full().body();
         body["template"]["namespace"] = json!("ns");
         body["template"]["components"]["body"]["placeholders"] = json!(["John"]);
         body["template"]["components"]["buttons"][2]["payload"] = json!("STOP");

@@ -40,32 +40,31 @@ pub(crate) struct TextRequest {
 mod tests {
     use super::MAX_MESSAGE_CHARS;
     use crate::sends::SendKind;
-    use crate::sends::test_support::{assert_required_text, fields, run};
-    use serde_json::{Value, json};
+    use crate::sends::test_support::{Example, fields};
+    use serde_json::json;
 
     /// The page's example, with phone numbers in place of its placeholders.
-    fn example() -> Value {
-        json!({
-            "message": "Hello world",
-            "messageId": "e66fc7b8-680f-4887-8dc8-ee062d65b54f",
-            "to": "254712345678",
-            "from": "254110090747"
-        })
+    fn example() -> Example {
+        Example::page(
+            SendKind::Text,
+            "e66fc7b8-680f-4887-8dc8-ee062d65b54f",
+            json!({
+                "message": "Hello world"
+            }),
+        )
     }
 
     #[test]
     fn the_documented_example_is_forwarded_in_order() {
-        let request = run(SendKind::Text, &example()).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&request.body).unwrap(),
-            r#"{"messageId":"e66fc7b8-680f-4887-8dc8-ee062d65b54f","message":"Hello world","from":"254110090747","to":"254712345678"}"#
+        example().assert_forwarded_as(
+            r#"{"messageId":"e66fc7b8-680f-4887-8dc8-ee062d65b54f","message":"Hello world","from":"254110090747","to":"254712345678"}"#,
         );
     }
 
     #[test]
     fn message_is_a_required_string_of_at_most_4096_characters() {
         assert_eq!(MAX_MESSAGE_CHARS, 4096);
-        assert_required_text(SendKind::Text, &example(), "message", MAX_MESSAGE_CHARS);
+        example().assert_required_text("message", MAX_MESSAGE_CHARS);
     }
 
     #[test]

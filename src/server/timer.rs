@@ -187,12 +187,22 @@ impl Drop for Waiting {
 mod tests {
     use super::*;
 
-    fn timer(activity: &Arc<Activity>) -> RequestTimer {
-        RequestTimer {
-            activity: Arc::clone(activity),
+    /// A new connection's timer (header timeout 1 s, idle 10 s), and the activity it reads.
+    fn timer() -> (Arc<Activity>, RequestTimer) {
+        let activity = Arc::new(Activity::default());
+        let timer = RequestTimer {
+            activity: Arc::clone(&activity),
             header: Duration::from_secs(1),
             idle: Duration::from_secs(10),
-        }
+        };
+        (activity, timer)
+    }
+
+    /// The same once its first request's head has arrived: a kept-alive connection's timer.
+    fn kept_alive_timer() -> (Arc<Activity>, RequestTimer) {
+        let (activity, timer) = timer();
+        drop(head_wait(&timer));
+        (activity, timer)
     }
 
     /// hyper's call: `sleep_until(now + header timeout)`.
@@ -202,8 +212,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_first_head_gets_the_header_timeout_from_the_accept() {
-        let activity = Arc::new(Activity::default());
-        let timer = timer(&activity);
+        let (activity, timer) = timer();
         let started = tokio::time::Instant::now();
         let wait = head_wait(&timer);
         assert!(activity.awaiting_request());
@@ -216,9 +225,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_kept_alive_connection_gets_the_idle_timeout_while_nothing_arrives() {
-        let activity = Arc::new(Activity::default());
-        let timer = timer(&activity);
-        drop(head_wait(&timer));
+        let (_, timer) = kept_alive_timer();
         let started = tokio::time::Instant::now();
         head_wait(&timer).await;
         assert_eq!(started.elapsed(), Duration::from_secs(10));
@@ -226,9 +233,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_next_head_gets_the_header_timeout_from_its_first_byte() {
-        let activity = Arc::new(Activity::default());
-        let timer = timer(&activity);
-        drop(head_wait(&timer));
+        let (activity, timer) = kept_alive_timer();
         let started = tokio::time::Instant::now();
         let mut wait = head_wait(&timer);
         assert!(futures::poll!(wait.as_mut()).is_pending());

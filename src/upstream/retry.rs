@@ -132,6 +132,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http::HeaderMap;
+    use tokio::task::JoinHandle;
     use tower::{Service, ServiceExt};
     use tower_test::mock;
 
@@ -185,6 +186,15 @@ mod tests {
         );
     }
 
+    /// A request whose first attempt has been made, as the policy sees it when it decides.
+    fn attempted_once() -> UpstreamRequest {
+        let req = request(Duration::from_secs(30));
+        req.0
+            .attempts
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        req
+    }
+
     fn policy(max_attempts: u32) -> RetryPolicy {
         RetryPolicy::new(max_attempts, Arc::new(budget()), Arc::new(Metrics::new()))
     }
@@ -221,73 +231,65 @@ mod tests {
         })
     }
 
+    type Gateway = mock::Handle<UpstreamRequest, GatewayReply>;
+
+    /// `req` sent through the retry layer (at most `max_attempts`) to a scripted gateway: the
+    /// task that ends with the relay's answer, and the handle that plays the gateway.
+    fn send(
+        max_attempts: u32,
+        req: &UpstreamRequest,
+    ) -> (JoinHandle<Result<GatewayReply, UpstreamError>>, Gateway) {
+        let (inner, gateway) = mock::pair::<UpstreamRequest, GatewayReply>();
+        let service = tower::retry::Retry::new(policy(max_attempts), counting(inner));
+        (tokio::spawn(service.oneshot(req.clone())), gateway)
+    }
+
+    /// Sends a request through at most `max_attempts`, answers its attempts with `statuses`
+    /// in turn, and asserts the status the relay ends with and the attempts it counted.
+    async fn assert_retries(max_attempts: u32, statuses: &[u16], last: StatusCode, attempts: u32) {
+        let req = request(Duration::from_secs(30));
+        let (pending, mut gateway) = send(max_attempts, &req);
+        for status in statuses {
+            let (_, attempt) = gateway.next_request().await.unwrap();
+            attempt.send_response(reply(*status, None));
+        }
+        assert_eq!(pending.await.unwrap().unwrap().status, last);
+        assert_eq!(req.attempts(), attempts);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn transient_failures_are_retried_until_success() {
-        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
-        let service = tower::retry::Retry::new(policy(3), counting(inner));
-        let req = request(Duration::from_secs(30));
-        let pending = tokio::spawn(service.oneshot(req.clone()));
-        for status in [503, 502, 200] {
-            let (_, send) = handle.next_request().await.unwrap();
-            send.send_response(reply(status, None));
-        }
-        let answer = pending.await.unwrap().unwrap();
-        assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(req.attempts(), 3);
+        assert_retries(3, &[503, 502, 200], StatusCode::OK, 3).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn client_errors_are_not_retried() {
-        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
-        let service = tower::retry::Retry::new(policy(3), counting(inner));
-        let req = request(Duration::from_secs(30));
-        let pending = tokio::spawn(service.oneshot(req.clone()));
-        let (_, send) = handle.next_request().await.unwrap();
-        send.send_response(reply(400, None));
-        assert_eq!(
-            pending.await.unwrap().unwrap().status,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(req.attempts(), 1);
+        assert_retries(3, &[400], StatusCode::BAD_REQUEST, 1).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn last_answer_is_returned_when_attempts_run_out() {
-        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
-        let service = tower::retry::Retry::new(policy(2), counting(inner));
-        let req = request(Duration::from_secs(30));
-        let pending = tokio::spawn(service.oneshot(req.clone()));
-        for status in [500, 503] {
-            let (_, send) = handle.next_request().await.unwrap();
-            send.send_response(reply(status, None));
-        }
-        let answer = pending.await.unwrap().unwrap();
-        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(req.attempts(), 2);
+        assert_retries(2, &[500, 503], StatusCode::SERVICE_UNAVAILABLE, 2).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured() {
-        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
-        let service = tower::retry::Retry::new(policy(3), counting(inner));
-        let pending = tokio::spawn(service.oneshot(request(Duration::from_secs(30))));
-        let (_, send) = handle.next_request().await.unwrap();
+        let (pending, mut gateway) = send(3, &request(Duration::from_secs(30)));
+        let (_, first) = gateway.next_request().await.unwrap();
         let sent_at = tokio::time::Instant::now();
-        send.send_response(reply(429, Some(Duration::from_secs(4))));
-        let (_, send) = handle.next_request().await.unwrap();
+        first.send_response(reply(429, Some(Duration::from_secs(4))));
+        let (_, second) = gateway.next_request().await.unwrap();
         assert!(sent_at.elapsed() >= Duration::from_secs(4));
-        send.send_response(reply(200, None));
+        second.send_response(reply(200, None));
         assert_eq!(pending.await.unwrap().unwrap().status, StatusCode::OK);
     }
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_beyond_the_deadline_returns_the_answer_as_is() {
-        let (inner, mut handle) = mock::pair::<UpstreamRequest, GatewayReply>();
-        let service = tower::retry::Retry::new(policy(3), counting(inner));
         let req = request(Duration::from_secs(5));
-        let pending = tokio::spawn(service.oneshot(req.clone()));
-        let (_, send) = handle.next_request().await.unwrap();
-        send.send_response(reply(503, Some(Duration::from_secs(60))));
+        let (pending, mut gateway) = send(3, &req);
+        let (_, first) = gateway.next_request().await.unwrap();
+        first.send_response(reply(503, Some(Duration::from_secs(60))));
         let answer = pending.await.unwrap().unwrap();
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(req.attempts(), 1);
@@ -296,10 +298,7 @@ mod tests {
     #[test]
     fn retry_after_of_any_size_never_overflows() {
         let policy = policy(3);
-        let req = request(Duration::from_secs(30));
-        req.0
-            .attempts
-            .store(1, std::sync::atomic::Ordering::Relaxed);
+        let req = attempted_once();
         let now = SystemTime::now();
         for value in [
             "18446744073709551615",
@@ -325,10 +324,7 @@ mod tests {
         let policy = policy(10);
         // Drain the floor: min_per_sec × window retries are allowed with no deposits.
         while policy.budget.withdraw() {}
-        let req = request(Duration::from_secs(30));
-        req.0
-            .attempts
-            .store(1, std::sync::atomic::Ordering::Relaxed);
+        let req = attempted_once();
         assert_eq!(policy.next_delay(&req, &Ok(reply(503, None))), None);
         assert_eq!(policy.metrics.budget_exhausted(), 1);
     }

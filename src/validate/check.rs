@@ -111,6 +111,22 @@ impl<'a> Check<'a> {
         object
     }
 
+    /// Each element of an array as an object, with its path (`buttons[1]`), handed to `rule`:
+    /// an element that is not an object is "must be an object" and skipped.
+    pub(crate) fn each_object(
+        &mut self,
+        field: FieldPath<'_>,
+        items: Vec<&'a RawValue>,
+        mut rule: impl FnMut(&mut Self, FieldPath<'_>, RawObject<'a>),
+    ) {
+        for (index, raw) in items.into_iter().enumerate() {
+            let at = field.index(index);
+            if let Some(object) = self.object_of(at, raw) {
+                rule(self, at, object);
+            }
+        }
+    }
+
     /// The value as an array, or "must be an array".
     pub(crate) fn array_of(
         &mut self,

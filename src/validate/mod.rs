@@ -256,20 +256,12 @@ fn phone(field: &'static str, text: &str, check: &mut Check<'_>) -> Option<Phone
 mod tests {
     use super::*;
     use crate::sends::SendKind;
-    use crate::sends::test_support::{self, media_example as valid};
+    use crate::sends::test_support::{fields, media_example as valid, run};
     use serde_json::{Value, json};
-
-    fn run(value: &Value) -> Result<SendRequest, Invalid> {
-        test_support::run(SendKind::Media, value)
-    }
-
-    fn fields(value: &Value) -> Vec<String> {
-        test_support::fields(SendKind::Media, value)
-    }
 
     #[test]
     fn common_fields_are_normalised() {
-        let request = run(&valid()).unwrap();
+        let request = run(SendKind::Media, &valid()).unwrap();
         let sent: Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(sent["from"], "254110090747");
         assert_eq!(sent["to"], "254712345678");
@@ -291,7 +283,7 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_phone_format_and_key_order() {
-        let a = run(&valid()).unwrap();
+        let a = run(SendKind::Media, &valid()).unwrap();
         let b = validate(
             SendKind::Media.rules(),
             br#"{"to":"254712345678","from":"254110090747","caption":"hi",
@@ -326,11 +318,14 @@ mod tests {
         ] {
             let mut body = valid();
             body["messageId"] = bad;
-            assert_eq!(fields(&body), ["messageId"]);
+            assert_eq!(fields(SendKind::Media, &body), ["messageId"]);
         }
         let mut body = valid();
         body["messageId"] = json!("é".repeat(128));
-        assert!(run(&body).is_ok(), "128 characters, more bytes, is allowed");
+        assert!(
+            run(SendKind::Media, &body).is_ok(),
+            "128 characters, more bytes, is allowed"
+        );
     }
 
     #[test]
@@ -338,7 +333,7 @@ mod tests {
         for bad in ["1234567", "1234567890123456", "2547abc12345"] {
             let mut body = valid();
             body["to"] = json!(bad);
-            assert_eq!(fields(&body), ["to"]);
+            assert_eq!(fields(SendKind::Media, &body), ["to"]);
         }
     }
 
@@ -346,7 +341,7 @@ mod tests {
     fn from_comes_from_the_default_when_absent() {
         let mut body = valid();
         body.as_object_mut().unwrap().remove("from");
-        assert_eq!(fields(&body), ["from"]);
+        assert_eq!(fields(SendKind::Media, &body), ["from"]);
         let default = PhoneNumber::parse("254700000001").unwrap();
         let request = validate(
             SendKind::Media.rules(),

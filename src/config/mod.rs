@@ -12,6 +12,7 @@
 //! and tests call `from_vars` with a literal list.
 
 mod error;
+mod lifecycle;
 mod secret;
 pub(crate) mod vars;
 
@@ -26,17 +27,17 @@ use url::Url;
 
 use crate::phone::PhoneNumber;
 pub use error::ConfigError;
+pub(crate) use lifecycle::{EventsConfig, StatusConfig, WebhookConfig};
 pub(crate) use secret::RedisUrls;
 pub use secret::{ApiKey, SigningSecret, WebhookToken, events_secret_from_env};
 pub(crate) use vars::VARIABLES;
 use vars::{
     API_KEY, API_KEY_FILE, ATTEMPT_TIMEOUT_MS, BASE_URL, BODY_TIMEOUT_MS, DEADLINE_MS,
-    DEDUP_CAPACITY, DEDUP_TTL_SECS, DEFAULT_FROM, EVENTS_MAX_AGE_SECS, EVENTS_MAX_PENDING,
-    EVENTS_SECRET, EVENTS_SECRET_FILE, EVENTS_URL, HEADER_TIMEOUT_MS, IDLE_TIMEOUT_SECS, LISTEN,
+    DEDUP_CAPACITY, DEDUP_TTL_SECS, DEFAULT_FROM, HEADER_TIMEOUT_MS, IDLE_TIMEOUT_SECS, LISTEN,
     LOG_FORMAT, MAX_ATTEMPTS, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_IN_FLIGHT, PAIR_BURST,
     PAIR_INTERVAL_MS, RATE_MAX_WAIT_MS, REDIS_CLUSTER, REDIS_FAILURE, REDIS_PREFIX,
     REDIS_TIMEOUT_MS, REDIS_URL, REDIS_URL_FILE, SENDER_RATE, SHUTDOWN_GRACE_SECS, STATUS_CAPACITY,
-    STATUS_TTL_SECS, Var, WEBHOOK_LISTEN, WEBHOOK_TOKEN, WEBHOOK_TOKEN_FILE,
+    STATUS_TTL_SECS, Var,
 };
 
 /// Whether `serve` needs a key: `--mock-upstream` brings its own.
@@ -112,37 +113,6 @@ pub struct ConnectionConfig {
     pub idle_timeout: Duration,
     /// Open client connections at most.
     pub max_connections: usize,
-}
-
-/// The webhook listener (SPEC "After SENT"): where it listens and the URL's secret segment.
-#[derive(Clone, Debug)]
-pub struct WebhookConfig {
-    /// `RELAY_WEBHOOK_LISTEN`.
-    pub listen: SocketAddr,
-    /// `RELAY_WEBHOOK_TOKEN[_FILE]`.
-    pub token: WebhookToken,
-}
-
-/// Status records (SPEC "Status of a message").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatusConfig {
-    /// `RELAY_STATUS_TTL_SECS`.
-    pub ttl: Duration,
-    /// `RELAY_STATUS_CAPACITY` (memory only).
-    pub capacity: u64,
-}
-
-/// Events out (SPEC "Events out").
-#[derive(Clone, Debug)]
-pub struct EventsConfig {
-    /// `RELAY_EVENTS_URL`.
-    pub url: Url,
-    /// `RELAY_EVENTS_SECRET[_FILE]`.
-    pub secret: SigningSecret,
-    /// `RELAY_EVENTS_MAX_AGE_SECS`.
-    pub max_age: Duration,
-    /// `RELAY_EVENTS_MAX_PENDING` (memory only).
-    pub max_pending: usize,
 }
 
 /// The typed configuration: parsed once, nothing downstream parses again.
@@ -300,12 +270,12 @@ impl Config {
                 idle_timeout: secs(&raw, &IDLE_TIMEOUT_SECS)?,
                 max_connections: size(&raw, &MAX_CONNECTIONS)?,
             },
-            webhooks: webhooks(&raw)?,
+            webhooks: lifecycle::webhooks(&raw)?,
             status: StatusConfig {
                 ttl: secs(&raw, &STATUS_TTL_SECS)?,
                 capacity: number(&raw, &STATUS_CAPACITY)?,
             },
-            events: events(&raw)?,
+            events: lifecycle::events(&raw)?,
         })
     }
 }
@@ -359,46 +329,6 @@ pub(crate) fn join_path(base: &Url, path: &str) -> Result<Url, url::ParseError> 
     text.push('/');
     text.push_str(path.trim_start_matches('/'));
     Url::parse(&text)
-}
-
-fn webhooks(raw: &RawVars) -> Result<Option<WebhookConfig>, ConfigError> {
-    let token = secret::webhook_token(raw.get(&WEBHOOK_TOKEN), raw.get(&WEBHOOK_TOKEN_FILE))?;
-    let Some(text) = raw.get(&WEBHOOK_LISTEN) else {
-        return Ok(None);
-    };
-    let listen = text.trim().parse::<SocketAddr>().map_err(|_| {
-        invalid(
-            &WEBHOOK_LISTEN,
-            "must be an address such as 0.0.0.0:8081",
-            text,
-        )
-    })?;
-    let token = token.ok_or(ConfigError::Required {
-        var: WEBHOOK_TOKEN.name,
-        with: WEBHOOK_LISTEN.name,
-    })?;
-    Ok(Some(WebhookConfig { listen, token }))
-}
-
-fn events(raw: &RawVars) -> Result<Option<EventsConfig>, ConfigError> {
-    let secret = secret::signing_secret(raw.get(&EVENTS_SECRET), raw.get(&EVENTS_SECRET_FILE))?;
-    let Some(text) = raw.get(&EVENTS_URL) else {
-        return Ok(None);
-    };
-    let url = Url::parse(text.trim())
-        .ok()
-        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
-        .ok_or_else(|| invalid(&EVENTS_URL, "must be an http:// or https:// URL", text))?;
-    let secret = secret.ok_or(ConfigError::Required {
-        var: EVENTS_SECRET.name,
-        with: EVENTS_URL.name,
-    })?;
-    Ok(Some(EventsConfig {
-        url,
-        secret,
-        max_age: secs(raw, &EVENTS_MAX_AGE_SECS)?,
-        max_pending: size(raw, &EVENTS_MAX_PENDING)?,
-    }))
 }
 
 fn redis(raw: &RawVars) -> Result<RedisConfig, ConfigError> {

@@ -50,16 +50,28 @@ pub(crate) enum StoreOp {
     Complete,
     /// Taking a rate-limit slot.
     Limit,
+    /// Merging an update into a status record (with its `waId` index).
+    StatusMerge,
+    /// Reading a status record, or the `messageId` of a `waId`.
+    StatusRead,
 }
 
 impl StoreOp {
-    pub(crate) const ALL: [Self; 3] = [Self::Claim, Self::Complete, Self::Limit];
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Claim,
+        Self::Complete,
+        Self::Limit,
+        Self::StatusMerge,
+        Self::StatusRead,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Claim => "claim",
             Self::Complete => "complete",
             Self::Limit => "limit",
+            Self::StatusMerge => "status_merge",
+            Self::StatusRead => "status_read",
         }
     }
 

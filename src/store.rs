@@ -1,6 +1,6 @@
 //! The shared store (SPEC "Shared deduplication", "Rate limits", "After SENT"): one Redis or
 //! Valkey server, or a Redis Cluster, reached through the `redis` crate, for the dedup window,
-//! the rate limits and the status records of every replica.
+//! the rate limits, the status records and the events outbox of every replica.
 //!
 //! The `redis` crate (not `fred`): it is the most used Rust client, its `ConnectionManager`
 //! multiplexes every request over one connection and reconnects on its own after an I/O
@@ -18,7 +18,7 @@
 //! (several steps in one round trip, see `batch`).
 //!
 //! Recovery, without a restart: a call that fails on a refused connection (or, for the dedup
-//! steps, which are safe to repeat, a lost one) is tried once more within the
+//! steps and the emit, which are safe to repeat, a lost one) is tried once more within the
 //! same timeout, on the connection the manager has started meanwhile, so the first call after
 //! Redis returns already succeeds. A refused password is the one failure the manager
 //! keeps for good, so after one the manager is replaced (at most once per
@@ -44,7 +44,7 @@ mod batch;
 #[cfg(test)]
 pub(crate) mod test_server;
 
-pub(crate) use batch::{Step, reply};
+pub(crate) use batch::{Step, is_error, reply};
 
 /// Connecting gets a little more than one round trip, so a slow TLS handshake still works.
 const CONNECT_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
@@ -200,9 +200,9 @@ impl SharedStore {
         self.0.timeout
     }
 
-    /// One script (EVALSHA, loaded on first use), bounded and counted. A claim or completion
-    /// may reach Redis twice after a lost connection (see [`may_repeat`]); other operations
-    /// are repeated only when the connection was refused.
+    /// One script (EVALSHA, loaded on first use), bounded and counted. A claim, a completion
+    /// or an emit may reach Redis twice after a lost connection (see [`may_repeat`]); other
+    /// operations are repeated only when the connection was refused.
     pub(crate) async fn script<T: FromRedisValue>(
         &self,
         op: StoreOp,
@@ -422,12 +422,13 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 /// Whether `op` may be sent again after `error`, an I/O error: always when the connection was
 /// refused (nothing was sent); after a lost connection (the command may have run) only for the
-/// dedup steps, which are safe to repeat — a claim that finds its own value is ours, and the
-/// completion is a compare-and-set — unlike taking a rate-limit slot or merging a status
-/// (whose `changed` would read false).
+/// dedup steps and the emit, which are safe to repeat — a claim that finds its own value is
+/// ours, the completion is a compare-and-set, an event is recorded once per id — unlike
+/// taking a rate-limit slot or merging a status (whose `changed` would read false).
 fn may_repeat(op: StoreOp, error: &RedisError) -> bool {
     error.is_connection_refusal()
-        || (error.is_io_error() && matches!(op, StoreOp::Claim | StoreOp::Complete))
+        || (error.is_io_error()
+            && matches!(op, StoreOp::Claim | StoreOp::Complete | StoreOp::EventEmit))
 }
 
 fn invocation<'a>(script: &'a Script, keys: &[&[u8]], args: &[&[u8]]) -> ScriptInvocation<'a> {
@@ -501,10 +502,11 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_connection_is_retried_only_for_the_dedup_steps() {
+    fn a_lost_connection_is_retried_only_for_the_steps_safe_to_repeat() {
         let lost = io(std::io::ErrorKind::BrokenPipe);
         assert!(may_repeat(StoreOp::Claim, &lost));
         assert!(may_repeat(StoreOp::Complete, &lost));
+        assert!(may_repeat(StoreOp::EventEmit, &lost));
         assert!(
             !may_repeat(StoreOp::Limit, &lost),
             "a slot must not be taken twice"

@@ -50,19 +50,35 @@ pub(crate) enum StoreOp {
     Complete,
     /// Taking a rate-limit slot.
     Limit,
-    /// Merging an update into a status record (with its `waId` index).
+    /// Merging an update into a status record (with its `waId` index and, for an accepted
+    /// send, its event).
     StatusMerge,
     /// Reading a status record, or the `messageId` of a `waId`.
     StatusRead,
+    /// Recording an event in the outbox stream.
+    EventEmit,
+    /// Taking events to deliver: new ones, or ones a silent replica held.
+    EventTake,
+    /// Telling the outbox that events taken are still being retried.
+    EventKeep,
+    /// Removing an event delivered or dead.
+    EventDone,
+    /// Counting the events waiting, for the metrics.
+    EventPending,
 }
 
 impl StoreOp {
-    pub(crate) const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Claim,
         Self::Complete,
         Self::Limit,
         Self::StatusMerge,
         Self::StatusRead,
+        Self::EventEmit,
+        Self::EventTake,
+        Self::EventKeep,
+        Self::EventDone,
+        Self::EventPending,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -72,6 +88,11 @@ impl StoreOp {
             Self::Limit => "limit",
             Self::StatusMerge => "status_merge",
             Self::StatusRead => "status_read",
+            Self::EventEmit => "event_emit",
+            Self::EventTake => "event_take",
+            Self::EventKeep => "event_keep",
+            Self::EventDone => "event_done",
+            Self::EventPending => "event_pending",
         }
     }
 

@@ -12,6 +12,8 @@
 //! - `<prefix>:waid:<waId>` → `messageId`, written for an update that carries the gateway's
 //!   `waId` (same TTL). On a Cluster it is in another slot than the record, so it goes beside
 //!   the script in the same round trip ([`SharedStore::batch`]), not inside it.
+//! - [`RedisStatus::accepted`]: what the send path calls when the gateway accepts a send —
+//!   the merge, the index and the event's emit, in one round trip.
 //!
 //! Optional arguments of the script are `''` for none and `'+'` and the text for some, so an
 //! empty text is still a value.
@@ -29,6 +31,8 @@ use redis::{Script, Value};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{ErrorDetail, Merged, Record, Status, Update};
+use crate::events::Event;
+use crate::events::redis::RedisOutbox;
 use crate::metrics::StoreOp;
 use crate::store::{SharedStore, Step, StoreError, reply};
 
@@ -138,6 +142,28 @@ impl RedisStatus {
         message_id: &str,
         update: &Update,
     ) -> Result<Merged, StoreError> {
+        self.merge_with(message_id, update, None).await
+    }
+
+    /// A send the gateway accepted: merges `update`, indexes its `waId` and, when given,
+    /// records `event` in `outbox`, in one round trip.
+    pub(crate) async fn accepted(
+        &self,
+        message_id: &str,
+        update: &Update,
+        event: Option<&Event>,
+        outbox: &RedisOutbox,
+    ) -> Result<Merged, StoreError> {
+        let emit = event.map(|event| outbox.emit_step(event));
+        self.merge_with(message_id, update, emit).await
+    }
+
+    async fn merge_with(
+        &self,
+        message_id: &str,
+        update: &Update,
+        emit: Option<Step<'_>>,
+    ) -> Result<Merged, StoreError> {
         let key = self.key("status", message_id);
         let args = MergeArgs::of(update);
         let mut steps = vec![Step::script(
@@ -151,13 +177,14 @@ impl RedisStatus {
             set.arg(&index).arg(message_id).arg("PX").arg(&*self.ttl_ms);
             steps.push(Step::command(&index, set));
         }
+        steps.extend(emit);
         let mut replies = self
             .store
             .batch(StoreOp::StatusMerge, &steps)
             .await?
             .into_iter();
         let merged = replies.next().unwrap_or(Value::Nil);
-        // The index answers OK; an error reply fails the whole call.
+        // The index and the emit answer OK and 1 or 0; an error reply fails the whole call.
         for other in replies {
             reply::<Value>(other)?;
         }
@@ -325,6 +352,7 @@ mod tests {
     use redis::cluster_routing::Slot;
 
     use super::*;
+    use crate::events::EventType;
     use crate::status::{SendFacts, merge};
     use crate::store::test_server::TestRedis;
 
@@ -487,47 +515,69 @@ mod tests {
         ));
     }
 
-    /// The status record and the `waId` index, in one call, on whatever `redis` is; on a
-    /// Cluster the two keys are in two slots.
-    async fn a_send_is_recorded_and_indexed(redis: &TestRedis) {
-        let status = RedisStatus::new(redis.store(), TTL);
+    /// The status record, the `waId` index and the event, in one call, on whatever `redis`
+    /// is; on a Cluster the three keys are in three slots.
+    async fn accepted_records_all_three(redis: &TestRedis) {
+        let store = redis.store();
+        let status = RedisStatus::new(store.clone(), TTL);
+        let outbox = RedisOutbox::new(store, "replica-a".to_owned(), TTL);
+        let stream = format!("{{{}:events}}:stream", status.store.prefix());
         let message_id = (0..)
             .map(|n| format!("m{n}"))
             .find(|id| {
-                Slot::for_key(status.key("status", id))
-                    != Slot::for_key(status.key("waid", "wamid.1"))
+                let slot = Slot::for_key(status.key("status", id));
+                slot != Slot::for_key(status.key("waid", "wamid.1"))
+                    && slot != Slot::for_key(&stream)
             })
             .unwrap();
         let mut sent = update(Status::Sent, 1);
         sent.send = Some(facts(Some("media"), Some("wamid.1")));
         let expected = merge(None, &message_id, &sent);
+        let event = Event::status(&expected.record);
 
-        // The script is not loaded yet: it comes back NOSCRIPT and is loaded and run again.
-        assert_eq!(status.apply(&message_id, &sent).await.unwrap(), expected);
+        // Neither script is loaded yet: both come back NOSCRIPT and are loaded and run again.
+        let merged = status
+            .accepted(&message_id, &sent, Some(&event), &outbox)
+            .await
+            .unwrap();
+        assert_eq!(merged, expected);
         assert_eq!(
             status.message_of("wamid.1").await.unwrap(),
             Some(message_id.clone())
         );
-        let again = status.apply(&message_id, &sent).await.unwrap();
+        assert_eq!(outbox.pending().await.unwrap(), (1, Some(event.created_ms)));
+        let again = status
+            .accepted(&message_id, &sent, Some(&event), &outbox)
+            .await
+            .unwrap();
         assert!(!again.changed, "a repeated send changes nothing");
-        assert_eq!(again.record, expected.record);
+        assert!(!outbox.emit(&event).await.unwrap(), "recorded once");
+        let taken = outbox.take_new(10).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].event, event);
+        assert_eq!(taken[0].event.kind, EventType::MessageStatus);
+        let no_event = status
+            .accepted(&message_id, &update(Status::Delivered, 2), None, &outbox)
+            .await
+            .unwrap();
+        assert_eq!(no_event.record.status, Status::Delivered);
     }
 
     #[tokio::test]
-    async fn a_send_is_recorded_and_indexed_in_one_call() {
+    async fn an_accepted_send_records_status_index_and_event_in_one_call() {
         let Some(redis) = TestRedis::start() else {
             return;
         };
-        a_send_is_recorded_and_indexed(&redis).await;
+        accepted_records_all_three(&redis).await;
         let errors = redis.cli(&["info", "errorstats"]);
-        assert!(errors.contains("errorstat_NOSCRIPT:count=1"), "{errors}");
+        assert!(errors.contains("errorstat_NOSCRIPT:count=2"), "{errors}");
     }
 
     #[tokio::test]
-    async fn a_send_spans_two_slots_on_a_cluster() {
+    async fn an_accepted_send_spans_three_slots_on_a_cluster() {
         let Some(redis) = TestRedis::cluster() else {
             return;
         };
-        a_send_is_recorded_and_indexed(&redis).await;
+        accepted_records_all_three(&redis).await;
     }
 }

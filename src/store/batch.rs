@@ -142,6 +142,11 @@ pub(crate) fn reply<T: FromRedisValue>(value: Value) -> Result<T, StoreError> {
     redis::from_redis_value(value).map_err(|error| StoreError::Failed(error.to_string()))
 }
 
+/// Whether `value` is the error reply with `code` (`NOGROUP`, `BUSYGROUP`, …).
+pub(crate) fn is_error(value: &Value, code: &str) -> bool {
+    matches!(value, Value::ServerError(error) if error.code() == code)
+}
+
 /// One step of a [`SharedStore::batch`]: a script or a command, and a key of it, whose slot
 /// decides where it goes on a Cluster.
 pub(crate) struct Step<'a> {

@@ -1,6 +1,6 @@
-//! The shared store (SPEC "Shared deduplication", "Rate limits"): one Redis or Valkey server,
-//! or a Redis Cluster, reached through the `redis` crate, for the dedup window and the rate
-//! limits of every replica.
+//! The shared store (SPEC "Shared deduplication", "Rate limits", "After SENT"): one Redis or
+//! Valkey server, or a Redis Cluster, reached through the `redis` crate, for the dedup window,
+//! the rate limits, the status records and the events outbox of every replica.
 //!
 //! The `redis` crate (not `fred`): it is the most used Rust client, its `ConnectionManager`
 //! multiplexes every request over one connection and reconnects on its own after an I/O
@@ -11,12 +11,16 @@
 //! Every round trip is bounded by `RELAY_REDIS_TIMEOUT_MS` (connecting included) and counted in
 //! the store metrics; what to do when one fails (`RELAY_REDIS_FAILURE`) is the caller's
 //! decision. The URLs may carry a password: it is never logged, and error texts are scrubbed
-//! of it.
+//! of it. Every request shares one multiplexed connection, so no command here ever blocks
+//! (no `BLOCK`, no `BLPOP`): it would stall every other caller behind it.
+//!
+//! Calls: [`SharedStore::script`], [`SharedStore::command`], and [`SharedStore::batch`]
+//! (several steps in one round trip, see `batch`).
 //!
 //! Recovery, without a restart: a call that fails on a refused connection (or, for the dedup
-//! steps, which are safe to repeat, a lost one) is tried once more within the same timeout, on
-//! the connection the manager has started meanwhile, so the first call after Redis returns
-//! already succeeds. A refused password is the one failure the manager
+//! steps and the emit, which are safe to repeat, a lost one) is tried once more within the
+//! same timeout, on the connection the manager has started meanwhile, so the first call after
+//! Redis returns already succeeds. A refused password is the one failure the manager
 //! keeps for good, so after one the manager is replaced (at most once per
 //! [`RECONNECT_INTERVAL`]). A Cluster connection is made by one task for all callers, who
 //! wait for it within their timeout.
@@ -27,12 +31,20 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisFuture, Script, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, RedisError, RedisFuture, Script, ScriptInvocation, Value,
+};
 use tokio::sync::watch;
 
 use crate::config::{FailureMode, RedisConfig};
 use crate::metrics::{Metrics, StoreOp, StoreResult};
 use crate::throttle::Throttle;
+
+mod batch;
+#[cfg(test)]
+pub(crate) mod test_server;
+
+pub(crate) use batch::{Step, is_error, reply};
 
 /// Connecting gets a little more than one round trip, so a slow TLS handshake still works.
 const CONNECT_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
@@ -188,9 +200,9 @@ impl SharedStore {
         self.0.timeout
     }
 
-    /// One script (EVALSHA, loaded on first use), bounded and counted. A claim or completion
-    /// may reach Redis twice after a lost connection (see [`may_repeat`]); other operations
-    /// are repeated only when the connection was refused.
+    /// One script (EVALSHA, loaded on first use), bounded and counted. A claim, a completion
+    /// or an emit may reach Redis twice after a lost connection (see [`may_repeat`]); other
+    /// operations are repeated only when the connection was refused.
     pub(crate) async fn script<T: FromRedisValue>(
         &self,
         op: StoreOp,
@@ -198,28 +210,58 @@ impl SharedStore {
         keys: &[&[u8]],
         args: &[&[u8]],
     ) -> Result<T, StoreError> {
+        let invocation = &invocation(script, keys, args);
+        self.call(op, move |mut connection| async move {
+            invocation.invoke_async::<T>(&mut connection).await
+        })
+        .await
+    }
+
+    /// One command, bounded and counted like [`Self::script`]; an error reply is an error.
+    pub(crate) async fn command<T: FromRedisValue>(
+        &self,
+        op: StoreOp,
+        command: &Cmd,
+    ) -> Result<T, StoreError> {
+        self.call(op, move |mut connection| async move {
+            command.query_async::<T>(&mut connection).await
+        })
+        .await
+    }
+
+    /// One call made by `attempt` on a connection: bounded, counted, and tried again as
+    /// [`Self::recovers`] says.
+    async fn call<T, F>(
+        &self,
+        op: StoreOp,
+        attempt: impl FnMut(Handle) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
         let started = Instant::now();
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        let result = self
-            .bounded(async {
-                let mut retried = false;
-                loop {
-                    let mut connection = self.connection().await?;
-                    match invocation.invoke_async::<T>(&mut connection).await {
-                        Err(error) if !retried && self.recovers(op, &error) => retried = true,
-                        result => return result.map_err(|error| self.failed(&error)),
-                    }
-                }
-            })
-            .await;
+        let result = self.bounded(self.attempts(op, attempt)).await;
         self.record(op, started, &result);
         result
+    }
+
+    /// `attempt`, tried a second time when [`Self::recovers`] says so.
+    async fn attempts<T, F>(
+        &self,
+        op: StoreOp,
+        mut attempt: impl FnMut(Handle) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
+        let mut retried = false;
+        loop {
+            let connection = self.connection().await?;
+            match attempt(connection).await {
+                Err(error) if !retried && self.recovers(op, &error) => retried = true,
+                result => return result.map_err(|error| self.failed(&error)),
+            }
+        }
     }
 
     /// Whether to try `op` a second time after `error`: the connection was refused (the
@@ -380,11 +422,24 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 /// Whether `op` may be sent again after `error`, an I/O error: always when the connection was
 /// refused (nothing was sent); after a lost connection (the command may have run) only for the
-/// dedup steps, which are safe to repeat — a claim that finds its own value is ours, and the
-/// completion is a compare-and-set — unlike taking a rate-limit slot.
+/// dedup steps and the emit, which are safe to repeat — a claim that finds its own value is
+/// ours, the completion is a compare-and-set, an event is recorded once per id — unlike
+/// taking a rate-limit slot or merging a status (whose `changed` would read false).
 fn may_repeat(op: StoreOp, error: &RedisError) -> bool {
     error.is_connection_refusal()
-        || (error.is_io_error() && matches!(op, StoreOp::Claim | StoreOp::Complete))
+        || (error.is_io_error()
+            && matches!(op, StoreOp::Claim | StoreOp::Complete | StoreOp::EventEmit))
+}
+
+fn invocation<'a>(script: &'a Script, keys: &[&[u8]], args: &[&[u8]]) -> ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    for key in keys {
+        invocation.key(*key);
+    }
+    for arg in args {
+        invocation.arg(*arg);
+    }
+    invocation
 }
 
 /// The text with every configured password replaced.
@@ -447,13 +502,18 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_connection_is_retried_only_for_the_dedup_steps() {
+    fn a_lost_connection_is_retried_only_for_the_steps_safe_to_repeat() {
         let lost = io(std::io::ErrorKind::BrokenPipe);
         assert!(may_repeat(StoreOp::Claim, &lost));
         assert!(may_repeat(StoreOp::Complete, &lost));
+        assert!(may_repeat(StoreOp::EventEmit, &lost));
         assert!(
             !may_repeat(StoreOp::Limit, &lost),
             "a slot must not be taken twice"
+        );
+        assert!(
+            !may_repeat(StoreOp::StatusMerge, &lost),
+            "a repeated merge reads unchanged, and its event would be lost"
         );
     }
 

@@ -50,18 +50,52 @@ pub(crate) enum StoreOp {
     Complete,
     /// Taking a rate-limit slot.
     Limit,
+    /// Merging an update into a status record (with its `waId` index and, for an accepted
+    /// send, its event).
+    StatusMerge,
+    /// Reading a status record, or the `messageId` of a `waId`.
+    StatusRead,
+    /// Recording an event in the outbox stream.
+    EventEmit,
+    /// Taking events to deliver: new ones, or ones a silent replica held.
+    EventTake,
+    /// Telling the outbox that events taken are still being retried.
+    EventKeep,
+    /// Removing an event delivered or dead.
+    EventDone,
+    /// Counting the events waiting, for the metrics.
+    EventPending,
     /// Reading a remembered answer for `GET /messages/{messageId}`.
     Lookup,
 }
 
 impl StoreOp {
-    pub(crate) const ALL: [Self; 4] = [Self::Claim, Self::Complete, Self::Limit, Self::Lookup];
+    pub(crate) const ALL: [Self; 11] = [
+        Self::Claim,
+        Self::Complete,
+        Self::Limit,
+        Self::StatusMerge,
+        Self::StatusRead,
+        Self::EventEmit,
+        Self::EventTake,
+        Self::EventKeep,
+        Self::EventDone,
+        Self::EventPending,
+        Self::Lookup,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Claim => "claim",
             Self::Complete => "complete",
             Self::Limit => "limit",
+            Self::StatusMerge => "status_merge",
+            Self::StatusRead => "status_read",
+            Self::EventEmit => "event_emit",
+            Self::EventTake => "event_take",
+            Self::EventKeep => "event_keep",
+            Self::EventDone => "event_done",
+            Self::EventPending => "event_pending",
             Self::Lookup => "lookup",
         }
     }

@@ -35,8 +35,7 @@ use vars::{
     API_KEY, API_KEY_FILE, ATTEMPT_TIMEOUT_MS, BASE_URL, BODY_TIMEOUT_MS, DEADLINE_MS,
     DEDUP_CAPACITY, DEDUP_TTL_SECS, DEFAULT_FROM, HEADER_TIMEOUT_MS, IDLE_TIMEOUT_SECS, LISTEN,
     LOG_FORMAT, MAX_ATTEMPTS, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_IN_FLIGHT, PAIR_BURST,
-    PAIR_INTERVAL_MS, RATE_MAX_WAIT_MS, REDIS_CLUSTER, REDIS_FAILURE, REDIS_PREFIX,
-    REDIS_TIMEOUT_MS, REDIS_URL, REDIS_URL_FILE, SENDER_RATE, SHUTDOWN_GRACE_SECS, STATUS_CAPACITY,
+    PAIR_INTERVAL_MS, RATE_MAX_WAIT_MS, SENDER_RATE, SHUTDOWN_GRACE_SECS, STATUS_CAPACITY,
     STATUS_TTL_SECS, Var,
 };
 
@@ -257,7 +256,7 @@ impl Config {
                 "text" => LogFormat::Text,
                 _ => LogFormat::Json,
             },
-            redis: redis(&raw)?,
+            redis: secret::redis(&raw)?,
             limits: RateLimitConfig {
                 sender_rate: count(&raw, &SENDER_RATE)?,
                 pair_interval: millis(&raw, &PAIR_INTERVAL_MS)?,
@@ -331,42 +330,6 @@ pub(crate) fn join_path(base: &Url, path: &str) -> Result<Url, url::ParseError> 
     Url::parse(&text)
 }
 
-fn redis(raw: &RawVars) -> Result<RedisConfig, ConfigError> {
-    let text = secret::secret_text(
-        &REDIS_URL,
-        raw.get(&REDIS_URL),
-        &REDIS_URL_FILE,
-        raw.get(&REDIS_URL_FILE),
-    )?;
-    let cluster = flag(raw, &REDIS_CLUSTER)?;
-    let urls = match text {
-        Some((var, text)) => Some(secret::redis_urls(var.name, &text, cluster)?),
-        None => None,
-    };
-    let prefix = raw.or_default(&REDIS_PREFIX).unwrap_or_default();
-    if prefix.is_empty() {
-        return Err(ConfigError::Empty(REDIS_PREFIX.name));
-    }
-    if prefix.contains(['{', '}']) || prefix.chars().any(char::is_control) {
-        return Err(invalid(
-            &REDIS_PREFIX,
-            "must not contain { } (Cluster hash tags) or control characters",
-            prefix,
-        ));
-    }
-    let failure = match choice(raw, &REDIS_FAILURE)? {
-        "closed" => FailureMode::Closed,
-        _ => FailureMode::Open,
-    };
-    Ok(RedisConfig {
-        urls,
-        cluster,
-        prefix: prefix.into(),
-        timeout: millis(raw, &REDIS_TIMEOUT_MS)?,
-        failure,
-    })
-}
-
 fn flag(raw: &RawVars, var: &Var) -> Result<bool, ConfigError> {
     var.flag(raw.get(var))
 }
@@ -405,6 +368,7 @@ fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::vars::{REDIS_FAILURE, REDIS_PREFIX, REDIS_TIMEOUT_MS};
     use std::ffi::OsString;
     use std::os::unix::ffi::OsStringExt;
 

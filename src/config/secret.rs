@@ -9,12 +9,13 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use super::ConfigError;
+use super::{ConfigError, FailureMode, RawVars, RedisConfig, choice, flag, invalid, millis};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::vars::{
-    API_KEY, API_KEY_FILE, EVENTS_SECRET, EVENTS_SECRET_FILE, REDIS_CLUSTER, Var, WEBHOOK_TOKEN,
+    API_KEY, API_KEY_FILE, EVENTS_SECRET, EVENTS_SECRET_FILE, REDIS_CLUSTER, REDIS_FAILURE,
+    REDIS_PREFIX, REDIS_TIMEOUT_MS, REDIS_URL, REDIS_URL_FILE, Var, WEBHOOK_TOKEN,
     WEBHOOK_TOKEN_FILE,
 };
 
@@ -315,6 +316,43 @@ pub(super) fn redis_urls(
         urls.push(url);
     }
     Ok(RedisUrls(urls))
+}
+
+/// The shared store's settings (`RELAY_REDIS_*`).
+pub(super) fn redis(raw: &RawVars) -> Result<RedisConfig, ConfigError> {
+    let text = secret_text(
+        &REDIS_URL,
+        raw.get(&REDIS_URL),
+        &REDIS_URL_FILE,
+        raw.get(&REDIS_URL_FILE),
+    )?;
+    let cluster = flag(raw, &REDIS_CLUSTER)?;
+    let urls = match text {
+        Some((var, text)) => Some(redis_urls(var.name, &text, cluster)?),
+        None => None,
+    };
+    let prefix = raw.or_default(&REDIS_PREFIX).unwrap_or_default();
+    if prefix.is_empty() {
+        return Err(ConfigError::Empty(REDIS_PREFIX.name));
+    }
+    if prefix.contains(['{', '}']) || prefix.chars().any(char::is_control) {
+        return Err(invalid(
+            &REDIS_PREFIX,
+            "must not contain { } (Cluster hash tags) or control characters",
+            prefix,
+        ));
+    }
+    let failure = match choice(raw, &REDIS_FAILURE)? {
+        "closed" => FailureMode::Closed,
+        _ => FailureMode::Open,
+    };
+    Ok(RedisConfig {
+        urls,
+        cluster,
+        prefix: prefix.into(),
+        timeout: millis(raw, &REDIS_TIMEOUT_MS)?,
+        failure,
+    })
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@
 
 mod complete;
 mod lead;
+mod lookup;
 pub(crate) mod memory;
 pub(crate) mod redis;
 
@@ -221,20 +222,6 @@ impl Dedup {
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.0.table().len()
-    }
-
-    /// The remembered answer of `message_id`: this process's window, then the shared one.
-    pub(crate) async fn remembered(
-        &self,
-        message_id: &str,
-    ) -> Result<Option<Remembered>, crate::store::StoreError> {
-        if let Some(answer) = self.0.memory.get(message_id) {
-            return Ok(Some(answer));
-        }
-        match &self.0.shared {
-            Some(shared) => shared.remembered(message_id).await,
-            None => Ok(None),
-        }
     }
 
     /// Decides what a request with this `messageId` and fingerprint does, and never waits: a

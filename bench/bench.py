@@ -54,7 +54,7 @@ RELAY = ROOT / "target" / "release" / "lipachat-relay"
 OPENLOOP = FLOOR = None  # the bench binaries' paths, from run.sh (argv 1 and 2)
 ALL_TARGETS = ("direct", "nginx", "floor", "before", "relay", "before-replay", "relay-replay",
                "relay-limited", "relay-redis", "relay-redis-replay", "before-redis",
-               "before-redis-replay")
+               "before-redis-replay", "relay-redis-lifecycle", "relay-redis-lifecycle-replay")
 # Experiments: other builds of the relay, each measured on the forward path like `relay`, as
 # the target `variant-LABEL` (BENCH_VARIANTS="LABEL=/path/to/lipachat-relay ...").
 VARIANTS = dict(item.split("=", 1) for item in os.environ.get("BENCH_VARIANTS", "").split() if "=" in item)
@@ -62,11 +62,17 @@ ALL_TARGETS = ALL_TARGETS + tuple(f"variant-{label}" for label in VARIANTS)
 # An older build of the relay (BENCH_BEFORE in run.sh), measured like `relay`.
 BEFORE = Path(os.environ["BENCH_BEFORE_BIN"]) if os.environ.get("BENCH_BEFORE_BIN") else None
 BEFORE_REV = os.environ.get("BENCH_BEFORE_REV", "")
-REDIS_TARGETS = ("relay-redis", "relay-redis-replay", "before-redis", "before-redis-replay")
+REDIS_TARGETS = ("relay-redis", "relay-redis-replay", "before-redis", "before-redis-replay",
+                 "relay-redis-lifecycle", "relay-redis-lifecycle-replay")
+# The relay with the webhook listener and events on (Redis mode): status records and a SENT
+# event per accepted send; events go to the fake gateway, which answers 200.
+LIFECYCLE_TOKEN = "bench-webhook-token-0123456789abcdefgh"
+LIFECYCLE_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # Targets whose requests must each carry a new messageId: on the relay a fixed body is the
 # replay path (and, on relay-limited, one pair over and over). The floor gets them too, so
 # its requests are the relay's forward requests byte for byte.
 FORWARD = ("floor", "before", "relay", "relay-limited", "relay-redis", "before-redis",
+           "relay-redis-lifecycle",
            *(f"variant-{label}" for label in VARIANTS))
 TARGETS = [t for t in os.environ.get("BENCH_TARGETS", " ".join(ALL_TARGETS)).split()]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -210,6 +216,7 @@ http {{
       return 200 '{ENVELOPE}';
     }}
     location = /healthz {{ return 200 'ok'; }}
+    location = /events {{ return 204; }}
   }}
 }}"""
 
@@ -617,8 +624,20 @@ def main():
                             RELAY_REDIS_URL=f"redis://127.0.0.1:{redis_port}",
                             RELAY_REDIS_PREFIX=REDIS_PREFIX + "-before"),
                 before_redis_port, "before-redis")
+    lifecycle, lifecycle_port = None, free_port()
+    if redis_relay and ("relay-redis-lifecycle" in TARGETS or "relay-redis-lifecycle-replay" in TARGETS):
+        lifecycle = start_primed(
+            start_relay(lifecycle_port, gateway_port,
+                        RELAY_REDIS_URL=f"redis://127.0.0.1:{redis_port}",
+                        RELAY_REDIS_PREFIX=REDIS_PREFIX + "-lifecycle",
+                        RELAY_WEBHOOK_LISTEN=f"127.0.0.1:{free_port()}",
+                        RELAY_WEBHOOK_TOKEN=LIFECYCLE_TOKEN,
+                        RELAY_EVENTS_URL=f"http://127.0.0.1:{gateway_port}/events",
+                        RELAY_EVENTS_SECRET=LIFECYCLE_SECRET),
+            lifecycle_port, "relay-redis-lifecycle")
     processes = {"nginx": proxy, "floor": floor, "before": before, "relay": relay, "relay-limited": limited,
-                 "relay-redis": redis_relay, "before-redis": before_redis, "redis-server": redis}
+                 "relay-redis": redis_relay, "before-redis": before_redis, "redis-server": redis,
+                 "relay-redis-lifecycle": lifecycle}
     processes.update({f"variant-{label}": proc for label, (_, proc) in variants.items()})
     processes = {name: proc for name, proc in processes.items() if proc}
     # RSS of a process tree: nginx is a master and a worker, the others one process each.
@@ -637,6 +656,8 @@ def main():
         "relay-redis-replay": (redis_relay_port, "replay.lua", redis_relay),
         "before-redis": (before_redis_port, "forward.lua", before_redis),
         "before-redis-replay": (before_redis_port, "replay.lua", before_redis),
+        "relay-redis-lifecycle": (lifecycle_port, "forward.lua", lifecycle),
+        "relay-redis-lifecycle-replay": (lifecycle_port, "replay.lua", lifecycle),
     }
     table.update({f"variant-{label}": (port, "forward.lua", proc) for label, (port, proc) in variants.items()})
     targets = {name: table[name] for name in ALL_TARGETS if name in TARGETS}

@@ -777,7 +777,8 @@ def report(throughput, cpu, redis_side, latency, oha_latency, idle, loaded, memo
     lines = []
     add = lines.append
     without_redis = {"relay-redis": "relay", "relay-redis-replay": "relay-replay",
-                     "before-redis": "before", "before-redis-replay": "before-replay"}
+                     "before-redis": "before", "before-redis-replay": "before-replay",
+                     "relay-redis-lifecycle": "relay", "relay-redis-lifecycle-replay": "relay-replay"}
     if redis_cp:
         add(f"| target | req/s | relay CPU µs/req | redis-server CPU µs/req | relay + redis-server | Redis commands per request "
             f"| p99 µs at {RATE:,} req/s | p99 added by Redis |")
@@ -801,6 +802,7 @@ def report(throughput, cpu, redis_side, latency, oha_latency, idle, loaded, memo
             "relay": ("relay", served, " (100k window full)"),
             "relay-limited": ("relay-limited", served, " (100k window full, a new pair per request)"),
             "relay-redis": ("relay-redis", served, ""),
+            "relay-redis-lifecycle": ("relay-redis-lifecycle", served, ""),
             "redis-server": ("redis-server (relay-redis's store)", served, "")}
     for key, (label, when, full) in rows.items():
         if key in idle:
@@ -949,6 +951,11 @@ measuring ({runtime / 60:.1f} minutes with the build). Numbers move ±5–10 % f
   `RELAY_REDIS_URL=redis://127.0.0.1:PORT` and `RELAY_REDIS_PREFIX={REDIS_PREFIX}`; forward and replay
   as above. They are skipped, with the reason in the report, when redis-server is missing or
   the relay with `RELAY_REDIS_URL` set does not start or does not answer its first request 2xx.
+  **relay-redis-lifecycle** and **relay-redis-lifecycle-replay**: a fourth relay on the same
+  redis-server (prefix `{REDIS_PREFIX}-lifecycle`) with the webhook listener and events on
+  (`RELAY_WEBHOOK_LISTEN`, `RELAY_EVENTS_URL` = the fake gateway's `/events`, which answers 204):
+  every accepted send gets a status record, its `waId` index and a SENT event, delivered, signed,
+  by the same process; relay-redis-lifecycle − relay-redis is what that costs.
 - Throughput: `wrk -t1 -c64 -d{SECONDS}s`, after a 2 s warm-up per target, {ROUNDS} rounds interleaved
   ({', '.join(tp)}, then again); median and spread (min–max). A run with any non-2xx answer
   or socket error aborts the benchmark.

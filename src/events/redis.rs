@@ -224,10 +224,18 @@ impl RedisOutbox {
 
     /// Ends an entry (its event delivered, or dead): acknowledged and deleted.
     pub(crate) async fn done(&self, entry: &str) -> Result<(), StoreError> {
+        self.done_all(&[entry.to_owned()]).await
+    }
+
+    /// Ends entries (delivered, or dead) in one round trip: acknowledged and deleted.
+    pub(crate) async fn done_all(&self, entries: &[String]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let mut ack = redis::cmd("XACK");
-        ack.arg(&*self.stream).arg(GROUP).arg(entry);
+        ack.arg(&*self.stream).arg(GROUP).arg(entries);
         let mut delete = redis::cmd("XDEL");
-        delete.arg(&*self.stream).arg(entry);
+        delete.arg(&*self.stream).arg(entries);
         let steps = [
             Step::command(&self.stream, ack),
             Step::command(&self.stream, delete),

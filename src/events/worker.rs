@@ -62,6 +62,7 @@ pub(crate) async fn run(
         schedule: DelayQueue::new(),
         attempts: JoinSet::new(),
         held: HashSet::new(),
+        finished: Vec::new(),
         ages: BTreeSet::new(),
         max_age,
         metrics,
@@ -97,6 +98,7 @@ pub(crate) async fn run(
             }
             _ = poll.tick(), if redis.is_some() => {
                 if let Some(outbox) = &redis {
+                    worker.flush(outbox).await;
                     match outbox.take_new(BATCH).await {
                         Ok(taken) => worker.take(taken),
                         Err(error) => tracing::warn!(%error, "cannot read the event stream"),
@@ -122,6 +124,8 @@ struct Worker {
     attempts: JoinSet<(Held, Attempt)>,
     /// Stream entries held (scheduled or in flight), so a takeover never doubles one.
     held: HashSet<String>,
+    /// Stream entries finished since the last poll: removed together, one round trip.
+    finished: Vec<String>,
     /// (made at, id) of every event held: the oldest is the first.
     ages: BTreeSet<(u64, String)>,
     max_age: Duration,
@@ -198,12 +202,24 @@ impl Worker {
         if let Some(outbox) = memory {
             outbox.settled();
         }
-        if let (Some(outbox), Some(entry)) = (redis, held.entry) {
-            self.held.remove(&entry);
-            if let Err(error) = outbox.done(&entry).await {
-                // It stays pending: it is delivered again after a takeover (at least once).
-                tracing::warn!(%error, id = %held.event.id, "cannot remove a finished event from the stream");
-            }
+        if let (Some(_), Some(entry)) = (redis, held.entry) {
+            // Removed from the stream at the next poll, with the others finished meanwhile.
+            self.finished.push(entry);
+        }
+    }
+
+    /// Removes the finished entries from the stream. One that cannot be removed stays pending
+    /// and is delivered again after a takeover (at least once).
+    async fn flush(&mut self, outbox: &RedisOutbox) {
+        if self.finished.is_empty() {
+            return;
+        }
+        let finished = std::mem::take(&mut self.finished);
+        if let Err(error) = outbox.done_all(&finished).await {
+            tracing::warn!(%error, events = finished.len(), "cannot remove finished events from the stream");
+        }
+        for entry in &finished {
+            self.held.remove(entry);
         }
     }
 

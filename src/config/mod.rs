@@ -36,8 +36,7 @@ use vars::{
     DEDUP_CAPACITY, DEDUP_TTL_SECS, DEFAULT_FROM, HEADER_TIMEOUT_MS, IDLE_TIMEOUT_SECS, LISTEN,
     LOG_FORMAT, MAX_ATTEMPTS, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_IN_FLIGHT, PAIR_BURST,
     PAIR_INTERVAL_MS, RATE_MAX_WAIT_MS, REDIS_CLUSTER, REDIS_FAILURE, REDIS_PREFIX,
-    REDIS_TIMEOUT_MS, REDIS_URL, REDIS_URL_FILE, SENDER_RATE, SHUTDOWN_GRACE_SECS, STATUS_CAPACITY,
-    STATUS_TTL_SECS, Var,
+    REDIS_TIMEOUT_MS, REDIS_URL, REDIS_URL_FILE, SENDER_RATE, SHUTDOWN_GRACE_SECS, Var,
 };
 
 /// Whether `serve` needs a key: `--mock-upstream` brings its own.
@@ -271,10 +270,7 @@ impl Config {
                 max_connections: size(&raw, &MAX_CONNECTIONS)?,
             },
             webhooks: lifecycle::webhooks(&raw)?,
-            status: StatusConfig {
-                ttl: secs(&raw, &STATUS_TTL_SECS)?,
-                capacity: number(&raw, &STATUS_CAPACITY)?,
-            },
+            status: lifecycle::status(&raw)?,
             events: lifecycle::events(&raw)?,
         })
     }

@@ -371,3 +371,85 @@ fn bytes(value: Option<&Value>) -> Option<Vec<u8>> {
 fn text(value: Option<&Value>) -> Option<String> {
     bytes(value).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_server::TestRedis;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn send(message_id: &str, send_at: u64, fingerprint: u8) -> NewSend<'_> {
+        NewSend {
+            message_id,
+            kind: "text",
+            from: "254110090747",
+            to: "254712345678",
+            body: b"{}",
+            fingerprint: Fingerprint::from_bytes([fingerprint; 16]),
+            send_at,
+            created: send_at,
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    async fn take_start_and_cancel_hold_their_rules(queue: RedisQueue) {
+        assert_eq!(
+            queue.enqueue(&send("a", 1_000, 1)).await.unwrap(),
+            Enqueued::New
+        );
+        assert_eq!(
+            queue.enqueue(&send("b", 5_000, 1)).await.unwrap(),
+            Enqueued::New
+        );
+        // A repeat keeps its due time and says what it holds.
+        let again = queue.enqueue(&send("a", 9_000, 2)).await.unwrap();
+        let held = Some(Fingerprint::from_bytes([1; 16]));
+        assert_eq!(
+            again,
+            Enqueued::Held {
+                state: "queued".into(),
+                fingerprint: held
+            }
+        );
+        // Only what is due is taken; taking leases it: not due again until the lease ends.
+        assert_eq!(queue.take(2_000, LEASE, 10).await.unwrap(), ["a"]);
+        assert!(queue.take(2_000, LEASE, 10).await.unwrap().is_empty());
+        assert_eq!(queue.take(12_000, LEASE, 10).await.unwrap(), ["b", "a"]);
+        // Started, it can no longer be cancelled; started again (a lapsed lease), it goes.
+        let started = queue.start("a").await.unwrap().unwrap();
+        assert_eq!(started.send_at, 1_000);
+        assert_eq!(started.to, "254712345678");
+        assert_eq!(queue.cancel("a", LEASE).await.unwrap(), "sending");
+        assert!(queue.start("a").await.unwrap().is_some());
+        // Cancelled while queued, it never starts, and leaves the due index.
+        assert_eq!(queue.cancel("b", LEASE).await.unwrap(), "queued");
+        assert_eq!(queue.cancel("b", LEASE).await.unwrap(), "cancelled");
+        assert_eq!(queue.start("b").await.unwrap(), None);
+        assert_eq!(queue.depth(1_000_000).await.unwrap(), (1, Some(22_000)));
+        // A retry is due at its next try; the end removes it.
+        assert_eq!(queue.failed("a").await.unwrap(), 1);
+        queue.due_at("a", 30_000).await.unwrap();
+        assert!(queue.take(29_999, LEASE, 10).await.unwrap().is_empty());
+        queue.finish("a").await.unwrap();
+        assert_eq!(queue.depth(1_000_000).await.unwrap(), (0, None));
+        assert_eq!(queue.start("a").await.unwrap(), None);
+        assert_eq!(queue.cancel("unknown", LEASE).await.unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn the_scripts_take_start_and_cancel_as_documented() {
+        let Some(redis) = TestRedis::start() else {
+            return;
+        };
+        take_start_and_cancel_hold_their_rules(RedisQueue::new(redis.store())).await;
+    }
+
+    #[tokio::test]
+    async fn the_scripts_work_on_a_cluster() {
+        let Some(redis) = TestRedis::cluster() else {
+            return;
+        };
+        take_start_and_cancel_hold_their_rules(RedisQueue::new(redis.store())).await;
+    }
+}

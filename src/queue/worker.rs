@@ -273,6 +273,8 @@ async fn attempt(pipeline: &Pipeline, message_id: &str, held: &super::redis::Hel
 fn classify(outcome: &Outcome) -> Tried {
     match outcome {
         Ok(reply) if reply.is_success() => Tried::Sent(wa_id_of(&reply.body)),
+        // Accepted, though not in JSON (not remembered): trying again could send it twice.
+        Ok(reply) if reply.status.is_success() => Tried::Sent(None),
         Ok(reply) if is_retried(reply) => Tried::Retry(reply.retry_after),
         Ok(reply) => Tried::Failed(gateway_detail(reply)),
         Err(SendFailure::Conflict) => Tried::Failed(detail(
@@ -286,10 +288,9 @@ fn classify(outcome: &Outcome) -> Tried {
 }
 
 /// Statuses worth another try later: timeouts, too early, too many, the gateway's own
-/// failures; and a 2xx that is not JSON (it cannot be remembered).
+/// failures.
 fn is_retried(reply: &GatewayReply) -> bool {
-    let status = reply.status.as_u16();
-    matches!(status, 408 | 425 | 429) || reply.status.is_server_error() || status < 300
+    matches!(reply.status.as_u16(), 408 | 425 | 429) || reply.status.is_server_error()
 }
 
 /// A final gateway answer as the record's error: its status, and its body's title and message.

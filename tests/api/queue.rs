@@ -128,6 +128,11 @@ async fn a_send_at_two_seconds_ahead_is_sent_within_half_a_second_of_it() {
     let later = humantime::format_rfc3339_millis(at + Duration::from_secs(60)).to_string();
     let again = queue(&app.base_url, &text("q-at", "254712345678"), Some(&later)).await;
     assert_eq!(again.status(), 202);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["status"], "QUEUED");
+    // Another payload under the same messageId while it waits: 422.
+    let other = queue(&app.base_url, &text("q-at", "254700000000"), None).await;
+    assert_eq!(other.status(), 422);
     let request = app.gateway.next_request().await;
     let arrived = SystemTime::now();
     assert_eq!(request.body["messageId"], "q-at");
@@ -247,8 +252,67 @@ async fn a_gateway_400_makes_a_queued_send_failed_after_one_call() {
     let failed = wait_for_record(&app.base_url, "q-400", "FAILED", EVENT_TIMEOUT).await;
     assert_eq!(failed["error"]["code"], 400);
     assert_eq!(failed["error"]["message"], "to is not on WhatsApp");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A retry would come after its back-off (at least 0.5 s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(app.gateway.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_send_still_failing_after_the_queue_max_age_is_failed_expired() {
+    let redis = crate::redis_or_skip!(RedisServer::start());
+    let app = app_on(
+        &redis,
+        &[
+            ("RELAY_QUEUE_MAX_AGE_SECS", "2"),
+            ("RELAY_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    app.gateway.set_default(Step::status(503));
+    let response = queue(&app.base_url, &text("q-old", "254712345678"), None).await;
+    assert_eq!(response.status(), 202);
+    let failed = wait_for_record(&app.base_url, "q-old", "FAILED", EVENT_TIMEOUT).await;
+    assert_eq!(failed["error"]["title"], "expired");
+    // Tried, backed off, tried again: more than once, a handful at most in 2 s.
+    let calls = app.gateway.calls();
+    assert!((2..=5).contains(&calls), "{calls} calls");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("lipachat_relay_queued_sends_total{result=\"expired\"} 1"));
+    assert!(!metrics.contains("lipachat_relay_queued_sends_total{result=\"retried\"} 0"));
+}
+
+#[tokio::test]
+async fn the_queue_depth_counts_held_sends_until_they_are_cancelled() {
+    let redis = crate::redis_or_skip!(RedisServer::start());
+    let app = app_on(&redis, &[]).await;
+    let at = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let response = queue(
+        &app.base_url,
+        &text("q-depth", "254712345678"),
+        Some(&at.to_string()),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    app.metric_reaches("lipachat_relay_queue_depth 1\n").await;
+    assert!(
+        app.metrics()
+            .await
+            .contains("lipachat_relay_queue_oldest_due_seconds 0\n")
+    );
+    let cancelled = app
+        .client
+        .delete(format!("{}/messages/q-depth", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    app.metric_reaches("lipachat_relay_queue_depth 0\n").await;
+    assert!(
+        app.metrics()
+            .await
+            .contains("lipachat_relay_queued_sends_total{result=\"cancelled\"} 1")
+    );
+    assert_eq!(app.gateway.calls(), 0);
 }
 
 #[tokio::test]

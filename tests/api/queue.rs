@@ -117,6 +117,32 @@ async fn a_queued_send_is_answered_202_with_its_record_then_sent_once() {
 }
 
 #[tokio::test]
+async fn a_synchronous_send_with_redis_alone_pays_nothing_for_the_queue_or_a_record() {
+    let redis = crate::redis_or_skip!(RedisServer::start());
+    let app = app_on(&redis, &[]).await;
+    let before = app.metrics().await;
+    let sent = app
+        .post_json("/message/text", &text("q-sync-redis", "254712345678"))
+        .await;
+    assert_eq!(sent.status(), 200);
+    assert!(sent.headers().get("preference-applied").is_none());
+    let after = app.metrics().await;
+    let ops = |text: &str, op: &str| -> String {
+        let prefix = format!("lipachat_relay_store_operations_total{{op=\"{op}\",result=\"ok\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // The claim and completion as before; no status merge; the queue's polls are the worker's.
+    assert_eq!(ops(&after, "status_merge"), "0");
+    assert_ne!(ops(&before, "claim"), ops(&after, "claim"));
+    // Known from the dedup window, as without Redis.
+    let (code, found) = record(&app.base_url, "q-sync-redis").await;
+    assert_eq!((code, &found["status"]), (200, &json!("SENT")));
+}
+
+#[tokio::test]
 async fn a_send_at_two_seconds_ahead_is_sent_within_half_a_second_of_it() {
     let redis = crate::redis_or_skip!(RedisServer::start());
     let app = app_on(&redis, &[]).await;
@@ -351,6 +377,72 @@ async fn without_redis_the_preference_is_not_applied_and_send_at_names_the_redis
         .await
         .unwrap();
     assert_eq!(cancel.status(), 404);
+    assert_eq!(app.gateway.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_queued_send_announces_queued_then_sent_and_a_cancel_cancelled() {
+    let redis = crate::redis_or_skip!(RedisServer::start());
+    let receiver = crate::lifecycle::Receiver::default();
+    let events = receiver.start().await;
+    let url = redis.url();
+    let prefix = format!("q{:x}", fastrand::u32(..));
+    let app = crate::lifecycle::spawn(&[
+        ("RELAY_REDIS_URL", url.as_str()),
+        ("RELAY_REDIS_PREFIX", prefix.as_str()),
+        ("RELAY_EVENTS_URL", events.as_str()),
+        ("RELAY_EVENTS_SECRET", crate::lifecycle::SECRET),
+    ])
+    .await;
+    let later = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let later = later.to_string();
+    let held = queue(
+        &app.base_url,
+        &text("q-ev-held", "254712345678"),
+        Some(&later),
+    )
+    .await;
+    assert_eq!(held.status(), 202);
+    assert_eq!(
+        queue(&app.base_url, &text("q-ev", "254712345679"), None)
+            .await
+            .status(),
+        202
+    );
+    let cancel = app
+        .client
+        .delete(format!("{}/messages/q-ev-held", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    let wanted = [
+        ("q-ev", "QUEUED"),
+        ("q-ev", "SENT"),
+        ("q-ev-held", "QUEUED"),
+        ("q-ev-held", "CANCELLED"),
+    ];
+    let started = Instant::now();
+    loop {
+        let seen: Vec<(String, String)> = receiver
+            .taken()
+            .iter()
+            .filter(|d| d.body["type"] == "message.status")
+            .map(|d| {
+                let data = &d.body["data"];
+                let id = data["messageId"].as_str().unwrap_or_default().to_owned();
+                (id, data["status"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        if wanted
+            .iter()
+            .all(|(id, status)| seen.iter().any(|(i, s)| i == id && s == status))
+        {
+            break;
+        }
+        assert!(started.elapsed() < EVENT_TIMEOUT, "events seen: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(app.gateway.calls(), 1);
 }
 

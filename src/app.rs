@@ -57,7 +57,10 @@ pub fn app(state: AppState) -> Router {
         .route(crate::templates::ALIAS_PATH, get(templates::list_by_path));
     // The ops routes take no slot, so they keep answering under overload and while draining.
     let router = router
-        .route("/messages/{message_id}", get(messages::get))
+        .route(
+            "/messages/{message_id}",
+            get(messages::get).delete(messages::cancel),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -97,6 +100,8 @@ pub async fn serve_all(
     let drain = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
     let _worker = state.start_events_worker().map(AbortOnDropHandle::new);
+    // Takes queued sends while serving; it stops taking them when the drain begins.
+    let _queue = state.start_queue_worker().map(AbortOnDropHandle::new);
     let _webhooks = webhooks.map(|listener| {
         let options = server::Options::new(&state.config, server::fd_limit());
         let router = crate::webhooks::router(state.clone());

@@ -78,6 +78,9 @@ pub(crate) enum ApiError {
     /// 404: no status record (and nothing remembered) for this `messageId`.
     #[error("no status is known for this messageId")]
     MessageNotFound,
+    /// 409: a queued send cannot be cancelled: it was handed to the gateway already.
+    #[error("this message was already handed to the gateway; it cannot be cancelled")]
+    AlreadySent,
     /// 404: a path that is not served (on the webhook listener: a wrong token too).
     #[error("not found")]
     NotFound,
@@ -113,6 +116,7 @@ impl ApiError {
             | Self::GatewayNotJson(_)
             | Self::Abandoned => StatusCode::BAD_GATEWAY,
             Self::MessageNotFound | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::AlreadySent => StatusCode::CONFLICT,
             Self::Overloaded
             | Self::Draining
             | Self::StoreUnavailable
@@ -142,7 +146,7 @@ impl ApiError {
                 RequestOutcome::StoreUnavailable
             }
             // Not sends: their outcome is never counted as one.
-            Self::MessageNotFound | Self::NotFound => RequestOutcome::Invalid,
+            Self::MessageNotFound | Self::NotFound | Self::AlreadySent => RequestOutcome::Invalid,
             Self::DeadlineExceeded | Self::AttemptsTimedOut => RequestOutcome::Timeout,
         }
     }

@@ -15,6 +15,7 @@
 //! | `limit/` | WhatsApp's sender and pair limits: `memory` (governor), `redis` (one script) |
 //! | `store` | the one Redis connection (standalone or Cluster), timeouts, failure mode |
 //! | `upstream/` | the gateway client: retry policy and budget (`retry`), attempt timeout, the secret |
+//! | `queue/` | queued and scheduled sends (`Prefer: respond-async`): the Redis queue, its worker |
 //! | `templates` | the template listing's five-minute cache |
 //! | `error` | every answer the relay writes itself, in the gateway's envelope shape |
 //!
@@ -42,6 +43,7 @@ pub mod mock;
 mod openapi;
 mod outcome;
 mod phone;
+mod queue;
 mod routes;
 mod sends;
 mod server;

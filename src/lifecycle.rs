@@ -9,8 +9,10 @@
 //! and the outbox announces it on its retry. A status that arrives late (DELIVERED after READ)
 //! changes nothing and announces nothing.
 //!
-//! It is on when the webhook listener or events are configured; otherwise the send path pays
-//! nothing and `GET /messages/{messageId}` answers from the dedup window.
+//! It is on when the webhook listener or events are configured, and with Redis (queued sends
+//! have records). Synchronous sends record their SENT only when the listener or events are on
+//! ([`Lifecycle::follows_sends`]); otherwise the send path pays nothing and
+//! `GET /messages/{messageId}` answers from the dedup window for them.
 
 use std::sync::Arc;
 
@@ -44,17 +46,20 @@ struct Inner {
     status: StatusStore,
     outbox: Option<Outbox>,
     metrics: Arc<Metrics>,
+    /// The webhook listener or events are on: synchronous sends get a record too.
+    follows_sends: bool,
 }
 
 impl Lifecycle {
     /// The lifecycle for `config`, and where the delivery worker takes events from; `None`
-    /// when neither the webhook listener nor events are configured.
+    /// when neither the webhook listener, events nor Redis (queued sends) are configured.
     pub(crate) fn new(
         config: &Config,
         store: Option<&SharedStore>,
         metrics: Arc<Metrics>,
     ) -> Option<(Self, Option<Source>)> {
-        if config.webhooks.is_none() && config.events.is_none() {
+        let follows_sends = config.webhooks.is_some() || config.events.is_some();
+        if !follows_sends && store.is_none() {
             return None;
         }
         let ttl = config.status.ttl;
@@ -90,6 +95,7 @@ impl Lifecycle {
             status,
             outbox,
             metrics,
+            follows_sends,
         };
         Some((Self(Arc::new(inner)), source))
     }
@@ -111,7 +117,7 @@ impl Lifecycle {
                     .map(drop)
                     .map_err(NotRecorded::from)
             }
-            _ => self.apply(message_id, &update).await,
+            _ => self.apply(message_id, &update).await.map(drop),
         };
         if let Err(error) = result {
             if matches!(error, NotRecorded::Event(EmitError::Full(_))) {
@@ -124,12 +130,27 @@ impl Lifecycle {
         }
     }
 
+    /// Whether synchronous sends record their SENT (the webhook listener or events are on).
+    pub(crate) fn follows_sends(&self) -> bool {
+        self.0.follows_sends
+    }
+
     /// A status callback for one of our `messageId`s (or one we never sent).
     pub(crate) async fn status(
         &self,
         message_id: &str,
         update: &Update,
     ) -> Result<(), NotRecorded> {
+        self.apply(message_id, update).await.map(drop)
+    }
+
+    /// An update of the relay's own (a queued send's QUEUED, FAILED or CANCELLED): merged and
+    /// announced like a callback; returns the record.
+    pub(crate) async fn record(
+        &self,
+        message_id: &str,
+        update: &Update,
+    ) -> Result<Record, NotRecorded> {
         self.apply(message_id, update).await
     }
 
@@ -143,6 +164,7 @@ impl Lifecycle {
         let message_id = self.0.status.message_of(wa_id).await?;
         self.apply(message_id.as_deref().unwrap_or(wa_id), update)
             .await
+            .map(drop)
     }
 
     /// An inbound message or an unrecognised callback, passed on as an event once.
@@ -180,14 +202,14 @@ impl Lifecycle {
     }
 
     /// Merge, then announce the update's status if the record stands at it.
-    async fn apply(&self, message_id: &str, update: &Update) -> Result<(), NotRecorded> {
+    async fn apply(&self, message_id: &str, update: &Update) -> Result<Record, NotRecorded> {
         let Merged { record, .. } = self.0.status.apply(message_id, update).await?;
         if record.status == update.status
             && let Some(outbox) = &self.0.outbox
         {
             outbox.emit(Event::status(&record)).await?;
         }
-        Ok(())
+        Ok(record)
     }
 }
 

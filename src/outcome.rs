@@ -32,6 +32,27 @@ impl GatewayReply {
     }
 }
 
+/// The gateway's id for an accepted message: `data.waId` in its envelope (or `waId`).
+pub(crate) fn wa_id_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        data: Option<Ids>,
+        #[serde(rename = "waId")]
+        wa_id: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        #[serde(rename = "waId")]
+        wa_id: Option<String>,
+    }
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    envelope
+        .data
+        .and_then(|data| data.wa_id)
+        .or(envelope.wa_id)
+        .filter(|id| !id.is_empty())
+}
+
 /// Why no usable gateway answer came back. Clone, because coalesced waiters share it.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UpstreamError {
@@ -138,10 +159,12 @@ pub(crate) enum RequestOutcome {
     RateLimited,
     /// The shared store was unreachable with `RELAY_REDIS_FAILURE=closed` (503).
     StoreUnavailable,
+    /// Held for later (`Prefer: respond-async`, 202).
+    Queued,
 }
 
 impl RequestOutcome {
-    pub(crate) const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Sent,
         Self::Replayed,
         Self::Coalesced,
@@ -153,6 +176,7 @@ impl RequestOutcome {
         Self::Shed,
         Self::RateLimited,
         Self::StoreUnavailable,
+        Self::Queued,
     ];
 
     /// What the dedup window decided: `new` (went on to the gateway or its rate limit),
@@ -168,7 +192,8 @@ impl RequestOutcome {
             | Self::Rejected
             | Self::UpstreamError
             | Self::Timeout
-            | Self::RateLimited => "new",
+            | Self::RateLimited
+            | Self::Queued => "new",
         }
     }
 
@@ -185,6 +210,7 @@ impl RequestOutcome {
             Self::Shed => "shed",
             Self::RateLimited => "rate_limited",
             Self::StoreUnavailable => "store_unavailable",
+            Self::Queued => "queued",
         }
     }
 

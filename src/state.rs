@@ -17,6 +17,8 @@ use crate::events::worker::Source;
 use crate::lifecycle::Lifecycle;
 use crate::limit::Limits;
 use crate::metrics::{InFlightGuard, Metrics};
+use crate::queue::Queue;
+use crate::queue::worker::Pipeline;
 use crate::shutdown::Shutdown;
 use crate::store::{SharedStore, StoreSetupError};
 use crate::templates::ListingCache;
@@ -41,6 +43,8 @@ pub struct Shared {
     pub(crate) templates: ListingCache,
     /// Status records and events, when the webhook listener or events are on.
     pub(crate) lifecycle: Option<Lifecycle>,
+    /// Queued sends, when Redis is configured.
+    pub(crate) queue: Option<Queue>,
     /// Where the events' delivery worker takes events from, until it starts.
     events_source: Mutex<Option<Source>>,
     /// `RELAY_MAX_IN_FLIGHT` slots.
@@ -74,6 +78,16 @@ impl AppState {
                 Some((lifecycle, source)) => (Some(lifecycle), source),
                 None => (None, None),
             };
+        let queue = match (&store, &lifecycle) {
+            (Some(store), Some(lifecycle)) => Some(Queue::new(
+                store.clone(),
+                lifecycle.clone(),
+                Arc::clone(&metrics),
+                config.status.queue_max_age,
+                config.dedup_ttl,
+            )),
+            _ => None,
+        };
         let openapi = Bytes::from(crate::openapi::document_json(config.default_from.is_some()));
         let slots = Arc::new(Semaphore::new(config.max_in_flight));
         Ok(Self(Arc::new(Shared {
@@ -86,6 +100,7 @@ impl AppState {
             openapi,
             templates: ListingCache::default(),
             lifecycle,
+            queue,
             events_source: Mutex::new(events_source),
             slots,
         })))
@@ -123,6 +138,24 @@ impl AppState {
             tokio_util::sync::CancellationToken::new(),
         );
         Some(tokio::spawn(task))
+    }
+
+    /// Starts the queue's worker; `None` without Redis. It stops taking sends when the drain
+    /// begins; the sends it is working on are on the drain's tracker.
+    pub(crate) fn start_queue_worker(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let queue = self.queue.clone()?;
+        let lifecycle = self.lifecycle.clone()?;
+        let store_timeout = self.config.redis.timeout;
+        let pipeline = Pipeline {
+            dedup: self.dedup.clone(),
+            limits: self.limits.clone(),
+            gateway: self.gateway.clone(),
+            lifecycle,
+            metrics: Arc::clone(&self.metrics),
+            shutdown: self.shutdown.clone(),
+            lease: crate::dedup::lease(self.config.deadline, store_timeout),
+        };
+        Some(tokio::spawn(crate::queue::worker::run(queue, pipeline)))
     }
 
     /// Events waiting for delivery in this process's memory: counted when an event is

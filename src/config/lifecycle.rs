@@ -9,9 +9,10 @@ use url::Url;
 
 use super::vars::{
     EVENTS_MAX_AGE_SECS, EVENTS_MAX_PENDING, EVENTS_SECRET, EVENTS_SECRET_FILE, EVENTS_URL,
-    WEBHOOK_LISTEN, WEBHOOK_TOKEN, WEBHOOK_TOKEN_FILE,
+    QUEUE_MAX_AGE_SECS, STATUS_CAPACITY, STATUS_TTL_SECS, WEBHOOK_LISTEN, WEBHOOK_TOKEN,
+    WEBHOOK_TOKEN_FILE,
 };
-use super::{ConfigError, RawVars, invalid, secret, secs, size};
+use super::{ConfigError, RawVars, invalid, number, secret, secs, size};
 use super::{SigningSecret, WebhookToken};
 
 /// The webhook listener (SPEC "After SENT"): where it listens and the URL's secret segment.
@@ -30,6 +31,16 @@ pub struct StatusConfig {
     pub ttl: Duration,
     /// `RELAY_STATUS_CAPACITY` (memory only).
     pub capacity: u64,
+    /// `RELAY_QUEUE_MAX_AGE_SECS`: how long a queued send is tried before it is FAILED.
+    pub queue_max_age: Duration,
+}
+
+pub(super) fn status(raw: &RawVars) -> Result<StatusConfig, ConfigError> {
+    Ok(StatusConfig {
+        ttl: secs(raw, &STATUS_TTL_SECS)?,
+        capacity: number(raw, &STATUS_CAPACITY)?,
+        queue_max_age: secs(raw, &QUEUE_MAX_AGE_SECS)?,
+    })
 }
 
 /// Events out (SPEC "Events out").

@@ -35,8 +35,7 @@ use vars::{
     API_KEY, API_KEY_FILE, ATTEMPT_TIMEOUT_MS, BASE_URL, BODY_TIMEOUT_MS, DEADLINE_MS,
     DEDUP_CAPACITY, DEDUP_TTL_SECS, DEFAULT_FROM, HEADER_TIMEOUT_MS, IDLE_TIMEOUT_SECS, LISTEN,
     LOG_FORMAT, MAX_ATTEMPTS, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_IN_FLIGHT, PAIR_BURST,
-    PAIR_INTERVAL_MS, RATE_MAX_WAIT_MS, SENDER_RATE, SHUTDOWN_GRACE_SECS, STATUS_CAPACITY,
-    STATUS_TTL_SECS, Var,
+    PAIR_INTERVAL_MS, RATE_MAX_WAIT_MS, SENDER_RATE, SHUTDOWN_GRACE_SECS, Var,
 };
 
 /// Whether `serve` needs a key: `--mock-upstream` brings its own.
@@ -270,10 +269,7 @@ impl Config {
                 max_connections: size(&raw, &MAX_CONNECTIONS)?,
             },
             webhooks: lifecycle::webhooks(&raw)?,
-            status: StatusConfig {
-                ttl: secs(&raw, &STATUS_TTL_SECS)?,
-                capacity: number(&raw, &STATUS_CAPACITY)?,
-            },
+            status: lifecycle::status(&raw)?,
             events: lifecycle::events(&raw)?,
         })
     }

@@ -350,6 +350,13 @@ pub(crate) const EVENTS_MAX_PENDING: Var = Var {
     values: number(1, MAX_COUNT),
     help: "events waiting in this process's memory (without Redis); full = webhooks get 503",
 };
+pub(crate) const QUEUE_MAX_AGE_SECS: Var = Var {
+    name: "RELAY_QUEUE_MAX_AGE_SECS",
+    default: Some("86400"),
+    values: number(1, MAX_SECS),
+    help: "how long a queued send (Prefer: respond-async) is retried before it is FAILED, in \
+           seconds",
+};
 /// `MOCK_LISTEN`: the mock gateway's address.
 pub const MOCK_LISTEN: Var = Var {
     name: "MOCK_LISTEN",
@@ -368,7 +375,7 @@ pub const MOCK_CALLBACK_URL: Var = Var {
 };
 
 /// Every variable, in the order the docs list them.
-pub const VARS: [Var; 41] = [
+pub const VARS: [Var; 42] = [
     API_KEY,
     API_KEY_FILE,
     BASE_URL,
@@ -408,6 +415,7 @@ pub const VARS: [Var; 41] = [
     EVENTS_SECRET_FILE,
     EVENTS_MAX_AGE_SECS,
     EVENTS_MAX_PENDING,
+    QUEUE_MAX_AGE_SECS,
     MOCK_LISTEN,
     MOCK_CALLBACK_URL,
 ];

@@ -67,10 +67,12 @@ pub(crate) enum StoreOp {
     EventPending,
     /// Reading a remembered answer for `GET /messages/{messageId}`.
     Lookup,
+    /// Queued sends: enqueue, take, start, cancel, keep, finish, depth.
+    Queue,
 }
 
 impl StoreOp {
-    pub(crate) const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Claim,
         Self::Complete,
         Self::Limit,
@@ -82,6 +84,7 @@ impl StoreOp {
         Self::EventDone,
         Self::EventPending,
         Self::Lookup,
+        Self::Queue,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -97,6 +100,7 @@ impl StoreOp {
             Self::EventDone => "event_done",
             Self::EventPending => "event_pending",
             Self::Lookup => "lookup",
+            Self::Queue => "queue",
         }
     }
 

@@ -9,6 +9,7 @@
 
 mod labels;
 mod lifecycle;
+mod queue;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use labels::{
 };
 pub(crate) use labels::{CompletionResult, StoreOp, StoreResult, UpstreamStatus};
 pub(crate) use lifecycle::{EventResult, LifecycleMetrics, WebhookKind, WebhookResult};
+pub(crate) use queue::{QueueMetrics, QueuedResult};
 
 pub(crate) const METRIC_REQUESTS: &str = "lipachat_relay_requests";
 pub(crate) const METRIC_UPSTREAM_ATTEMPTS: &str = "lipachat_relay_upstream_attempts";
@@ -88,6 +90,8 @@ pub struct Metrics {
     template_listings: [Counter; ListingResult::ALL.len()],
     /// Webhooks and events (after SENT).
     pub(crate) lifecycle: LifecycleMetrics,
+    /// Queued sends.
+    pub(crate) queue: QueueMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -273,8 +277,10 @@ impl Metrics {
             .set(1);
         registry.register(METRIC_BUILD_INFO, "Build information", build_info);
         let lifecycle = LifecycleMetrics::register(&mut registry);
+        let queue = QueueMetrics::register(&mut registry);
         Self {
             lifecycle,
+            queue,
             registry,
             requests,
             upstream_attempts,

@@ -125,6 +125,19 @@ fn metrics() {}
     ))]
 fn message_status() {}
 
+#[utoipa::path(delete, path = "/messages/{messageId}", tag = "status",
+    params(("messageId" = String, Path, description = "The queued send's messageId")),
+    responses(
+        (status = 200, description = "Cancelled: the record, CANCELLED; it is never sent",
+            body = MessageStatus),
+        (status = 404, description = "No queued send with this messageId (or no Redis)",
+            body = ErrorEnvelope),
+        (status = 409, description = "Already handed to the gateway: it cannot be cancelled",
+            body = ErrorEnvelope),
+        (status = 503, description = "The shared store did not answer; retry", body = ErrorEnvelope),
+    ))]
+fn cancel_message() {}
+
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This document", body = Object)))]
 fn openapi() {}
@@ -137,7 +150,7 @@ fn openapi() {}
             lists, contacts, locations, location requests, flows) through the Lipachat gateway; \
             callers never hold its secret.",
     ),
-    paths(healthz, readyz, metrics, openapi, message_status),
+    paths(healthz, readyz, metrics, openapi, message_status, cancel_message),
     components(schemas(
         SendCommon,
         MediaRequest,
@@ -346,6 +359,8 @@ mod tests {
         for (status, header) in [
             ("200", "idempotent-replayed"),
             ("200", "x-relay-attempts"),
+            ("202", "preference-applied"),
+            ("202", "location"),
             ("429", "retry-after"),
             ("503", "retry-after"),
         ] {

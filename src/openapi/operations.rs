@@ -61,7 +61,28 @@ pub(super) fn send_operation(send_type: &SendType, alias: bool) -> Operation {
                 .required(Some(Required::True))
                 .build(),
         ))
+        .parameter(header_parameter(
+            "Prefer",
+            "`respond-async` (RFC 7240): hold the send and answer 202 with its status record \
+             (with RELAY_REDIS_URL; without it the preference is not applied)",
+        ))
+        .parameter(header_parameter(
+            "Send-At",
+            "With `Prefer: respond-async`: an RFC 3339 time to send at, at most 30 days ahead \
+             (a time in the past means now)",
+        ))
         .responses(send_responses())
+        .build()
+}
+
+/// An optional request header of type string.
+fn header_parameter(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
         .build()
 }
 
@@ -75,6 +96,19 @@ pub(super) fn send_responses() -> Responses {
             json_response("The gateway's answer (SENT)", gateway)
                 .header("idempotent-replayed", string_header("`true` on a replayed or coalesced answer"))
                 .header("x-relay-attempts", string_header("Gateway attempts made, when it was called")),
+        )
+        .response(
+            "202",
+            json_response(
+                "Queued (`Prefer: respond-async`): the status record, QUEUED, or where the same \
+                 send stands",
+                "MessageStatus",
+            )
+            .header(
+                "preference-applied",
+                string_header("`respond-async`: the send is held"),
+            )
+            .header("location", string_header("`/messages/{messageId}`")),
         )
         .response(
             "400",

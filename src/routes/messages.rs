@@ -1,7 +1,7 @@
 //! `GET /messages/{messageId}` (SPEC "Status of a message"): the status record, from the
 //! lifecycle's store when the webhook listener or events are on; otherwise from the dedup
 //! window — SENT, with the gateway's `waId` — for as long as the send is remembered, so the
-//! send path pays nothing for the lookup.
+//! send path pays nothing for the lookup. `DELETE /messages/{messageId}` cancels a queued send.
 
 use std::collections::BTreeMap;
 
@@ -25,12 +25,14 @@ pub(crate) async fn get(
         return ApiError::MessageNotFound.into_response();
     };
     let found = match &state.lifecycle {
-        Some(lifecycle) => lifecycle.get(&message_id).await,
-        None => state
-            .dedup
-            .remembered(&message_id)
-            .await
-            .map(|answer| answer.map(|answer| from_window(&message_id, &answer))),
+        Some(lifecycle) if lifecycle.follows_sends() => lifecycle.get(&message_id).await,
+        // Records of queued sends only (Redis without the listener or events): a synchronous
+        // send is known from the dedup window.
+        Some(lifecycle) => match lifecycle.get(&message_id).await {
+            Ok(None) => window(&state, &message_id).await,
+            found => found,
+        },
+        None => window(&state, &message_id).await,
     };
     match found {
         Ok(Some(record)) => Json(record).into_response(),
@@ -40,6 +42,31 @@ pub(crate) async fn get(
             ApiError::StatusUnavailable.into_response()
         }
     }
+}
+
+/// `DELETE /messages/{messageId}` (SPEC "Queued and scheduled sends"): a send still QUEUED
+/// is cancelled (200 and its CANCELLED record); one handed to the gateway is 409; one the
+/// relay does not hold (or any, without Redis) is 404.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let (Ok(Path(message_id)), Some(queue)) = (path, &state.queue) else {
+        return ApiError::MessageNotFound.into_response();
+    };
+    match queue.cancel(&message_id).await {
+        Ok(record) => Json(record).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The record of a synchronous send from the dedup window.
+async fn window(
+    state: &AppState,
+    message_id: &str,
+) -> Result<Option<Record>, crate::store::StoreError> {
+    let answer = state.dedup.remembered(message_id).await?;
+    Ok(answer.map(|answer| from_window(message_id, &answer)))
 }
 
 /// A remembered 2xx as a record: SENT, the gateway's `waId`, and the gateway's own

@@ -25,13 +25,14 @@
 //! above 1 µs per request on a quiet machine, a fast path may come back, built only from
 //! tokio and tokio-util parts, with the measurement in this doc.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio_util::sync::CancellationToken;
@@ -40,8 +41,11 @@ use tracing::Instrument;
 use crate::dedup::{Begin, Lead, Remembered, Resolved};
 use crate::error::{ApiError, whole_seconds};
 use crate::headers::{HEADER_ATTEMPTS, HEADER_REPLAYED, HEADER_REQUEST_ID, HEADER_TRACEPARENT};
-use crate::outcome::{GatewayReply, Outcome, RequestOutcome, SendFailure};
+use crate::outcome::{GatewayReply, Outcome, RequestOutcome, SendFailure, wa_id_of};
 use crate::phone::PhoneNumber;
+use crate::queue::{
+    self, HEADER_PREFER, HEADER_PREFERENCE_APPLIED, HEADER_SEND_AT, Queue, RESPOND_ASYNC, ToQueue,
+};
 use crate::sends::SendKind;
 use crate::state::{AppState, Slot};
 use crate::status::SendFacts;
@@ -163,6 +167,23 @@ async fn relay(
     }
     let body = read_body(state, headers, body, call.started).await?;
     let request = validate::validate(call.kind.rules(), &body, state.config.default_from.as_ref())?;
+    // One header lookup on every send: the queue is only for a caller that asks for it.
+    if let Some(prefer) = headers.get(HEADER_PREFER)
+        && queue::prefers_async(prefer)
+    {
+        match &state.queue {
+            Some(queue) => {
+                return queue_send(call, queue, headers, request, record)
+                    .await
+                    .map(Answer::Here);
+            }
+            // Not applied (RFC 7240 allows it): answered synchronously, unless it is for later.
+            None if headers.contains_key(HEADER_SEND_AT) => {
+                return Err(queue::send_at_needs_redis());
+            }
+            None => {}
+        }
+    }
     let SendRequest {
         message_id,
         from,
@@ -202,6 +223,84 @@ async fn relay(
             spawn_send(call, send).await.map(Answer::Finished)
         }
     }
+}
+
+/// A send held for later (SPEC "Queued and scheduled sends"): a remembered 2xx is replayed
+/// (200), another payload is 422, anything else is queued (or found queued) and answered 202
+/// with its record.
+async fn queue_send(
+    call: &Call,
+    queue: &Queue,
+    headers: &HeaderMap,
+    request: SendRequest,
+    record: &mut RequestRecord,
+) -> Result<Response, ApiError> {
+    let send_at = queue::send_at(headers, SystemTime::now())?.unwrap_or_else(SystemTime::now);
+    let SendRequest {
+        message_id,
+        from,
+        to,
+        body,
+        fingerprint,
+    } = request;
+    let found = call.state.dedup.remembered(&message_id).await;
+    record.message_id = Some(message_id);
+    record.to = Some(to);
+    let message_id = record.message_id.as_deref().unwrap_or_default();
+    match found {
+        Ok(Some(answer)) if answer.fingerprint == fingerprint => {
+            record.outcome = RequestOutcome::Replayed;
+            return Ok(replay(&answer));
+        }
+        Ok(Some(_)) => return Err(ApiError::IdempotencyConflict),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for a remembered answer");
+            return Err(ApiError::StoreUnavailable);
+        }
+    }
+    let to = record
+        .to
+        .as_ref()
+        .map(PhoneNumber::digits)
+        .unwrap_or_default();
+    let queued = queue
+        .enqueue(ToQueue {
+            message_id,
+            kind: call.kind.name(),
+            from: from.digits(),
+            to,
+            body: &body,
+            fingerprint,
+            send_at,
+        })
+        .await?;
+    record.outcome = RequestOutcome::Queued;
+    let mut response = (StatusCode::ACCEPTED, Json(queued)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static(HEADER_PREFERENCE_APPLIED),
+        HeaderValue::from_static(RESPOND_ASYNC),
+    );
+    if let Ok(location) = HeaderValue::from_str(&format!("/messages/{}", path_segment(message_id)))
+    {
+        headers.insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `text` as one URL path segment: unreserved characters as they are, the rest
+/// percent-encoded.
+fn path_segment(text: &str) -> String {
+    let mut segment = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            segment.push(char::from(byte));
+        } else {
+            segment.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    segment
 }
 
 /// The whole body within `RELAY_BODY_TIMEOUT_MS` of the head and `RELAY_MAX_BODY_BYTES`.
@@ -343,7 +442,7 @@ async fn run_send(state: &AppState, send: NewSend) -> SendDone {
     match (&state.lifecycle, &outcome) {
         // Accepted: the status record and the SENT event, beside the completion (two round
         // trips at once on the one multiplexed connection, not one after the other).
-        (Some(lifecycle), Ok(reply)) if reply.status.is_success() => {
+        (Some(lifecycle), Ok(reply)) if reply.status.is_success() && lifecycle.follows_sends() => {
             let facts = SendFacts {
                 kind: Some(record.kind.name()),
                 from: Some(from.digits().to_owned()),
@@ -364,27 +463,6 @@ async fn run_send(state: &AppState, send: NewSend) -> SendDone {
         replayed: false,
         record,
     }
-}
-
-/// The gateway's id for an accepted message: `data.waId` in its envelope (or `waId`).
-fn wa_id_of(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        data: Option<Ids>,
-        #[serde(rename = "waId")]
-        wa_id: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Ids {
-        #[serde(rename = "waId")]
-        wa_id: Option<String>,
-    }
-    let envelope: Envelope = serde_json::from_slice(body).ok()?;
-    envelope
-        .data
-        .and_then(|data| data.wa_id)
-        .or(envelope.wa_id)
-        .filter(|id| !id.is_empty())
 }
 
 /// The outcome label of a gateway answer passed on.

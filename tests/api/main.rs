@@ -13,6 +13,7 @@ mod limits;
 mod media;
 mod mock_callbacks;
 mod operations;
+mod queue;
 mod redis_server;
 mod retries;
 mod sends;

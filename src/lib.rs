@@ -30,6 +30,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod app;
+mod clock;
 mod config;
 mod dedup;
 mod error;

@@ -182,15 +182,8 @@ pub(super) fn webhook_token(
     inline: Option<&str>,
     file: Option<&str>,
 ) -> Result<Option<WebhookToken>, ConfigError> {
-    let Some((var, text)) = secret_text(&WEBHOOK_TOKEN, inline, &WEBHOOK_TOKEN_FILE, file)? else {
-        return Ok(None);
-    };
-    WebhookToken::parse(text.trim())
-        .map(Some)
-        .map_err(|reason| ConfigError::InvalidSecret {
-            var: var.name,
-            reason,
-        })
+    let source = secret_text(&WEBHOOK_TOKEN, inline, &WEBHOOK_TOKEN_FILE, file)?;
+    parsed(source, |text| WebhookToken::parse(text.trim()))
 }
 
 /// The signing secret, inline or from its file; `None` when neither is set.
@@ -198,10 +191,20 @@ pub(super) fn signing_secret(
     inline: Option<&str>,
     file: Option<&str>,
 ) -> Result<Option<SigningSecret>, ConfigError> {
-    let Some((var, text)) = secret_text(&EVENTS_SECRET, inline, &EVENTS_SECRET_FILE, file)? else {
+    let source = secret_text(&EVENTS_SECRET, inline, &EVENTS_SECRET_FILE, file)?;
+    parsed(source, SigningSecret::parse)
+}
+
+/// A secret's text read by `parse`; a refusal names the variable it came from, never the
+/// text.
+fn parsed<T>(
+    source: Option<(&'static Var, String)>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    let Some((var, text)) = source else {
         return Ok(None);
     };
-    SigningSecret::parse(&text)
+    parse(&text)
         .map(Some)
         .map_err(|reason| ConfigError::InvalidSecret {
             var: var.name,

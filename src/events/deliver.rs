@@ -13,7 +13,7 @@
 
 use std::error::Error as _;
 use std::io::ErrorKind;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
@@ -21,6 +21,7 @@ use url::Url;
 
 use super::Event;
 use super::sign::sign;
+use crate::clock::now_secs;
 use crate::config::{EventsConfig, SigningSecret};
 use crate::headers::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP};
 use crate::upstream::retry::parse_retry_after;
@@ -91,7 +92,7 @@ impl Deliverer {
 
     /// POSTs `event` once, signed with this moment's timestamp, and says how it went.
     pub(crate) async fn attempt(&self, event: &Event) -> Attempt {
-        let timestamp = unix_now();
+        let timestamp = now_secs();
         let signature = sign(&self.secret, &event.id, timestamp, &event.body);
         let sent = self
             .client
@@ -183,14 +184,6 @@ fn describe(error: &reqwest::Error) -> String {
     } else {
         "request error".to_owned()
     }
-}
-
-/// Unix seconds now; a clock before 1970 reads as 0 (the receiver then refuses the attempt
-/// as too old, which is the truth about such a clock).
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }
 
 #[cfg(test)]
@@ -303,7 +296,7 @@ mod tests {
         assert!(header(&request, "user-agent").starts_with("lipachat-relay/"));
         let timestamp = header(&request, "webhook-timestamp");
         let sent_at: u64 = timestamp.parse().unwrap();
-        assert!(unix_now().abs_diff(sent_at) <= 2, "timestamp {timestamp}");
+        assert!(now_secs().abs_diff(sent_at) <= 2, "timestamp {timestamp}");
         let secret = SigningSecret::parse(SECRET).unwrap();
         let signature = header(&request, "webhook-signature");
         assert_eq!(
@@ -313,7 +306,7 @@ mod tests {
                 timestamp,
                 signature,
                 &request.body,
-                unix_now()
+                now_secs()
             ),
             Ok(())
         );

@@ -16,7 +16,7 @@ pub(crate) mod redis;
 pub(crate) mod sign;
 pub(crate) mod worker;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -107,9 +107,7 @@ impl Event {
         Self {
             id,
             kind,
-            created_ms: now
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis() as u64),
+            created_ms: crate::clock::unix_ms(now),
             body: Bytes::from(body),
         }
     }

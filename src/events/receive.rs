@@ -15,7 +15,6 @@
 use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
@@ -28,6 +27,7 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
 use super::sign::verify;
+use crate::clock::now_secs;
 use crate::config::SigningSecret;
 use crate::headers::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP};
 
@@ -107,7 +107,7 @@ async fn receive(
         timestamp,
         header(HEADER_WEBHOOK_SIGNATURE),
         &body,
-        unix_now(),
+        now_secs(),
     ) {
         eprintln!("events-receive: refused {id:?}: {error}");
         return answer(StatusCode::UNAUTHORIZED, &error.to_string());
@@ -185,12 +185,6 @@ fn answer(status: StatusCode, error: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": error }))).into_response()
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
@@ -239,7 +233,7 @@ mod tests {
     }
 
     fn signed(id: &str, body: &str) -> Request<Body> {
-        let timestamp = unix_now();
+        let timestamp = now_secs();
         let signature = sign(&secret(), id, timestamp, body.as_bytes());
         Request::post("/events")
             .header("content-type", "application/json")
@@ -323,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn a_stale_timestamp_is_401() {
         let (router, _) = app(0);
-        let old = unix_now() - 3600;
+        let old = now_secs() - 3600;
         let request = Request::post("/")
             .header("webhook-id", ID)
             .header("webhook-timestamp", old.to_string())

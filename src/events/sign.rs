@@ -159,20 +159,28 @@ mod tests {
 
     #[test]
     fn signing_gives_the_specifications_published_vectors() {
-        let python = sign(
-            &secret(PYTHON_SECRET),
-            PYTHON_ID,
-            PYTHON_TIMESTAMP,
-            PYTHON_BODY.as_bytes(),
-        );
-        assert_eq!(python, PYTHON_SIGNATURE);
-        let rust = sign(
-            &secret(RUST_SECRET),
-            RUST_ID,
-            RUST_TIMESTAMP,
-            RUST_BODY.as_bytes(),
-        );
-        assert_eq!(rust, RUST_SIGNATURE);
+        let vectors = [
+            (
+                PYTHON_SECRET,
+                PYTHON_ID,
+                PYTHON_TIMESTAMP,
+                PYTHON_BODY,
+                PYTHON_SIGNATURE,
+            ),
+            (
+                RUST_SECRET,
+                RUST_ID,
+                RUST_TIMESTAMP,
+                RUST_BODY,
+                RUST_SIGNATURE,
+            ),
+        ];
+        for (key, id, timestamp, body, signature) in vectors {
+            assert_eq!(
+                sign(&secret(key), id, timestamp, body.as_bytes()),
+                signature
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -22,6 +22,7 @@ use super::Event;
 use super::deliver::{Attempt, Deliverer, backoff};
 use super::memory::MemoryOutbox;
 use super::redis::{RedisOutbox, Taken};
+use crate::clock::now_ms;
 use crate::metrics::{EventResult, Metrics};
 
 /// How often the stream is read for new events.
@@ -253,12 +254,6 @@ impl Worker {
             Duration::from_millis(now_ms().saturating_sub(*created))
         })
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// How long ago the event was made (on any replica).

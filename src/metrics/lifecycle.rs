@@ -6,8 +6,9 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
+
+use super::backlog::Backlog;
 
 pub(crate) const METRIC_WEBHOOKS: &str = "lipachat_relay_webhooks";
 pub(crate) const METRIC_EVENTS: &str = "lipachat_relay_events";
@@ -111,8 +112,7 @@ struct EventLabels {
 pub(crate) struct LifecycleMetrics {
     webhooks: Family<WebhookLabels, Counter>,
     events: Family<EventLabels, Counter>,
-    pending: Gauge,
-    oldest: Gauge,
+    pending: Backlog,
 }
 
 impl LifecycleMetrics {
@@ -120,8 +120,14 @@ impl LifecycleMetrics {
         let metrics = Self {
             webhooks: Family::default(),
             events: Family::default(),
-            pending: Gauge::default(),
-            oldest: Gauge::default(),
+            pending: Backlog::register(
+                registry,
+                (METRIC_EVENTS_PENDING, "Events waiting for delivery"),
+                (
+                    METRIC_EVENTS_OLDEST,
+                    "Age of the oldest event waiting for delivery",
+                ),
+            ),
         };
         registry.register(
             METRIC_WEBHOOKS,
@@ -132,17 +138,6 @@ impl LifecycleMetrics {
             METRIC_EVENTS,
             "Event deliveries by type and result (delivered, retried, dead, dropped)",
             metrics.events.clone(),
-        );
-        registry.register(
-            METRIC_EVENTS_PENDING,
-            "Events waiting for delivery",
-            metrics.pending.clone(),
-        );
-        registry.register_with_unit(
-            METRIC_EVENTS_OLDEST,
-            "Age of the oldest event waiting for delivery",
-            Unit::Seconds,
-            metrics.oldest.clone(),
         );
         // Every series at zero from the start, so a dashboard sees them before the first one.
         for kind in WebhookKind::ALL {
@@ -184,8 +179,6 @@ impl LifecycleMetrics {
 
     /// Events waiting, and the age in seconds of the oldest.
     pub(crate) fn set_pending(&self, count: u64, oldest_secs: u64) {
-        self.pending.set(i64::try_from(count).unwrap_or(i64::MAX));
-        self.oldest
-            .set(i64::try_from(oldest_secs).unwrap_or(i64::MAX));
+        self.pending.set(count, oldest_secs);
     }
 }

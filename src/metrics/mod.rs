@@ -7,6 +7,7 @@
 //! a store operation or a rate-limit scope; never a messageId, phone number or URL. The labels
 //! themselves are in `labels`.
 
+mod backlog;
 mod labels;
 mod lifecycle;
 mod queue;

@@ -5,8 +5,9 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
+
+use super::backlog::Backlog;
 
 pub(crate) const METRIC_QUEUED: &str = "lipachat_relay_queued_sends";
 pub(crate) const METRIC_QUEUE_DEPTH: &str = "lipachat_relay_queue_depth";
@@ -59,33 +60,30 @@ struct ResultLabels {
 /// The queue's metrics.
 pub(crate) struct QueueMetrics {
     sends: Family<ResultLabels, Counter>,
-    depth: Gauge,
-    oldest: Gauge,
+    depth: Backlog,
 }
 
 impl QueueMetrics {
     pub(super) fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             sends: Family::default(),
-            depth: Gauge::default(),
-            oldest: Gauge::default(),
+            depth: Backlog::register(
+                registry,
+                (
+                    METRIC_QUEUE_DEPTH,
+                    "Sends held in the queue (every replica's), due or not",
+                ),
+                (
+                    METRIC_QUEUE_OLDEST,
+                    "How long the oldest due send has been due",
+                ),
+            ),
         };
         registry.register(
             METRIC_QUEUED,
             "Queued sends (Prefer: respond-async) by result: queued, sent, failed, expired, \
              cancelled, retried",
             metrics.sends.clone(),
-        );
-        registry.register(
-            METRIC_QUEUE_DEPTH,
-            "Sends held in the queue (every replica's), due or not",
-            metrics.depth.clone(),
-        );
-        registry.register_with_unit(
-            METRIC_QUEUE_OLDEST,
-            "How long the oldest due send has been due",
-            Unit::Seconds,
-            metrics.oldest.clone(),
         );
         // Every series at zero from the start, so a dashboard sees them before the first one.
         for result in QueuedResult::ALL {
@@ -106,8 +104,6 @@ impl QueueMetrics {
 
     /// Sends held, and how long (seconds) the oldest due one has been due.
     pub(crate) fn set_depth(&self, count: u64, oldest_secs: u64) {
-        self.depth.set(i64::try_from(count).unwrap_or(i64::MAX));
-        self.oldest
-            .set(i64::try_from(oldest_secs).unwrap_or(i64::MAX));
+        self.depth.set(count, oldest_secs);
     }
 }

@@ -17,7 +17,7 @@ mod redis;
 pub(crate) mod worker;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -115,12 +115,7 @@ fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     }
 }
 
-/// Unix milliseconds of `time`.
-pub(crate) fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-    })
-}
+pub(crate) use crate::clock::unix_ms;
 
 /// A send to queue, validated.
 pub(crate) struct ToQueue<'a> {
@@ -311,9 +306,10 @@ mod tests {
     }
 
     fn headers(send_at: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_SEND_AT, HeaderValue::from_static(send_at));
-        headers
+        HeaderMap::from_iter([(
+            http::HeaderName::from_static(HEADER_SEND_AT),
+            HeaderValue::from_static(send_at),
+        )])
     }
 
     #[test]

@@ -18,12 +18,13 @@
 //! would hold for every other request.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use tokio::sync::Semaphore;
 
-use super::{Queue, unix_ms};
+use super::Queue;
+use crate::clock::{millis, now_ms};
 use crate::dedup::{Begin, Dedup, Resolved};
 use crate::lifecycle::Lifecycle;
 use crate::limit::Limits;
@@ -134,7 +135,7 @@ async fn work(queue: &Queue, pipeline: &Pipeline, message_id: &str) {
     let keep = async {
         loop {
             tokio::time::sleep(pipeline.lease / 3).await;
-            let until = now_ms().saturating_add(unix_ms_of(pipeline.lease));
+            let until = now_ms().saturating_add(millis(pipeline.lease));
             if let Err(error) = redis.due_at(message_id, until).await {
                 redis
                     .store()
@@ -168,7 +169,7 @@ async fn work(queue: &Queue, pipeline: &Pipeline, message_id: &str) {
             redis.finish(message_id).await
         }
         Tried::Drained => redis.due_at(message_id, now_ms()).await,
-        Tried::Retry(_) if now_ms().saturating_sub(held.send_at) >= unix_ms_of(queue.0.max_age) => {
+        Tried::Retry(_) if now_ms().saturating_sub(held.send_at) >= millis(queue.0.max_age) => {
             pipeline.metrics.queue.record(QueuedResult::Expired);
             let detail = ErrorDetail {
                 code: None,
@@ -185,7 +186,7 @@ async fn work(queue: &Queue, pipeline: &Pipeline, message_id: &str) {
             let failures = redis.failed(message_id).await.unwrap_or(held.failures + 1);
             let wait = backoff(failures, fastrand::f64()).max(hint.unwrap_or_default());
             redis
-                .due_at(message_id, now_ms().saturating_add(unix_ms_of(wait)))
+                .due_at(message_id, now_ms().saturating_add(millis(wait)))
                 .await
         }
     };
@@ -320,14 +321,6 @@ pub(crate) fn backoff(failures: u32, unit: f64) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
     let ceiling = BACKOFF_FIRST.saturating_mul(1 << exponent).min(BACKOFF_MAX);
     ceiling.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
-}
-
-fn now_ms() -> u64 {
-    unix_ms(SystemTime::now())
-}
-
-fn unix_ms_of(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -236,16 +236,10 @@ async fn queue_send(
     record: &mut RequestRecord,
 ) -> Result<Response, ApiError> {
     let send_at = queue::send_at(headers, SystemTime::now())?.unwrap_or_else(SystemTime::now);
-    let SendRequest {
-        message_id,
-        from,
-        to,
-        body,
-        fingerprint,
-    } = request;
-    let found = call.state.dedup.remembered(&message_id).await;
-    record.message_id = Some(message_id);
-    record.to = Some(to);
+    let found = call.state.dedup.remembered(&request.message_id).await;
+    let fingerprint = request.fingerprint;
+    record.message_id = Some(request.message_id);
+    record.to = Some(request.to);
     let message_id = record.message_id.as_deref().unwrap_or_default();
     match found {
         Ok(Some(answer)) if answer.fingerprint == fingerprint => {
@@ -268,9 +262,9 @@ async fn queue_send(
         .enqueue(ToQueue {
             message_id,
             kind: call.kind.name(),
-            from: from.digits(),
+            from: request.from.digits(),
             to,
-            body: &body,
+            body: &request.body,
             fingerprint,
             send_at,
         })
@@ -550,9 +544,7 @@ mod tests {
     use super::*;
 
     fn with_type(value: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(value));
-        headers
+        HeaderMap::from_iter([(CONTENT_TYPE, HeaderValue::from_static(value))])
     }
 
     #[test]

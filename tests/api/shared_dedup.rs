@@ -279,6 +279,10 @@ async fn check_concurrent_sends_make_one_gateway_call(a: &TestApp, b: &Replica, 
     assert_eq!(a.gateway.calls(), calls + 1, "one gateway call in all");
 }
 
+/// messageIds per recovery round after a Cluster restart: enough that each of the three nodes
+/// holds some of them.
+const SPREAD: usize = 24;
+
 /// Sent through A, replayed through B byte for byte.
 async fn check_send_through_a_replays_through_b(a: &TestApp, b: &Replica, id: &str) {
     let calls = a.gateway.calls();
@@ -756,17 +760,23 @@ async fn when_the_whole_cluster_restarts_the_relays_share_again_without_a_restar
     cluster.wait_until_ok().await;
     // The relays follow on their own: the Cluster client repairs its node connections in the
     // background, backing off up to 1 s, so the first calls after the restart may still fail
-    // open. Every 20 ms a new messageId goes through A and again through B, until B replays.
+    // open, and one node's connection may be back before another's. Every 20 ms a round of
+    // new messageIds (spread over the slots, so over the three nodes) goes through A and
+    // again through B, until B replays every one of a round.
     let back = Instant::now();
     let recovered = async {
-        let mut attempt = 0;
+        let mut round = 0;
         loop {
-            let id = format!("cluster-after-{attempt}");
-            assert_eq!(send(&a, &media_body(&id)).await.status, 200);
-            if send(&b, &media_body(&id)).await.replayed {
+            let mut all = true;
+            for slot in 0..SPREAD {
+                let id = format!("cluster-after-{round}-{slot}");
+                assert_eq!(send(&a, &media_body(&id)).await.status, 200);
+                all &= send(&b, &media_body(&id)).await.replayed;
+            }
+            if all {
                 return;
             }
-            attempt += 1;
+            round += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };

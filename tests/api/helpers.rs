@@ -560,3 +560,36 @@ pub(crate) async fn start_mock(key: &str) -> String {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     format!("http://{address}")
 }
+
+/// Reads and drops a child's stdout and stderr, so a chatty relay that nobody reads never
+/// blocks on a full pipe.
+pub(crate) fn drain_output(child: &mut tokio::process::Child) {
+    let pipes: [Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>; 2] = [
+        child.stdout.take().map(|pipe| Box::new(pipe) as _),
+        child.stderr.take().map(|pipe| Box::new(pipe) as _),
+    ];
+    for mut pipe in pipes.into_iter().flatten() {
+        tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = pipe.read_to_end(&mut sink).await;
+        });
+    }
+}
+
+/// `kill -9` of a child: no drain, nothing released; waits until it has died of it.
+pub(crate) async fn kill_9(child: &mut tokio::process::Child) {
+    let pid = child.id().expect("the process has exited already");
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .expect("the process outlived kill -9")
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&exit),
+        Some(9)
+    );
+}

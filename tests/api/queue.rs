@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 
 use crate::helpers::{
     EVENT_TIMEOUT, FakeGateway, Step, TestApp, envelope, error_fields, free_port, random_key,
@@ -471,16 +470,7 @@ async fn start_replica(gateway: &FakeGateway, key: &str, redis: &str, prefix: &s
             ("RUST_LOG", "warn"),
         ],
     );
-    // Nobody reads these pipes: drain them so a chatty relay never blocks on a full one.
-    for mut pipe in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        tokio::spawn(async move {
-            let mut sink = Vec::new();
-            let _ = pipe.read_to_end(&mut sink).await;
-        });
-    }
+    crate::helpers::drain_output(&mut child);
     let base = format!("http://{listen}");
     wait_for_status(&format!("{base}/healthz"), 200).await;
     Replica { child, base }
@@ -489,20 +479,7 @@ async fn start_replica(gateway: &FakeGateway, key: &str, redis: &str, prefix: &s
 impl Replica {
     /// `kill -9`: no drain, nothing released.
     async fn kill_9(mut self) {
-        let pid = self.child.id().expect("the relay has exited already");
-        let status = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = tokio::time::timeout(EVENT_TIMEOUT, self.child.wait())
-            .await
-            .expect("the relay outlived kill -9")
-            .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&exit),
-            Some(9)
-        );
+        crate::helpers::kill_9(&mut self.child).await;
     }
 }
 

@@ -810,16 +810,7 @@ async fn start_relay(listen: &str, vars: &[(&str, &str)]) -> Process {
     let mut all = vec![("RELAY_LISTEN", listen), ("RUST_LOG", "warn")];
     all.extend_from_slice(vars);
     let mut child = spawn_binary(&["serve"], &all);
-    // Nobody reads these pipes: drain them so a chatty relay never blocks on a full one.
-    for mut pipe in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        tokio::spawn(async move {
-            let mut sink = Vec::new();
-            let _ = pipe.read_to_end(&mut sink).await;
-        });
-    }
+    crate::helpers::drain_output(&mut child);
     let url = format!("http://{listen}");
     wait_for_status(&format!("{url}/healthz"), 200).await;
     Process { child, url }
@@ -828,20 +819,7 @@ async fn start_relay(listen: &str, vars: &[(&str, &str)]) -> Process {
 impl Process {
     /// `kill -9`: no drain, no completion, nothing released.
     async fn kill_9(mut self) {
-        let pid = self.child.id().expect("the relay has exited already");
-        let status = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = tokio::time::timeout(EVENT_TIMEOUT, self.child.wait())
-            .await
-            .expect("the relay outlived kill -9")
-            .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&exit),
-            Some(9)
-        );
+        crate::helpers::kill_9(&mut self.child).await;
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    free_port, random_key, spawn_binary, start_mock, wait_for_status, wait_until_within,
+    drain_output, free_port, kill_9, random_key, spawn_binary, start_mock, wait_for_status,
+    wait_until_within,
 };
 use crate::lifecycle::{Receiver, SECRET, TOKEN, spawn};
 use crate::redis_server::RedisServer;
@@ -69,7 +70,7 @@ async fn start_process(
     let hooks = free_port();
     let listen = format!("127.0.0.1:{port}");
     let webhook_listen = format!("127.0.0.1:{hooks}");
-    let child = spawn_binary(
+    let mut child = spawn_binary(
         &["serve"],
         &[
             ("LIPACHAT_API_KEY", key),
@@ -83,6 +84,7 @@ async fn start_process(
             ("RELAY_EVENTS_SECRET", SECRET),
         ],
     );
+    drain_output(&mut child);
     let base = format!("http://{listen}");
     wait_for_status(&format!("{base}/healthz"), 200).await;
     Process { child, base }
@@ -120,7 +122,7 @@ async fn an_event_pending_on_a_killed_replica_is_delivered_by_the_other() {
     let first = receiver.all()[0].clone();
     assert_eq!(first.body["data"]["messageId"], "m-kill");
     let b = start_process(&gateway, &key, &redis.url(), &prefix, &events).await;
-    a.child.kill().await.unwrap();
+    kill_9(&mut a.child).await;
     receiver.refuse_all.store(false, Ordering::SeqCst);
     // 30 s of silence, then B's next renewal (every 10 s) takes it over and delivers it.
     wait_until_within(

@@ -39,7 +39,7 @@ impl MakeRequestId for MakeRandomId {
 }
 
 /// The router. Does no I/O.
-pub fn app(state: AppState) -> Router {
+pub(crate) fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for send_type in &SEND_TYPES {
         let kind = send_type.kind;

@@ -4,12 +4,12 @@
 /// A 128-bit hash of the send type and the normalised body (xxh3: fast, and DoS resistance
 /// is not needed because a caller can only collide with its own `messageId`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Fingerprint(u128);
+pub(crate) struct Fingerprint(u128);
 
 impl Fingerprint {
     /// Fingerprint of a send: its type's name, then the exact bytes that will be forwarded,
     /// so one `messageId` reused for another send type never matches.
-    pub fn of(send_type: &str, body: &[u8]) -> Self {
+    pub(crate) fn of(send_type: &str, body: &[u8]) -> Self {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         hasher.update(send_type.as_bytes());
         hasher.update(&[0]);

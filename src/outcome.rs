@@ -12,7 +12,7 @@ use http::{HeaderValue, StatusCode};
 
 /// A gateway answer, whatever its status.
 #[derive(Clone, Debug)]
-pub struct GatewayReply {
+pub(crate) struct GatewayReply {
     /// The gateway's status.
     pub status: StatusCode,
     /// The gateway's `Content-Type`, if any.
@@ -55,7 +55,7 @@ pub(crate) fn wa_id_of(body: &[u8]) -> Option<String> {
 
 /// Why no usable gateway answer came back. Clone, because coalesced waiters share it.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// Connecting, sending or reading failed; the text is the cause chain, for the log.
     #[error("gateway unreachable: {0}")]
     Unreachable(String),
@@ -76,7 +76,7 @@ pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// Which rate limit refused a send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LimitScope {
+pub(crate) enum LimitScope {
     /// `RELAY_SENDER_RATE`, per `from`.
     Sender,
     /// `RELAY_PAIR_INTERVAL_MS` / `RELAY_PAIR_BURST`, per (`from`, `to`).
@@ -106,7 +106,7 @@ impl LimitScope {
 
 /// Why a send ended without a gateway answer to pass on.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SendFailure {
+pub(crate) enum SendFailure {
     /// The gateway could not be reached, timed out, or the deadline ran out.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),

@@ -13,11 +13,11 @@ pub(crate) const MAX_PHONE_DIGITS: usize = 15;
 
 /// A phone number with country code, digits only (8–15 of them).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PhoneNumber(Box<str>);
+pub(crate) struct PhoneNumber(Box<str>);
 
 impl PhoneNumber {
     /// Strips `+`, spaces, dashes and parentheses; what remains must be 8–15 ASCII digits.
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
+    pub(crate) fn parse(text: &str) -> Result<Self, &'static str> {
         let mut digits = String::with_capacity(text.len());
         for c in text.chars() {
             match c {
@@ -40,7 +40,7 @@ impl PhoneNumber {
     }
 
     /// The number as it may appear in a log line.
-    pub fn masked(&self) -> String {
+    pub(crate) fn masked(&self) -> String {
         mask_phone(&self.0)
     }
 }

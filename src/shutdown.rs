@@ -72,7 +72,7 @@ impl Shutdown {
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn signal() {
+pub(crate) async fn signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -45,11 +45,11 @@ impl RequestRecord {
 /// Error from [`init`]: a bad `RUST_LOG`.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {0}", var = RUST_LOG.name)]
-pub struct LogSetupError(String);
+pub(crate) struct LogSetupError(String);
 
 /// Installs the global subscriber: `RUST_LOG` filter (default `info`), JSON or text to
 /// stdout. Text has ANSI colours only when stdout is a terminal, never in files or pipes.
-pub fn init(format: LogFormat) -> Result<(), LogSetupError> {
+pub(crate) fn init(format: LogFormat) -> Result<(), LogSetupError> {
     let filter = match std::env::var(RUST_LOG.name) {
         Ok(directives) if !directives.trim().is_empty() => {
             EnvFilter::try_new(&directives).map_err(|e| LogSetupError(e.to_string()))?

@@ -17,7 +17,7 @@ use super::{SigningSecret, WebhookToken};
 
 /// The webhook listener (SPEC "After SENT"): where it listens and the URL's secret segment.
 #[derive(Clone, Debug)]
-pub struct WebhookConfig {
+pub(crate) struct WebhookConfig {
     /// `RELAY_WEBHOOK_LISTEN`.
     pub listen: SocketAddr,
     /// `RELAY_WEBHOOK_TOKEN[_FILE]`.
@@ -26,7 +26,7 @@ pub struct WebhookConfig {
 
 /// Status records (SPEC "Status of a message").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatusConfig {
+pub(crate) struct StatusConfig {
     /// `RELAY_STATUS_TTL_SECS`.
     pub ttl: Duration,
     /// `RELAY_STATUS_CAPACITY` (memory only).
@@ -45,7 +45,7 @@ pub(super) fn status(raw: &RawVars) -> Result<StatusConfig, ConfigError> {
 
 /// Events out (SPEC "Events out").
 #[derive(Clone, Debug)]
-pub struct EventsConfig {
+pub(crate) struct EventsConfig {
     /// `RELAY_EVENTS_URL`.
     pub url: Url,
     /// `RELAY_EVENTS_SECRET[_FILE]`.

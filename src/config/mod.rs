@@ -11,9 +11,9 @@
 //! anything else is ignored. `Config::from_env()` is `Config::from_vars(std::env::vars_os())`,
 //! and tests call `from_vars` with a literal list.
 
-mod error;
+pub(crate) mod error;
 mod lifecycle;
-mod secret;
+pub(crate) mod secret;
 pub(crate) mod vars;
 
 use std::collections::HashMap;
@@ -26,10 +26,10 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::phone::PhoneNumber;
-pub use error::ConfigError;
+pub(crate) use error::ConfigError;
 pub(crate) use lifecycle::{EventsConfig, StatusConfig, WebhookConfig};
 pub(crate) use secret::RedisUrls;
-pub use secret::{ApiKey, SigningSecret, WebhookToken, events_secret_from_env};
+pub(crate) use secret::{ApiKey, SigningSecret, WebhookToken, events_secret_from_env};
 pub(crate) use vars::VARIABLES;
 use vars::{
     API_KEY, API_KEY_FILE, ATTEMPT_TIMEOUT_MS, BASE_URL, BODY_TIMEOUT_MS, DEADLINE_MS,
@@ -49,7 +49,7 @@ pub enum KeyRequirement {
 
 /// Log output format (`RELAY_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One JSON object per line (the default).
     Json,
     /// Human-readable lines.
@@ -58,7 +58,7 @@ pub enum LogFormat {
 
 /// What to do when the shared store cannot be reached (`RELAY_REDIS_FAILURE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureMode {
+pub(crate) enum FailureMode {
     /// Go on with this process's memory only.
     Open,
     /// Refuse new sends with 503 and `Retry-After`.
@@ -67,7 +67,7 @@ pub enum FailureMode {
 
 impl FailureMode {
     /// The variable's value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
             Self::Closed => "closed",
@@ -77,83 +77,83 @@ impl FailureMode {
 
 /// The shared store (SPEC "Shared deduplication"). Without URLs, everything stays in memory.
 #[derive(Clone, Debug)]
-pub struct RedisConfig {
-    pub urls: Option<RedisUrls>,
-    pub cluster: bool,
+pub(crate) struct RedisConfig {
+    pub(crate) urls: Option<RedisUrls>,
+    pub(crate) cluster: bool,
     /// Prefix of every key, so several relays can share one Redis.
-    pub prefix: Box<str>,
+    pub(crate) prefix: Box<str>,
     /// Bound of one round trip.
-    pub timeout: Duration,
-    pub failure: FailureMode,
+    pub(crate) timeout: Duration,
+    pub(crate) failure: FailureMode,
 }
 
 /// WhatsApp's rate limits, as the relay keeps them (SPEC "Rate limits that match WhatsApp's").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimitConfig {
+pub(crate) struct RateLimitConfig {
     /// Sends per second per `from`; 0 = no limit.
-    pub sender_rate: u32,
+    pub(crate) sender_rate: u32,
     /// Mean spacing of sends from one `from` to one `to`; zero = no limit.
-    pub pair_interval: Duration,
+    pub(crate) pair_interval: Duration,
     /// Sends to one pair that may go at once before the spacing applies.
-    pub pair_burst: u32,
+    pub(crate) pair_burst: u32,
     /// Longest wait for a slot before a 429; zero = never wait.
-    pub max_wait: Duration,
+    pub(crate) max_wait: Duration,
 }
 
 /// Client connections (SPEC "Connections and slow clients").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectionConfig {
+pub(crate) struct ConnectionConfig {
     /// Time for a client to send its whole request head.
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// Time for a client to send its whole body, from the head (408 after it).
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// A keep-alive connection idle this long is closed.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Open client connections at most.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 /// The typed configuration: parsed once, nothing downstream parses again.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// `LIPACHAT_API_KEY` or `LIPACHAT_API_KEY_FILE`; `None` only for the mock gateway.
-    pub api_key: Option<ApiKey>,
+    pub(crate) api_key: Option<ApiKey>,
     /// `LIPACHAT_BASE_URL`: the gateway origin, to which each send type appends its path.
-    pub base_url: Url,
+    pub(crate) base_url: Url,
     /// `LIPACHAT_DEFAULT_FROM`: the sender of a request without `from`.
-    pub default_from: Option<PhoneNumber>,
+    pub(crate) default_from: Option<PhoneNumber>,
     /// `RELAY_LISTEN`.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// `RELAY_DEDUP_TTL_SECS`: how long a 2xx answer is remembered.
-    pub dedup_ttl: Duration,
+    pub(crate) dedup_ttl: Duration,
     /// `RELAY_DEDUP_CAPACITY`: answers remembered in this process, at most.
-    pub dedup_capacity: u64,
+    pub(crate) dedup_capacity: u64,
     /// `RELAY_MAX_ATTEMPTS`: gateway attempts per send, the first included.
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// `RELAY_ATTEMPT_TIMEOUT_MS`: one gateway attempt.
-    pub attempt_timeout: Duration,
+    pub(crate) attempt_timeout: Duration,
     /// `RELAY_DEADLINE_MS`: a whole send, attempts and back-off included.
-    pub deadline: Duration,
+    pub(crate) deadline: Duration,
     /// `RELAY_MAX_IN_FLIGHT`: sends in flight before load shedding.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// `RELAY_MAX_BODY_BYTES`.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// `RELAY_SHUTDOWN_GRACE_SECS`: how long sends under way may finish after SIGTERM.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// `RELAY_LOG_FORMAT`.
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// The shared store (`RELAY_REDIS_*`).
-    pub redis: RedisConfig,
+    pub(crate) redis: RedisConfig,
     /// The rate limits (`RELAY_SENDER_RATE`, `RELAY_PAIR_*`, `RELAY_RATE_MAX_WAIT_MS`).
-    pub limits: RateLimitConfig,
+    pub(crate) limits: RateLimitConfig,
     /// Client connections (`RELAY_HEADER_TIMEOUT_MS` … `RELAY_MAX_CONNECTIONS`).
-    pub connections: ConnectionConfig,
+    pub(crate) connections: ConnectionConfig,
     /// The webhook listener, when `RELAY_WEBHOOK_LISTEN` is set.
-    pub webhooks: Option<WebhookConfig>,
+    pub(crate) webhooks: Option<WebhookConfig>,
     /// Status records.
-    pub status: StatusConfig,
+    pub(crate) status: StatusConfig,
     /// Events out, when `RELAY_EVENTS_URL` is set.
-    pub events: Option<EventsConfig>,
+    pub(crate) events: Option<EventsConfig>,
 }
 
 /// The raw text of the relay's own variables, as envy collects them (it lowercases the

@@ -31,7 +31,7 @@ impl ApiKey {
     }
 
     /// The secret itself. Call sites: the upstream `apiKey` header and the mock's check.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -45,7 +45,7 @@ impl fmt::Debug for ApiKey {
 /// The Redis URL(s): one for a standalone server, the seed nodes for a Cluster. They may
 /// carry a password, so `Debug` and [`RedisUrls::redacted`] show only scheme, host and port.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrls(Vec<Url>);
+pub(crate) struct RedisUrls(Vec<Url>);
 
 impl RedisUrls {
     /// The URLs, for the client. Call sites: the shared store's connection set-up only.
@@ -54,7 +54,7 @@ impl RedisUrls {
     }
 
     /// `redis://host:port` for each URL, comma-separated: safe to log.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         self.0
             .iter()
             .map(|url| {
@@ -90,7 +90,7 @@ pub(super) fn api_key(
 /// The webhook URL's secret last segment: 32 to 128 of `A-Z a-z 0-9 - _`. Compared in
 /// constant time; `Debug` redacted; no `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct WebhookToken(Box<str>);
+pub(crate) struct WebhookToken(Box<str>);
 
 /// Shortest webhook token.
 pub(crate) const TOKEN_MIN: usize = 32;
@@ -99,7 +99,7 @@ pub(crate) const TOKEN_MAX: usize = 128;
 
 impl WebhookToken {
     /// Checks a token's form; the reason never quotes it.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let len = text.len();
         if !(TOKEN_MIN..=TOKEN_MAX).contains(&len) {
             return Err(format!(
@@ -116,7 +116,7 @@ impl WebhookToken {
     }
 
     /// Whether `candidate` is this token, in time that does not depend on where they differ.
-    pub fn matches(&self, candidate: &str) -> bool {
+    pub(crate) fn matches(&self, candidate: &str) -> bool {
         use subtle::ConstantTimeEq as _;
         let ours = self.0.as_bytes();
         let theirs = candidate.as_bytes();
@@ -125,7 +125,7 @@ impl WebhookToken {
     }
 
     /// The token itself: only to build the mock's callback URL.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -139,7 +139,7 @@ impl fmt::Debug for WebhookToken {
 /// The events signing secret (Standard Webhooks): `whsec_` and the base64 of 24 to 64 bytes.
 /// Holds the decoded key; `Debug` redacted; no `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SigningSecret(Box<[u8]>);
+pub(crate) struct SigningSecret(Box<[u8]>);
 
 /// Fewest bytes in a signing key.
 pub(crate) const SECRET_MIN_BYTES: usize = 24;
@@ -148,7 +148,7 @@ pub(crate) const SECRET_MAX_BYTES: usize = 64;
 
 impl SigningSecret {
     /// Reads `whsec_<base64>`; the reason never quotes it.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let encoded = text
             .trim()
             .strip_prefix("whsec_")
@@ -166,7 +166,7 @@ impl SigningSecret {
     }
 
     /// The decoded key: only for the HMAC.
-    pub fn key(&self) -> &[u8] {
+    pub(crate) fn key(&self) -> &[u8] {
         &self.0
     }
 }
@@ -214,7 +214,7 @@ fn parsed<T>(
 
 /// The signing secret alone, from `RELAY_EVENTS_SECRET` or `RELAY_EVENTS_SECRET_FILE`:
 /// `events-receive` needs nothing else, so nothing else is read or checked.
-pub fn events_secret_from_env() -> Result<SigningSecret, ConfigError> {
+pub(crate) fn events_secret_from_env() -> Result<SigningSecret, ConfigError> {
     events_secret_from_vars(std::env::vars_os())
 }
 

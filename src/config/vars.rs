@@ -282,14 +282,14 @@ pub(crate) const IDLE_TIMEOUT_SECS: Var = Var {
     help: "how long a keep-alive connection may sit idle between requests, in seconds",
 };
 /// `RELAY_MAX_CONNECTIONS`: open client connections, at most.
-pub const MAX_CONNECTIONS: Var = Var {
+pub(crate) const MAX_CONNECTIONS: Var = Var {
     name: "RELAY_MAX_CONNECTIONS",
     default: Some("4096"),
     values: number(1, MAX_COUNT),
     help: "open client connections, capped below the file-descriptor limit",
 };
 /// `RELAY_WEBHOOK_LISTEN`: the webhook listener's address.
-pub const WEBHOOK_LISTEN: Var = Var {
+pub(crate) const WEBHOOK_LISTEN: Var = Var {
     name: "RELAY_WEBHOOK_LISTEN",
     default: None,
     values: Values::Text,

@@ -13,7 +13,7 @@ use crate::outcome::Outcome;
 /// Held by the leader of a send. [`Lead::complete`] records the outcome; dropping it without
 /// completing frees the entry, so its waiters get 502 and the next request leads.
 #[derive(Debug)]
-pub struct Lead {
+pub(crate) struct Lead {
     pub(super) dedup: Dedup,
     /// Shared with the table's key and the moka window's: one allocation.
     pub(super) message_id: Arc<str>,
@@ -52,7 +52,7 @@ impl Lead {
     /// Remembers a 2xx answer (in memory, and in the shared window if the claim is there) or
     /// releases the claim, then wakes every waiter with `outcome`. Waiters are woken after
     /// the windows are updated, so a caller that retries at once sees the remembered answer.
-    pub async fn complete(mut self, outcome: &Outcome) {
+    pub(crate) async fn complete(mut self, outcome: &Outcome) {
         let inner = &self.dedup.0;
         let answer = match outcome {
             Ok(reply) if reply.is_success() => Some(Remembered::of(self.fingerprint, reply)),

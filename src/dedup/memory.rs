@@ -23,7 +23,7 @@ use super::Remembered;
 
 /// The moka window.
 #[derive(Clone)]
-pub struct MemoryWindow {
+pub(crate) struct MemoryWindow {
     /// Keyed by the same `Arc<str>` as the send's entry in flight: no copy of the key.
     cache: Cache<Arc<str>, Entry, foldhash::fast::RandomState>,
 }
@@ -69,7 +69,7 @@ impl std::fmt::Debug for MemoryWindow {
 
 impl MemoryWindow {
     /// At most `capacity` answers, each for `ttl` from when it was remembered.
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
+    pub(crate) fn new(capacity: u64, ttl: Duration) -> Self {
         Self {
             cache: Cache::builder()
                 .max_capacity(capacity)
@@ -81,12 +81,12 @@ impl MemoryWindow {
     }
 
     /// The remembered answer for `message_id`, if any.
-    pub fn get(&self, message_id: &str) -> Option<Remembered> {
+    pub(crate) fn get(&self, message_id: &str) -> Option<Remembered> {
         self.cache.get(message_id).map(|entry| entry.answer)
     }
 
     /// Remembers the answer of a send of this process, for the window's TTL.
-    pub fn insert(&self, message_id: Arc<str>, answer: Remembered) {
+    pub(crate) fn insert(&self, message_id: Arc<str>, answer: Remembered) {
         let entry = Entry {
             answer,
             expires_in: None,
@@ -110,7 +110,7 @@ impl MemoryWindow {
     }
 
     /// Answers remembered now, after moka's pending evictions and expiries are applied.
-    pub fn entries(&self) -> u64 {
+    pub(crate) fn entries(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }

@@ -75,7 +75,7 @@ pub(crate) const POLL_MAX: Duration = Duration::from_millis(250);
 
 /// A remembered 2xx answer: what a replay sends back.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Remembered {
+pub(crate) struct Remembered {
     /// The fingerprint of the send it answered.
     pub fingerprint: Fingerprint,
     /// The gateway's status.
@@ -93,7 +93,7 @@ impl Remembered {
     /// The answer to remember for a send. The body is copied into its own allocation: the
     /// reply's `Bytes` may be a view into a connection's read buffer, which would otherwise be
     /// kept alive for the whole TTL.
-    pub fn of(fingerprint: Fingerprint, reply: &GatewayReply) -> Self {
+    pub(crate) fn of(fingerprint: Fingerprint, reply: &GatewayReply) -> Self {
         Self {
             fingerprint,
             status: reply.status,
@@ -136,7 +136,7 @@ pub(crate) enum ClaimToken {
 
 /// The answer of [`Dedup::begin`].
 #[derive(Debug)]
-pub enum Begin {
+pub(crate) enum Begin {
     /// A new send: forward it, then `Lead::complete`.
     Lead(Lead),
     /// The same payload is in flight in this process: wait for its outcome.
@@ -153,7 +153,7 @@ type OutcomeSender = watch::Sender<Option<Outcome>>;
 
 /// A coalesced caller's handle on the leader's outcome.
 #[derive(Debug)]
-pub struct Waiter(watch::Receiver<Option<Outcome>>);
+pub(crate) struct Waiter(watch::Receiver<Option<Outcome>>);
 
 impl Waiter {
     /// The leader's outcome; 502 ([`SendFailure::Abandoned`]) if it ended without one.
@@ -167,7 +167,7 @@ impl Waiter {
 
 /// The coordinator: in-flight table, moka window, optional shared window.
 #[derive(Clone, Debug)]
-pub struct Dedup(Arc<Inner>);
+pub(crate) struct Dedup(Arc<Inner>);
 
 /// Sends in flight in this process, by `messageId`.
 type Table = HashMap<Arc<str>, Pending, foldhash::fast::RandomState>;
@@ -193,7 +193,7 @@ struct Pending {
 
 impl Dedup {
     /// A coordinator over the moka window alone (the benches measure it).
-    pub fn in_memory(memory: MemoryWindow, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn in_memory(memory: MemoryWindow, metrics: Arc<Metrics>) -> Self {
         Self::new(memory, None, metrics)
     }
 
@@ -227,7 +227,7 @@ impl Dedup {
     /// Decides what a request with this `messageId` and fingerprint does, and never waits: a
     /// new send's claim in the shared window is the leader's first step ([`Lead::claim`]),
     /// inside the send that outlives its caller.
-    pub fn begin(&self, message_id: &str, fingerprint: Fingerprint) -> Begin {
+    pub(crate) fn begin(&self, message_id: &str, fingerprint: Fingerprint) -> Begin {
         let mut table = self.0.table();
         if let Some(pending) = table.get_mut(message_id) {
             if pending.fingerprint != fingerprint {

@@ -38,7 +38,7 @@ const IDS_REMEMBERED: u64 = 100_000;
 /// Runs the receiver on `listener` until `shutdown` completes: verifies each POST with
 /// `secret`, prints the valid ones to stdout as JSON lines, and answers 503 to the first
 /// `fail_first` valid deliveries of each `webhook-id`.
-pub async fn receive_events(
+pub(crate) async fn receive_events(
     listener: TcpListener,
     secret: SigningSecret,
     fail_first: u32,

@@ -63,7 +63,7 @@ pub(crate) const STORE_BUCKETS: [f64; 10] = [
 
 /// The relay's metrics and their registry. Every labelled series the request path touches is
 /// resolved here, at start-up, so recording is an atomic add, not a label lookup.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// `[send type][outcome]`.
     requests: Vec<[Counter; RequestOutcome::ALL.len()]>,
@@ -109,7 +109,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Every metric, registered and at zero.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::default();
         let by_outcome = Family::<RequestLabels, Counter>::default();
         let requests = SendKind::ALL

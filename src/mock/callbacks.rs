@@ -47,7 +47,7 @@ pub(crate) const RELAY_WEBHOOK_PATH: &str = "/webhooks/lipachat/";
 
 /// `MOCK_CALLBACK_URL`'s value: an `http://` or `https://` URL with a host. Never quoted back:
 /// the relay's own webhook URL carries its token.
-pub fn parse_callback_url(text: &str) -> Result<Url, ConfigError> {
+pub(crate) fn parse_callback_url(text: &str) -> Result<Url, ConfigError> {
     Url::parse(text.trim())
         .ok()
         .filter(|url| matches!(url.scheme(), "http" | "https"))
@@ -60,7 +60,7 @@ pub fn parse_callback_url(text: &str) -> Result<Url, ConfigError> {
 
 /// The relay's own webhook URL on `listen` (`RELAY_WEBHOOK_LISTEN`), via loopback when it
 /// listens on every address: where `serve --mock-upstream` points its mock.
-pub fn relay_webhook_url(listen: SocketAddr, token: &str) -> Result<Url, url::ParseError> {
+pub(crate) fn relay_webhook_url(listen: SocketAddr, token: &str) -> Result<Url, url::ParseError> {
     let host = if listen.ip().is_unspecified() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
     } else {

@@ -12,7 +12,7 @@
 //! without bound. `GET /api/v1/template/{number}` answers every business number with the same
 //! small list of templates, in the shape of the "Listing Message Templates" page.
 //!
-//! Its webhook side, when [`Options::callback_url`] is set: `callbacks` posts each accepted
+//! Its webhook side, when it has a callback URL ([`with_callbacks`]): `callbacks` posts each accepted
 //! send's status callbacks and `inbound` the customer messages of `POST /mock/inbound`; `GET
 //! /mock/callbacks` lists what was posted.
 
@@ -40,7 +40,7 @@ use crate::sends::{SEND_TYPES, SendKind};
 use crate::upstream::GATEWAY_TEMPLATES_PATH;
 use crate::validate::validate;
 use callbacks::{Accepted, Callbacks};
-pub use callbacks::{parse_callback_url, relay_webhook_url};
+pub(crate) use callbacks::{parse_callback_url, relay_webhook_url};
 use inbound::{Inbound, PATH_INBOUND};
 use url::Url;
 
@@ -74,38 +74,16 @@ struct MockState {
     callbacks: Callbacks,
 }
 
-/// How the mock runs: the key it accepts and where it posts its webhook callbacks.
-pub struct Options {
-    accept: Accept,
-    callback_url: Option<Url>,
-}
-
-impl Options {
-    /// A mock accepting `accept`, posting no callbacks.
-    pub fn new(accept: Accept) -> Self {
-        Self {
-            accept,
-            callback_url: None,
-        }
-    }
-
-    /// Posts status callbacks and inbound messages to `url` (`MOCK_CALLBACK_URL`, or the
-    /// relay's own webhook URL); `None`: none.
-    pub fn callback_url(mut self, url: Option<Url>) -> Self {
-        self.callback_url = url;
-        self
-    }
-
-    /// The mock's router; fails only when the callbacks' HTTP client cannot be built.
-    pub fn router(self) -> std::io::Result<Router> {
-        let callbacks = Callbacks::new(self.callback_url)?;
-        Ok(build(self.accept, callbacks))
-    }
-}
-
 /// The mock's router, posting no callbacks.
 pub fn router(accept: Accept) -> Router {
     build(accept, Callbacks::disabled())
+}
+
+/// The mock's router, posting its status callbacks and inbound messages to `callback_url`
+/// (`MOCK_CALLBACK_URL`, or the relay's own webhook URL), or none when it is `None`. Fails
+/// only when the callbacks' HTTP client cannot be built.
+pub fn with_callbacks(accept: Accept, callback_url: Option<Url>) -> std::io::Result<Router> {
+    Ok(build(accept, Callbacks::new(callback_url)?))
 }
 
 fn build(accept: Accept, callbacks: Callbacks) -> Router {

@@ -14,7 +14,7 @@ const OUT_OF_FILES: [i32; 2] = [24, 23];
 
 /// The soft limit on open files, before and after [`raise_fd_limit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FdLimit {
+pub(crate) struct FdLimit {
     /// The soft limit the process started with.
     pub before: u64,
     /// The soft limit now.
@@ -23,14 +23,14 @@ pub struct FdLimit {
 
 /// Raises the soft limit on open files to the hard limit, which needs no privilege. Called
 /// once at start, before the listener is bound.
-pub fn raise_fd_limit() -> io::Result<FdLimit> {
+pub(crate) fn raise_fd_limit() -> io::Result<FdLimit> {
     let (before, _) = rlimit::Resource::NOFILE.get()?;
     let now = rlimit::increase_nofile_limit(u64::MAX)?;
     Ok(FdLimit { before, now })
 }
 
 /// The current soft limit on open files, where the platform has one.
-pub fn fd_limit() -> Option<u64> {
+pub(crate) fn fd_limit() -> Option<u64> {
     rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
 }
 

@@ -41,7 +41,7 @@
 //! life of one connection.
 
 mod accept;
-mod fd;
+pub(crate) mod fd;
 mod timer;
 
 use std::pin::pin;
@@ -61,7 +61,7 @@ use tower::Service as _;
 use crate::config::Config;
 use accept::Signals;
 use fd::connection_cap;
-pub use fd::{FdLimit, fd_limit, raise_fd_limit};
+pub(crate) use fd::fd_limit;
 use timer::{Activity, RequestTimer, Socket};
 
 /// While the loop is at the connection limit, how often it sheds waiting connections. Each
@@ -73,7 +73,7 @@ pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the server takes from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Options {
+pub(crate) struct Options {
     /// `RELAY_HEADER_TIMEOUT_MS`.
     pub header_timeout: Duration,
     /// `RELAY_IDLE_TIMEOUT_SECS`.
@@ -84,7 +84,7 @@ pub struct Options {
 
 impl Options {
     /// The options for `config` under a soft file-descriptor limit of `fd_limit`.
-    pub fn new(config: &Config, fd_limit: Option<u64>) -> Self {
+    pub(crate) fn new(config: &Config, fd_limit: Option<u64>) -> Self {
         let connections = config.connections;
         Self {
             header_timeout: connections.header_timeout,

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use lipachat_relay::internals::{SigningSecret, sign_event};
+use lipachat_relay::internals::sign_event;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -131,12 +131,8 @@ async fn python_standardwebhooks_verifies_our_signature_and_refuses_a_changed_bo
                       "data": {"messageId": "m-1", "status": "READ"}})
     .to_string();
     let timestamp = unix_now();
-    let signature = sign_event(
-        &SigningSecret::parse(&secret).unwrap(),
-        &id,
-        timestamp,
-        body.as_bytes(),
-    );
+    let signature = sign_event(&secret, &id, timestamp, body.as_bytes())
+        .expect("a whsec_ secret of random bytes");
 
     let verdict = run_python(
         &python,

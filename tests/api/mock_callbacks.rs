@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
-use lipachat_relay::mock::{Accept, Options};
+use lipachat_relay::mock::{Accept, with_callbacks};
 use lipachat_relay::variables::MOCK_CALLBACK_URL;
 use lipachat_relay::{ApiKey, SEND_TYPES, SendKind};
 use serde_json::{Value, json};
@@ -122,10 +122,7 @@ async fn receive(
 
 /// A mock on a loopback port that accepts `key` and posts its callbacks to `url`.
 async fn start_mock_posting_to(key: &str, url: &str) -> String {
-    let router = Options::new(Accept::Key(ApiKey::new(key)))
-        .callback_url(Some(url.parse().unwrap()))
-        .router()
-        .unwrap();
+    let router = with_callbacks(Accept::Key(ApiKey::new(key)), Some(url.parse().unwrap())).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

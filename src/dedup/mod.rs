@@ -420,6 +420,14 @@ mod tests {
         Instant::now() + Duration::from_secs(30)
     }
 
+    /// A second `begin` for `id` while it is led: it must wait.
+    fn wait(dedup: &Dedup, id: &str) -> Waiter {
+        match dedup.begin(id, fp(1)) {
+            Begin::Wait(waiter) => waiter,
+            other => panic!("expected wait for {id}, got {other:?}"),
+        }
+    }
+
     async fn lead(dedup: &Dedup, id: &str) -> Lead {
         match dedup.begin(id, fp(1)) {
             Begin::Lead(mut lead) => {
@@ -452,9 +460,7 @@ mod tests {
     async fn duplicate_in_flight_waits_for_the_leaders_outcome() {
         let dedup = dedup();
         let leader = lead(&dedup, "a").await;
-        let Begin::Wait(waiter) = dedup.begin("a", fp(1)) else {
-            panic!("expected wait")
-        };
+        let waiter = wait(&dedup, "a");
         leader.complete(&reply(200)).await;
         assert_eq!(waiter.outcome().await.unwrap().status, StatusCode::OK);
     }
@@ -498,33 +504,33 @@ mod tests {
         assert!(matches!(dedup.begin("a", fp(1)), Begin::Lead(_)));
     }
 
-    #[tokio::test]
-    async fn a_dropped_leader_frees_its_entry_and_its_waiters_get_abandoned() {
+    /// A leader that `end`s without an outcome frees its entry, and its waiter gets
+    /// `Abandoned`.
+    async fn assert_abandoned_when(end: impl AsyncFnOnce(Lead)) {
         let dedup = dedup();
         let leader = lead(&dedup, "a").await;
-        let Begin::Wait(waiter) = dedup.begin("a", fp(1)) else {
-            panic!("expected wait")
-        };
-        drop(leader);
+        let waiter = wait(&dedup, "a");
+        end(leader).await;
         assert_eq!(waiter.outcome().await.unwrap_err(), SendFailure::Abandoned);
         assert_eq!(dedup.in_flight(), 0);
         assert!(matches!(dedup.begin("a", fp(1)), Begin::Lead(_)));
     }
 
     #[tokio::test]
+    async fn a_dropped_leader_frees_its_entry_and_its_waiters_get_abandoned() {
+        assert_abandoned_when(async |leader| drop(leader)).await;
+    }
+
+    #[tokio::test]
     async fn a_leader_whose_task_panics_frees_its_entry() {
-        let dedup = dedup();
-        let leader = lead(&dedup, "a").await;
-        let Begin::Wait(waiter) = dedup.begin("a", fp(1)) else {
-            panic!("expected wait")
-        };
-        let task = tokio::spawn(async move {
-            let _leader = leader;
-            panic!("the send panicked");
-        });
-        assert!(task.await.unwrap_err().is_panic());
-        assert_eq!(waiter.outcome().await.unwrap_err(), SendFailure::Abandoned);
-        assert!(matches!(dedup.begin("a", fp(1)), Begin::Lead(_)));
+        assert_abandoned_when(async |leader| {
+            let task = tokio::spawn(async move {
+                let _leader = leader;
+                panic!("the send panicked");
+            });
+            assert!(task.await.unwrap_err().is_panic());
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -550,12 +556,7 @@ mod tests {
     async fn every_waiter_gets_the_outcome_and_the_entry_is_gone() {
         let dedup = dedup();
         let leader = lead(&dedup, "a").await;
-        let waiters: Vec<Waiter> = (0..3)
-            .map(|_| match dedup.begin("a", fp(1)) {
-                Begin::Wait(waiter) => waiter,
-                other => panic!("expected wait, got {other:?}"),
-            })
-            .collect();
+        let waiters: Vec<Waiter> = (0..3).map(|_| wait(&dedup, "a")).collect();
         leader.complete(&reply(200)).await;
         for waiter in waiters {
             assert_eq!(waiter.outcome().await.unwrap().status, StatusCode::OK);

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 
 use crate::helpers::{
-    EVENT_TIMEOUT, Step, TestApp, envelope, error_fields, media_body, spawn_app_with, spawn_binary,
-    terminate, wait_for_status,
+    Step, TestApp, envelope, error_fields, media_body, serve_against, spawn_app_with, stdout_text,
+    terminate_and_wait,
 };
 use crate::redis_or_skip;
 use crate::redis_server::{RedisCluster, RedisServer};
@@ -272,41 +271,22 @@ async fn the_gateways_own_429_and_metas_codes_pass_through_unchanged() {
 #[tokio::test]
 async fn the_request_log_line_carries_the_rate_wait() {
     let gateway = crate::helpers::FakeGateway::start().await;
-    let base = gateway.base_url();
-    let listen = format!("127.0.0.1:{}", crate::helpers::free_port());
-    let key = crate::helpers::random_key();
-    let mut child = spawn_binary(
-        &["serve"],
+    let mut relay = serve_against(
+        &gateway.base_url(),
+        &crate::helpers::random_key(),
         &[
-            ("LIPACHAT_API_KEY", &key),
-            ("LIPACHAT_BASE_URL", &base),
-            ("RELAY_LISTEN", &listen),
             ("RELAY_SENDER_RATE", "0"),
             ("RELAY_PAIR_INTERVAL_MS", "400"),
             ("RELAY_PAIR_BURST", "1"),
         ],
-    );
-    let relay = format!("http://{listen}");
-    wait_for_status(&format!("{relay}/healthz"), 200).await;
-    let client = reqwest::Client::new();
+    )
+    .await;
     for id in ["log-1", "log-2"] {
-        let response = client
-            .post(format!("{relay}/media"))
-            .header("content-type", "application/json")
-            .body(send(id, FROM, TO).to_string())
-            .send()
-            .await
-            .unwrap();
+        let response = relay.post_media(&send(id, FROM, TO)).await;
         assert_eq!(response.status(), 200);
     }
-    terminate(&child);
-    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut stdout = String::new();
-    let mut pipe = child.stdout.take().unwrap();
-    pipe.read_to_string(&mut stdout).await.unwrap();
+    terminate_and_wait(&mut relay.child).await;
+    let stdout = stdout_text(&mut relay.child).await;
     let waits: Vec<f64> = stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())

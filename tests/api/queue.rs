@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    EVENT_TIMEOUT, FakeGateway, Step, TestApp, envelope, error_fields, free_port, random_key,
-    spawn_app_with, spawn_binary, wait_for_status,
+    EVENT_TIMEOUT, FakeGateway, Served, Step, TestApp, drain_output, envelope, error_fields,
+    kill_9, random_key, serve_against, spawn_app_with,
 };
 use crate::redis_server::RedisServer;
 
@@ -447,21 +447,13 @@ async fn a_queued_send_announces_queued_then_sent_and_a_cancel_cancelled() {
 
 // --- replicas killed with SIGKILL ----------------------------------------------------------------
 
-/// A relay process (the real binary) against `gateway`, sharing `redis` under `prefix`.
-struct Replica {
-    child: tokio::process::Child,
-    base: String,
-}
-
-async fn start_replica(gateway: &FakeGateway, key: &str, redis: &str, prefix: &str) -> Replica {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let base_url = gateway.base_url();
-    let mut child = spawn_binary(
-        &["serve"],
+/// A relay process (the real binary) against `gateway`, sharing `redis` under `prefix`; its
+/// output is drained.
+async fn start_replica(gateway: &FakeGateway, key: &str, redis: &str, prefix: &str) -> Served {
+    let mut replica = serve_against(
+        &gateway.base_url(),
+        key,
         &[
-            ("LIPACHAT_API_KEY", key),
-            ("LIPACHAT_BASE_URL", &base_url),
-            ("RELAY_LISTEN", &listen),
             ("RELAY_REDIS_URL", redis),
             ("RELAY_REDIS_PREFIX", prefix),
             // A short lease: RELAY_DEADLINE_MS plus a few seconds.
@@ -469,18 +461,10 @@ async fn start_replica(gateway: &FakeGateway, key: &str, redis: &str, prefix: &s
             ("RELAY_MAX_ATTEMPTS", "1"),
             ("RUST_LOG", "warn"),
         ],
-    );
-    crate::helpers::drain_output(&mut child);
-    let base = format!("http://{listen}");
-    wait_for_status(&format!("{base}/healthz"), 200).await;
-    Replica { child, base }
-}
-
-impl Replica {
-    /// `kill -9`: no drain, nothing released.
-    async fn kill_9(mut self) {
-        crate::helpers::kill_9(&mut self.child).await;
-    }
+    )
+    .await;
+    drain_output(&mut replica.child);
+    replica
 }
 
 #[tokio::test]
@@ -490,11 +474,11 @@ async fn queued_sends_of_a_killed_replica_reach_the_gateway_once_each_through_an
     gateway.set_default(Step::status(503));
     let key = random_key();
     let prefix = format!("q{:x}", fastrand::u32(..));
-    let a = start_replica(&gateway, &key, &redis.url(), &prefix).await;
+    let mut a = start_replica(&gateway, &key, &redis.url(), &prefix).await;
     let ids: Vec<String> = (0..5).map(|n| format!("q-kill-{n}")).collect();
     for (n, id) in ids.iter().enumerate() {
         let to = format!("25471234567{n}");
-        assert_eq!(queue(&a.base, &text(id, &to), None).await.status(), 202);
+        assert_eq!(queue(&a.url, &text(id, &to), None).await.status(), 202);
     }
     // A has taken every one and met the 503.
     let mut calls = HashMap::new();
@@ -504,12 +488,12 @@ async fn queued_sends_of_a_killed_replica_reach_the_gateway_once_each_through_an
         tokio::time::sleep(Duration::from_millis(20)).await;
         calls_by_id(&gateway, &mut calls).await;
     }
-    a.kill_9().await;
+    kill_9(&mut a.child).await;
     let b = start_replica(&gateway, &key, &redis.url(), &prefix).await;
     gateway.set_default(Step::sent());
     let back = Instant::now();
     for id in &ids {
-        wait_for_record(&b.base, id, "SENT", Duration::from_secs(30)).await;
+        wait_for_record(&b.url, id, "SENT", Duration::from_secs(30)).await;
     }
     calls_by_id(&gateway, &mut calls).await;
     for id in &ids {
@@ -530,22 +514,22 @@ async fn a_send_queued_on_a_replica_killed_before_it_was_due_is_sent_by_another(
     let gateway = FakeGateway::start().await;
     let key = random_key();
     let prefix = format!("q{:x}", fastrand::u32(..));
-    let a = start_replica(&gateway, &key, &redis.url(), &prefix).await;
+    let mut a = start_replica(&gateway, &key, &redis.url(), &prefix).await;
     let b = start_replica(&gateway, &key, &redis.url(), &prefix).await;
     let at = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(2));
     let response = queue(
-        &a.base,
+        &a.url,
         &text("q-shared", "254712345678"),
         Some(&at.to_string()),
     )
     .await;
     assert_eq!(response.status(), 202);
-    a.kill_9().await;
-    let (code, queued) = record(&b.base, "q-shared").await;
+    kill_9(&mut a.child).await;
+    let (code, queued) = record(&b.url, "q-shared").await;
     assert_eq!((code, &queued["status"]), (200, &json!("QUEUED")));
     let request = gateway.next_request().await;
     assert_eq!(request.body["messageId"], "q-shared");
-    wait_for_record(&b.base, "q-shared", "SENT", EVENT_TIMEOUT).await;
+    wait_for_record(&b.url, "q-shared", "SENT", EVENT_TIMEOUT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gateway.calls(), 1);
 }

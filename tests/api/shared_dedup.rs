@@ -18,13 +18,13 @@ use lipachat_relay::internals::lease;
 use lipachat_relay::{AppState, serve};
 use lipachat_relay::{Config, KeyRequirement};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::helpers::{
-    EVENT_TIMEOUT, FakeGateway, Received, Step, TestApp, envelope, error_fields, free_port,
-    media_body, random_key, spawn_app_with, spawn_binary, terminate, wait_for_status, wait_until,
+    EVENT_TIMEOUT, FakeGateway, Received, Served, Step, TestApp, drain_output, envelope,
+    error_fields, free_port, kill_9, media_body, random_key, serve_against, serve_binary_on,
+    spawn_app_with, stderr_text, stdout_text, terminate_and_wait, wait_until,
 };
 use crate::redis_or_skip;
 use crate::redis_server::{RedisCluster, RedisServer};
@@ -636,53 +636,27 @@ async fn the_binary_logs_a_refused_password_without_the_password() {
     ));
     let gateway = FakeGateway::start().await;
     let key = random_key();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let base = gateway.base_url();
     let url = format!("redis://:{wrong}@127.0.0.1:{}", redis.port);
     let prefix = unique_prefix();
-    let mut child = spawn_binary(
-        &["serve"],
+    let mut relay = serve_against(
+        &gateway.base_url(),
+        &key,
         &[
-            ("LIPACHAT_API_KEY", &key),
-            ("LIPACHAT_BASE_URL", &base),
-            ("RELAY_LISTEN", &listen),
             ("RELAY_REDIS_URL", &url),
             ("RELAY_REDIS_PREFIX", &prefix),
             ("RUST_LOG", "debug"),
         ],
-    );
-    let relay = format!("http://{listen}");
-    wait_for_status(&format!("{relay}/healthz"), 200).await;
-    let client = reqwest::Client::new();
-    let answer = post_to(&client, &relay, &media_body("auth-bin-1"))
-        .await
-        .unwrap();
+    )
+    .await;
+    let answer = relay.post_media(&media_body("auth-bin-1")).await;
     assert_eq!(answer.status(), 200, "open mode sends without the store");
     assert!(!answer.text().await.unwrap().contains(&wrong));
-    let metrics = metrics_at(&client, &relay).await;
+    let metrics = metrics_at(&relay.client, &relay.url).await;
     assert!(metric(&metrics, FAIL_OPEN) >= 1.0);
     assert!(!metrics.contains(&wrong));
 
-    terminate(&child);
-    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut all = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut all)
-        .await
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut all)
-        .await
-        .unwrap();
+    terminate_and_wait(&mut relay.child).await;
+    let all = stdout_text(&mut relay.child).await + &stderr_text(&mut relay.child).await;
     assert!(
         all.lines()
             .any(|line| line.contains("WARN") && line.contains("shared store")),
@@ -800,27 +774,14 @@ async fn when_the_whole_cluster_restarts_the_relays_share_again_without_a_restar
 
 // --- relay processes killed with SIGKILL -------------------------------------------------------
 
-/// A relay process (the real binary) on a fixed port, so a restart takes its place.
-struct Process {
-    child: tokio::process::Child,
-    url: String,
-}
-
-async fn start_relay(listen: &str, vars: &[(&str, &str)]) -> Process {
-    let mut all = vec![("RELAY_LISTEN", listen), ("RUST_LOG", "warn")];
+/// A relay process (the real binary) on a fixed port, so a restart takes its place; its
+/// output is drained.
+async fn start_relay(listen: &str, vars: &[(&str, &str)]) -> Served {
+    let mut all = vec![("RUST_LOG", "warn")];
     all.extend_from_slice(vars);
-    let mut child = spawn_binary(&["serve"], &all);
-    crate::helpers::drain_output(&mut child);
-    let url = format!("http://{listen}");
-    wait_for_status(&format!("{url}/healthz"), 200).await;
-    Process { child, url }
-}
-
-impl Process {
-    /// `kill -9`: no drain, no completion, nothing released.
-    async fn kill_9(mut self) {
-        crate::helpers::kill_9(&mut self.child).await;
-    }
+    let mut relay = serve_binary_on(listen, &all).await;
+    drain_output(&mut relay.child);
+    relay
 }
 
 /// Counts a request the gateway received under its messageId.
@@ -902,7 +863,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
         ("RELAY_DEADLINE_MS", &deadline),
     ];
     let client = reqwest::Client::new();
-    let first = start_relay(&listen, &vars).await;
+    let mut first = start_relay(&listen, &vars).await;
 
     // Completed before the kill.
     let done = read(
@@ -919,7 +880,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
     let lost = tokio::spawn(post_to(&client, &first.url, &media_body("flight-1")));
     count(&mut counts, &gateway.next_request().await);
     // Killed well within its deadline, so the send never ended.
-    first.kill_9().await;
+    kill_9(&mut first.child).await;
     assert!(
         lost.await.unwrap().is_err(),
         "the caller lost its connection"
@@ -1042,7 +1003,7 @@ async fn twenty_in_flight_then_kill_9(
         ]);
     }
     let client = reqwest::Client::new();
-    let first = start_relay(&listen, &vars).await;
+    let mut first = start_relay(&listen, &vars).await;
 
     gateway.set_default(Step::held());
     let ids: Vec<String> = (0..20).map(|n| format!("exp-{n:02}")).collect();
@@ -1074,7 +1035,7 @@ async fn twenty_in_flight_then_kill_9(
         completed.push(id);
     }
     // The other 10 are still held at the gateway (well within the 3 s deadline).
-    first.kill_9().await;
+    kill_9(&mut first.child).await;
 
     gateway.set_default(Step::sent());
     let second = start_relay(&listen, &vars).await;

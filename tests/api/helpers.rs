@@ -351,6 +351,11 @@ pub(crate) fn media_body(message_id: &str) -> Value {
 }
 
 impl TestApp {
+    /// The relay's URL of `path`.
+    pub(crate) fn url_of(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
     pub(crate) async fn post_media(&self, body: &Value) -> reqwest::Response {
         self.post_raw("/media", "application/json", body.to_string())
             .await
@@ -368,13 +373,7 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: &Value,
     ) -> reqwest::Response {
-        post_json_to(
-            &self.client,
-            &format!("{}/media", self.base_url),
-            headers,
-            body,
-        )
-        .await
+        post_json_to(&self.client, &self.url_of("/media"), headers, body).await
     }
 
     pub(crate) async fn post_raw(
@@ -384,7 +383,7 @@ impl TestApp {
         body: String,
     ) -> reqwest::Response {
         self.client
-            .post(format!("{}{path}", self.base_url))
+            .post(self.url_of(path))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -393,11 +392,11 @@ impl TestApp {
     }
 
     pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.base_url))
-            .send()
-            .await
-            .expect("the relay did not answer")
+        request(&self.client, Method::GET, &self.url_of(path)).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> reqwest::Response {
+        request(&self.client, Method::DELETE, &self.url_of(path)).await
     }
 
     /// Triggers the drain, as SIGTERM would, and waits for `serve` to return.
@@ -664,6 +663,19 @@ impl Served {
     pub(crate) async fn post_media(&self, body: &Value) -> reqwest::Response {
         self.post_json_with("/media", &[], body).await
     }
+}
+
+/// A request with no body to `url`; the answer.
+pub(crate) async fn request(
+    client: &reqwest::Client,
+    method: Method,
+    url: &str,
+) -> reqwest::Response {
+    client
+        .request(method, url)
+        .send()
+        .await
+        .expect("the relay did not answer")
 }
 
 /// POSTs `body` as JSON to `url` with `headers` besides; the answer.

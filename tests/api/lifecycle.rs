@@ -5,14 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::post;
 use lipachat_relay::{AppState, Config, KeyRequirement, serve_all};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::helpers::{FakeGateway, Step, random_key, wait_until_within};
+use crate::helpers::{FakeGateway, Step, random_key, request, wait_until_within};
 
 pub(crate) const TOKEN: &str = "test-token-0123456789abcdefghijklmnop";
 /// `whsec_` and the base64 of 32 bytes.
@@ -177,12 +177,8 @@ impl LifecycleApp {
     }
 
     pub(crate) async fn record(&self, message_id: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}/messages/{message_id}", self.base_url))
-            .send()
-            .await
-            .unwrap();
+        let url = format!("{}/messages/{message_id}", self.base_url);
+        let response = request(&self.client, Method::GET, &url).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }

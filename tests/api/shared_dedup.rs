@@ -319,17 +319,39 @@ async fn check_another_payload_through_b_is_422(a: &TestApp, b: &Replica, id: &s
     assert_eq!(a.gateway.calls(), calls + 1);
 }
 
+/// Sends `n` new messageIds (`{name}-0` and on) through A at once: each is answered 200 and
+/// none bypasses the store. The messageIds.
+async fn burst_through_the_store(a: &TestApp, name: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{name}-{i}")).collect();
+    let bodies: Vec<Value> = ids.iter().map(|id| media_body(id)).collect();
+    let answers = join_all(bodies.iter().map(|body| send(a, body))).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(metric_of(a, FAIL_OPEN).await, 0.0, "no send bypassed Redis");
+    ids
+}
+
 // --- standalone Redis --------------------------------------------------------------------
 
 pub(crate) fn shared_vars<'a>(url: &'a str, prefix: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![("RELAY_REDIS_URL", url), ("RELAY_REDIS_PREFIX", prefix)]
 }
 
+/// A `redis-server`, the key prefix of this test, and replicas A and B sharing it with `extra`
+/// variables besides; `None` where Redis cannot run here (for `redis_or_skip!`).
+async fn replicas_on_redis(
+    extra: &[(&str, &str)],
+) -> Option<(RedisServer, String, TestApp, Replica)> {
+    let redis = RedisServer::start().await?;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let mut vars = shared_vars(&url, &prefix);
+    vars.extend_from_slice(extra);
+    let (a, b) = two_replicas(&vars).await;
+    Some((redis, prefix, a, b))
+}
+
 #[tokio::test]
 async fn the_same_message_id_to_two_replicas_at_once_makes_one_gateway_call() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    let (redis, prefix, a, b) = redis_or_skip!(replicas_on_redis(&[]));
     check_concurrent_sends_make_one_gateway_call(&a, &b, "both-1").await;
     // Whichever leads, the remembered answer is now in Redis.
     let held = redis.cli(&["exists", &dedup_key(&prefix, "both-1")]).await;
@@ -338,27 +360,19 @@ async fn the_same_message_id_to_two_replicas_at_once_makes_one_gateway_call() {
 
 #[tokio::test]
 async fn a_send_through_one_replica_is_replayed_through_the_other() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    let (_redis, _, a, b) = redis_or_skip!(replicas_on_redis(&[]));
     check_send_through_a_replays_through_b(&a, &b, "across-1").await;
 }
 
 #[tokio::test]
 async fn another_payload_through_the_other_replica_is_422() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    let (_redis, _, a, b) = redis_or_skip!(replicas_on_redis(&[]));
     check_another_payload_through_b_is_422(&a, &b, "other-1").await;
 }
 
 #[tokio::test]
 async fn a_failed_send_through_one_replica_is_not_remembered_on_the_other() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let mut vars = shared_vars(&url, &prefix);
-    vars.push(("RELAY_MAX_ATTEMPTS", "1"));
-    let (a, b) = two_replicas(&vars).await;
+    let (_redis, _, a, b) = redis_or_skip!(replicas_on_redis(&[("RELAY_MAX_ATTEMPTS", "1")]));
     a.gateway.script([
         Step::status(400),
         Step::sent(),
@@ -377,9 +391,7 @@ async fn a_failed_send_through_one_replica_is_not_remembered_on_the_other() {
 
 #[tokio::test]
 async fn a_replay_from_the_moka_window_costs_no_redis_round_trip() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    let (redis, _, a, b) = redis_or_skip!(replicas_on_redis(&[]));
     assert_eq!(send(&a, &media_body("local-1")).await.status, 200);
     let set_calls = || async {
         let stats = redis.cli(&["info", "commandstats"]).await;
@@ -417,18 +429,8 @@ async fn a_replay_from_the_moka_window_costs_no_redis_round_trip() {
 
 #[tokio::test]
 async fn a_burst_of_new_sends_at_a_fresh_relay_all_claim_in_redis() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, _b) = two_replicas(&shared_vars(&url, &prefix)).await;
-    let ids: Vec<String> = (0..10).map(|n| format!("burst-{n}")).collect();
-    let bodies: Vec<Value> = ids.iter().map(|id| media_body(id)).collect();
-    let answers = join_all(bodies.iter().map(|body| send(&a, body))).await;
-    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
-    assert_eq!(
-        metric_of(&a, FAIL_OPEN).await,
-        0.0,
-        "no send bypassed Redis"
-    );
+    let (redis, prefix, a, _b) = redis_or_skip!(replicas_on_redis(&[]));
+    let ids = burst_through_the_store(&a, "burst", 10).await;
     for id in &ids {
         let held = redis.cli(&["exists", &dedup_key(&prefix, id)]).await;
         assert_eq!(held.trim(), "1", "{id}");
@@ -452,17 +454,19 @@ async fn assert_health_is_independent_of_redis(urls: &[&str]) {
     }
 }
 
+/// [`replicas_on_redis`] with `RELAY_REDIS_FAILURE` set to `mode`: a send through A replays
+/// through B (messageId `{mode}-before`), then Redis is stopped.
+async fn sharing_then_redis_stopped(mode: &str) -> Option<(RedisServer, String, TestApp, Replica)> {
+    let (mut redis, prefix, a, b) = replicas_on_redis(&[("RELAY_REDIS_FAILURE", mode)]).await?;
+    check_send_through_a_replays_through_b(&a, &b, &format!("{mode}-before")).await;
+    redis.stop().await;
+    Some((redis, prefix, a, b))
+}
+
 #[tokio::test]
 async fn with_redis_stopped_open_mode_keeps_serving_and_shares_again_when_it_returns() {
     let (logs, _guard) = Logs::capture();
-    let mut redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let mut vars = shared_vars(&url, &prefix);
-    vars.push(("RELAY_REDIS_FAILURE", "open"));
-    let (a, b) = two_replicas(&vars).await;
-    check_send_through_a_replays_through_b(&a, &b, "open-before").await;
-
-    redis.stop().await;
+    let (mut redis, prefix, a, b) = redis_or_skip!(sharing_then_redis_stopped("open"));
     let calls = a.gateway.calls();
     let during = send(&a, &media_body("open-during")).await;
     assert_eq!(during.status, 200, "open mode serves without Redis");
@@ -499,14 +503,7 @@ async fn with_redis_stopped_open_mode_keeps_serving_and_shares_again_when_it_ret
 
 #[tokio::test]
 async fn with_redis_stopped_closed_mode_answers_503_and_shares_again_when_it_returns() {
-    let mut redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let mut vars = shared_vars(&url, &prefix);
-    vars.push(("RELAY_REDIS_FAILURE", "closed"));
-    let (a, b) = two_replicas(&vars).await;
-    check_send_through_a_replays_through_b(&a, &b, "closed-before").await;
-
-    redis.stop().await;
+    let (mut redis, _, a, b) = redis_or_skip!(sharing_then_redis_stopped("closed"));
     let calls = a.gateway.calls();
     let refused = post(&a, &media_body("closed-during")).await;
     assert_eq!(refused.status(), 503);
@@ -678,15 +675,7 @@ async fn on_a_three_master_cluster_the_shared_window_holds() {
     let (a, b) = two_replicas(&vars).await;
 
     // A fresh relay's first burst: every send claims in the cluster, none bypasses it.
-    let ids: Vec<String> = (0..12).map(|n| format!("cluster-burst-{n}")).collect();
-    let bodies: Vec<Value> = ids.iter().map(|id| media_body(id)).collect();
-    let answers = join_all(bodies.iter().map(|body| send(&a, body))).await;
-    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
-    assert_eq!(
-        metric_of(&a, FAIL_OPEN).await,
-        0.0,
-        "no send bypassed Redis"
-    );
+    let ids = burst_through_the_store(&a, "cluster-burst", 12).await;
     let mut masters_used = 0;
     let mut keys = 0;
     // Only the dedup keys: the rate limits keep keys of their own in the cluster too.

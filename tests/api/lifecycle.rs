@@ -183,6 +183,18 @@ impl LifecycleApp {
         (status, response.json().await.unwrap())
     }
 
+    /// Checks that the record of `message_id` is a text send, READ, under `wa_id`, with a time
+    /// for each status of `times`.
+    pub(crate) async fn assert_read(&self, message_id: &str, wa_id: &str, times: &[&str]) {
+        let (code, record) = self.record(message_id).await;
+        assert_eq!(code, 200);
+        assert_eq!(record["status"], "READ");
+        assert_eq!(record["type"], "text");
+        assert_eq!(record["waId"], wa_id);
+        let at = record["statuses"].as_object().unwrap();
+        assert!(times.iter().all(|s| at.contains_key(*s)), "{record}");
+    }
+
     /// Waits until every event recorded so far has been delivered (or is dead).
     pub(crate) async fn events_settled(&self) {
         let state = self.state.clone();
@@ -239,13 +251,8 @@ async fn out_of_order_and_repeated_callbacks_leave_the_furthest_record_and_one_e
     }
     app.events_settled().await;
 
-    let (code, record) = app.record("m-read").await;
-    assert_eq!(code, 200);
-    assert_eq!(record["status"], "READ");
-    assert_eq!(record["type"], "text");
-    assert_eq!(record["waId"], "wamid.read");
-    let times = record["statuses"].as_object().unwrap();
-    assert!(times.contains_key("SENT") && times.contains_key("DELIVERED"));
+    app.assert_read("m-read", "wamid.read", &["SENT", "DELIVERED"])
+        .await;
     let (_, record) = app.record("m-failed").await;
     assert_eq!(record["status"], "FAILED");
     assert_eq!(record["error"]["code"], 131026);

@@ -38,17 +38,8 @@ async fn a_callback_posted_to_one_replica_updates_the_record_the_other_answers()
     assert_eq!(b.callback(&meta).await, 200);
     assert_eq!(b.callback(&status("m-shared", "read")).await, 200);
     assert_eq!(b.callback(&status("m-shared", "delivered")).await, 200);
-    let (code, record) = a.record("m-shared").await;
-    assert_eq!(code, 200);
-    assert_eq!(record["status"], "READ");
-    assert_eq!(record["type"], "text");
-    assert_eq!(record["waId"], "wamid.shared");
-    let times = record["statuses"].as_object().unwrap();
-    assert!(
-        ["SENT", "DELIVERED", "READ"]
-            .iter()
-            .all(|s| times.contains_key(*s))
-    );
+    a.assert_read("m-shared", "wamid.shared", &["SENT", "DELIVERED", "READ"])
+        .await;
     let (code, _) = b.record("m-unknown").await;
     assert_eq!(code, 404);
 }
@@ -136,20 +127,14 @@ async fn with_redis_a_receiver_that_fails_three_times_gets_one_stable_id() {
     let events = receiver.start().await;
     let url = redis.url();
     let prefix = format!("t{:x}", fastrand::u32(..));
-    let a = spawn(&[
+    let vars = [
         ("RELAY_REDIS_URL", url.as_str()),
         ("RELAY_REDIS_PREFIX", prefix.as_str()),
         ("RELAY_EVENTS_URL", events.as_str()),
         ("RELAY_EVENTS_SECRET", SECRET),
-    ])
-    .await;
-    let b = spawn(&[
-        ("RELAY_REDIS_URL", url.as_str()),
-        ("RELAY_REDIS_PREFIX", prefix.as_str()),
-        ("RELAY_EVENTS_URL", events.as_str()),
-        ("RELAY_EVENTS_SECRET", SECRET),
-    ])
-    .await;
+    ];
+    let a = spawn(&vars).await;
+    let b = spawn(&vars).await;
     a.send("m-redis-retry", "wamid.rr").await;
     wait_until_within(
         Duration::from_secs(30),

@@ -855,12 +855,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
     let mut first = start_relay(&listen, &vars).await;
 
     // Completed before the kill.
-    let done = read(
-        post_to(&client, &first.url, &media_body("done-1"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let done = read(first.post_media(&media_body("done-1")).await).await;
     assert_eq!(done.status, 200);
     let mut counts = HashMap::new();
     count_received(&gateway, &mut counts).await;
@@ -885,12 +880,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
 
     let second = start_relay(&listen, &vars).await;
     // The completed send: replayed after the restart, sent once.
-    let replay = read(
-        post_to(&client, &second.url, &media_body("done-1"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let replay = read(second.post_media(&media_body("done-1")).await).await;
     assert!(replay.replayed);
     assert_eq!(replay.body, done.body);
     assert_eq!(gateway.calls(), 2);
@@ -946,12 +936,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
         "once by the dead relay, once after its lease"
     );
     assert_eq!(counts["done-1"], 1);
-    let again = read(
-        post_to(&client, &second.url, &media_body("flight-1"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let again = read(second.post_media(&media_body("flight-1")).await).await;
     assert!(again.replayed);
     eprintln!(
         "kill -9 mid-send: the dead relay's claim had {lease_ms} ms left; the resend waited \

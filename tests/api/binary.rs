@@ -7,20 +7,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    EVENT_TIMEOUT, FakeGateway, Step, binary, binary_under, free_port, log_line, log_lines,
-    media_body, random_key, spawn_binary, spawn_post, terminate, wait_for_status,
+    FakeGateway, Step, binary, binary_under, exited, free_listen, free_port, log_line, log_lines,
+    media_body, random_key, run_to_exit, serve_against, spawn_binary, spawn_post, start_serving,
+    stderr_text, stdout_text, terminate, terminate_and_wait, wait_for_status,
 };
 
 async fn exit_of(vars: &[(&str, &str)]) -> (i32, String) {
-    let child = spawn_binary(&["serve"], vars);
-    let output = tokio::time::timeout(EVENT_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("the binary did not exit")
-        .unwrap();
+    let mut command = binary(&["serve"]);
+    command.envs(vars.iter().copied());
+    let output = run_to_exit(command).await;
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -30,65 +28,35 @@ async fn exit_of(vars: &[(&str, &str)]) -> (i32, String) {
 #[tokio::test]
 async fn bad_configuration_exits_2_naming_the_variable() {
     let key = random_key();
-    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+    let mut cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (vec![], "LIPACHAT_API_KEY"),
         (vec![("LIPACHAT_API_KEY", "")], "LIPACHAT_API_KEY"),
         (
             vec![("LIPACHAT_API_KEY_FILE", "/nonexistent/secret")],
             "LIPACHAT_API_KEY_FILE",
         ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("LIPACHAT_API_KEY_FILE", "/x")],
-            "LIPACHAT_API_KEY_FILE",
-        ),
-        (
-            vec![
-                ("LIPACHAT_API_KEY", &key),
-                ("LIPACHAT_BASE_URL", "not a url"),
-            ],
-            "LIPACHAT_BASE_URL",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("RELAY_LISTEN", "nowhere")],
-            "RELAY_LISTEN",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("RELAY_MAX_ATTEMPTS", "11")],
-            "RELAY_MAX_ATTEMPTS",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("RELAY_DEADLINE_MS", "0")],
-            "RELAY_DEADLINE_MS",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("RELAY_MAX_BODY_BYTES", "lots")],
-            "RELAY_MAX_BODY_BYTES",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("RELAY_LOG_FORMAT", "xml")],
-            "RELAY_LOG_FORMAT",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("LIPACHAT_DEFAULT_FROM", "1")],
-            "LIPACHAT_DEFAULT_FROM",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("RELAY_HEADER_TIMEOUT_MS", "0")],
-            "RELAY_HEADER_TIMEOUT_MS",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("RELAY_BODY_TIMEOUT_MS", "0")],
-            "RELAY_BODY_TIMEOUT_MS",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("RELAY_IDLE_TIMEOUT_SECS", "0")],
-            "RELAY_IDLE_TIMEOUT_SECS",
-        ),
-        (
-            vec![("LIPACHAT_API_KEY", &key), ("RELAY_MAX_CONNECTIONS", "0")],
-            "RELAY_MAX_CONNECTIONS",
-        ),
     ];
+    // Beside a good key, one bad variable, which the message names.
+    let bad = [
+        ("LIPACHAT_API_KEY_FILE", "/x"),
+        ("LIPACHAT_BASE_URL", "not a url"),
+        ("RELAY_LISTEN", "nowhere"),
+        ("RELAY_MAX_ATTEMPTS", "11"),
+        ("RELAY_DEADLINE_MS", "0"),
+        ("RELAY_MAX_BODY_BYTES", "lots"),
+        ("RELAY_LOG_FORMAT", "xml"),
+        ("LIPACHAT_DEFAULT_FROM", "1"),
+        ("RELAY_HEADER_TIMEOUT_MS", "0"),
+        ("RELAY_BODY_TIMEOUT_MS", "0"),
+        ("RELAY_IDLE_TIMEOUT_SECS", "0"),
+        ("RELAY_MAX_CONNECTIONS", "0"),
+    ];
+    cases.extend(bad.map(|(name, value)| {
+        (
+            vec![("LIPACHAT_API_KEY", key.as_str()), (name, value)],
+            name,
+        )
+    }));
     for (vars, variable) in cases {
         let (code, stderr) = exit_of(&vars).await;
         assert_eq!(code, 2, "{vars:?}: {stderr}");
@@ -122,40 +90,26 @@ async fn healthcheck_exits_0_when_healthy_and_1_when_not() {
 async fn sigterm_lets_the_send_under_way_finish_then_exits_0() {
     let gateway = FakeGateway::start().await;
     gateway.script([Step::held()]);
-    let key = random_key();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let base = gateway.base_url();
-    let mut child = spawn_binary(
-        &["serve"],
-        &[
-            ("LIPACHAT_API_KEY", &key),
-            ("LIPACHAT_BASE_URL", &base),
-            ("RELAY_LISTEN", &listen),
-            ("RELAY_SHUTDOWN_GRACE_SECS", "10"),
-        ],
+    let mut relay = serve_against(
+        &gateway.base_url(),
+        &random_key(),
+        &[("RELAY_SHUTDOWN_GRACE_SECS", "10")],
+    )
+    .await;
+    let under_way = spawn_post(
+        &relay.client,
+        format!("{}/media", relay.url),
+        &media_body("term-1"),
     );
-    let relay = format!("http://{listen}");
-    wait_for_status(&format!("{relay}/healthz"), 200).await;
-    let client = reqwest::Client::new();
-    let under_way = spawn_post(&client, format!("{relay}/media"), &media_body("term-1"));
     gateway.next_request().await;
-    terminate(&child);
-    wait_for_status(&format!("{relay}/readyz"), 503).await;
-    let refused = client
-        .post(format!("{relay}/media"))
-        .header("content-type", "application/json")
-        .body(media_body("term-2").to_string())
-        .send()
-        .await
-        .unwrap();
+    terminate(&relay.child);
+    wait_for_status(&format!("{}/readyz", relay.url), 503).await;
+    let refused = relay.post_media(&media_body("term-2")).await;
     assert_eq!(refused.status(), 503);
 
     gateway.release(1);
     assert_eq!(under_way.await.unwrap().status(), 200);
-    let status = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .expect("the relay did not exit after its drain")
-        .unwrap();
+    let status = exited(&mut relay.child).await;
     assert_eq!(status.code(), Some(0));
     assert_eq!(gateway.calls(), 1);
 }
@@ -170,30 +124,16 @@ async fn logs_never_carry_the_key_or_a_whole_phone_number() {
         Step::delayed(Duration::from_secs(3)),
     ]);
     let key = random_key();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let base = gateway.base_url();
-    let mut child = spawn_binary(
-        &["serve"],
+    let mut relay = serve_against(
+        &gateway.base_url(),
+        &key,
         &[
-            ("LIPACHAT_API_KEY", &key),
-            ("LIPACHAT_BASE_URL", &base),
-            ("RELAY_LISTEN", &listen),
             ("RELAY_MAX_ATTEMPTS", "1"),
             ("RELAY_ATTEMPT_TIMEOUT_MS", "200"),
             ("RUST_LOG", "debug"),
         ],
-    );
-    let relay = format!("http://{listen}");
-    wait_for_status(&format!("{relay}/healthz"), 200).await;
-    let client = reqwest::Client::new();
-    let post = |body: serde_json::Value| {
-        client
-            .post(format!("{relay}/media"))
-            .header("content-type", "application/json")
-            .header("apiKey", key.as_str())
-            .body(body.to_string())
-            .send()
-    };
+    )
+    .await;
     let mut invalid = media_body("log-2");
     invalid["mediaUrl"] = json!("http://insecure.example/a.png");
     let expected = [
@@ -204,32 +144,14 @@ async fn logs_never_carry_the_key_or_a_whole_phone_number() {
         (media_body("log-1"), 200),
     ];
     for (body, status) in expected {
-        let response = post(body).await.unwrap();
+        let response = relay
+            .post_json_with("/media", &[("apiKey", &key)], &body)
+            .await;
         assert_eq!(response.status().as_u16(), status);
         assert!(!response.text().await.unwrap().contains(&key));
     }
-    terminate(&child);
-    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .await
-        .unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
-    let all = stdout + &stderr;
+    terminate_and_wait(&mut relay.child).await;
+    let all = stdout_text(&mut relay.child).await + &stderr_text(&mut relay.child).await;
     assert!(
         all.contains("\"outcome\":\"replayed\""),
         "no request lines:\n{all}"
@@ -242,18 +164,25 @@ async fn logs_never_carry_the_key_or_a_whole_phone_number() {
     assert!(!all.contains("cdn.example.com"), "a media URL leaked");
 }
 
-/// Exit code, stdout and stderr (as bytes: they are checked for bytes that are not UTF-8).
-async fn run_to_exit(mut command: tokio::process::Command) -> (i32, Vec<u8>, Vec<u8>) {
-    let child = command.spawn().expect("cannot run the binary");
-    let output = tokio::time::timeout(EVENT_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("the binary did not exit")
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        output.stdout,
-        output.stderr,
-    )
+/// Runs `command`, which must exit 2 with one line on stderr that starts with `start`; none
+/// of `never` (bytes, and what they are) may be in its stdout or stderr. The output is checked
+/// as bytes, for bytes that are not UTF-8. `case` names the run in a failure.
+async fn assert_exits_2_without(
+    command: tokio::process::Command,
+    case: &str,
+    start: &str,
+    never: &[(&[u8], &str)],
+) {
+    let output = run_to_exit(command).await;
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{case}: {text}");
+    assert_eq!(text.lines().count(), 1, "{case}: {text}");
+    assert!(text.starts_with(start), "{case}: {text}");
+    for output in [&output.stdout, &output.stderr] {
+        for (bytes, what) in never {
+            assert!(!contains(output, bytes), "{case}: {what} leaked: {text}");
+        }
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -265,14 +194,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// A variable the relay does not read may hold any bytes: `env::vars()` panicked on it.
 #[tokio::test]
 async fn an_unrelated_variable_that_is_not_utf8_stops_neither_serve_nor_the_mock() {
-    let listen = format!("127.0.0.1:{}", free_port());
     let mut relay = binary(&["serve", "--mock-upstream"]);
     relay
-        .env("RELAY_LISTEN", &listen)
         .env("X", OsStr::from_bytes(b"\xff"))
         .env(OsStr::from_bytes(b"Y\xfe"), "1");
-    let _relay = relay.spawn().unwrap();
-    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+    let _relay = start_serving(relay, &free_listen()).await;
 
     let mock_listen = format!("127.0.0.1:{}", free_port());
     let mut mock = binary(&["mock-gateway"]);
@@ -289,25 +215,17 @@ async fn a_key_that_is_not_utf8_exits_2_naming_it_without_its_bytes() {
         relay
             .env("LIPACHAT_API_KEY", OsStr::from_bytes(b"se\xffcret"))
             .env("MOCK_LISTEN", format!("127.0.0.1:{}", free_port()));
-        let (code, stdout, stderr) = run_to_exit(relay).await;
-        let text = String::from_utf8_lossy(&stderr);
-        assert_eq!(code, 2, "{command}: {text}");
-        assert_eq!(text.lines().count(), 1, "{command}: {text}");
-        assert!(
-            text.starts_with("lipachat-relay: LIPACHAT_API_KEY: is not valid UTF-8"),
-            "{command}: {text}"
-        );
-        for output in [&stdout, &stderr] {
-            assert!(
-                !contains(output, b"se\xffcret"),
-                "{command}: the key leaked"
-            );
-            assert!(
-                !contains(output, b"cret"),
-                "{command}: part of the key leaked"
-            );
-            assert!(!contains(output, b"panicked"), "{command}: {text}");
-        }
+        assert_exits_2_without(
+            relay,
+            command,
+            "lipachat-relay: LIPACHAT_API_KEY: is not valid UTF-8",
+            &[
+                (b"se\xffcret", "the key"),
+                (b"cret", "part of the key"),
+                (b"panicked", "a panic"),
+            ],
+        )
+        .await;
     }
 }
 
@@ -318,21 +236,13 @@ async fn a_base_url_with_credentials_exits_2_without_them() {
         "LIPACHAT_BASE_URL",
         "http://relay-user:pw-s3cr3t@gateway.example",
     );
-    let (code, stdout, stderr) = run_to_exit(relay).await;
-    let text = String::from_utf8_lossy(&stderr);
-    assert_eq!(code, 2, "{text}");
-    assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(
-        text.starts_with("lipachat-relay: LIPACHAT_BASE_URL: "),
-        "{text}"
-    );
-    for output in [&stdout, &stderr] {
-        assert!(
-            !contains(output, b"pw-s3cr3t"),
-            "the password leaked: {text}"
-        );
-        assert!(!contains(output, b"relay-user"), "the user leaked: {text}");
-    }
+    assert_exits_2_without(
+        relay,
+        "serve",
+        "lipachat-relay: LIPACHAT_BASE_URL: ",
+        &[(b"pw-s3cr3t", "the password"), (b"relay-user", "the user")],
+    )
+    .await;
 }
 
 /// Holds `n` connections that never send a byte, then checks that /healthz still answers.
@@ -354,6 +264,19 @@ async fn healthz_answers_past_idle_connections(listen: &str, n: usize) -> Vec<Tc
     idle
 }
 
+/// `serve --mock-upstream` under `ulimit`: /healthz answers past 400 idle connections
+/// ([`healthz_answers_past_idle_connections`]), and SIGTERM stops it with 0. Its log lines.
+async fn idle_connections_under(ulimit: &str) -> Vec<serde_json::Value> {
+    let listen = free_listen();
+    let mut relay =
+        start_serving(binary_under(ulimit, &["serve", "--mock-upstream"]), &listen).await;
+    let idle = healthz_answers_past_idle_connections(&listen, 400).await;
+    let status = terminate_and_wait(&mut relay.child).await;
+    assert_eq!(status.code(), Some(0));
+    drop(idle);
+    log_lines(&mut relay.child).await
+}
+
 /// Under `ulimit -Sn 256` the relay raises its soft limit to the hard one and says so; it
 /// then holds more idle connections than 256 descriptors would allow and /healthz answers.
 #[tokio::test]
@@ -363,20 +286,7 @@ async fn a_low_soft_fd_limit_is_raised_to_the_hard_one() {
         hard > 1024,
         "this test needs a hard limit above 1024, not {hard}"
     );
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut relay = binary_under("ulimit -Sn 256", &["serve", "--mock-upstream"]);
-    relay.env("RELAY_LISTEN", &listen);
-    let mut child = relay.spawn().unwrap();
-    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
-    let idle = healthz_answers_past_idle_connections(&listen, 400).await;
-    terminate(&child);
-    let status = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-    drop(idle);
-    let lines = log_lines(&mut child).await;
+    let lines = idle_connections_under("ulimit -Sn 256").await;
     let starting = log_line(&lines, "starting");
     assert_eq!(starting["fd_limit_raised_from"], 256, "{starting}");
     assert_eq!(starting["fd_limit"], hard, "{starting}");
@@ -389,20 +299,7 @@ async fn a_low_soft_fd_limit_is_raised_to_the_hard_one() {
 /// answers behind 400 idle connections.
 #[tokio::test]
 async fn a_low_hard_fd_limit_caps_connections_and_healthz_still_answers() {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut relay = binary_under("ulimit -n 256", &["serve", "--mock-upstream"]);
-    relay.env("RELAY_LISTEN", &listen);
-    let mut child = relay.spawn().unwrap();
-    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
-    let idle = healthz_answers_past_idle_connections(&listen, 400).await;
-    terminate(&child);
-    let status = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-    drop(idle);
-    let lines = log_lines(&mut child).await;
+    let lines = idle_connections_under("ulimit -n 256").await;
     let starting = log_line(&lines, "starting");
     assert_eq!(starting["fd_limit"], 256, "{starting}");
     assert!(starting["fd_limit_raised_from"].is_null(), "{starting}");
@@ -430,27 +327,11 @@ async fn a_low_hard_fd_limit_caps_connections_and_healthz_still_answers() {
 /// Text logs written to a pipe (or a file) carry no colour codes.
 #[tokio::test]
 async fn text_logs_have_no_colours_outside_a_terminal() {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut relay = binary(&["serve", "--mock-upstream"]);
-    relay
-        .env("RELAY_LISTEN", &listen)
-        .env("RELAY_LOG_FORMAT", "text");
-    let mut child = relay.spawn().unwrap();
-    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
-    terminate(&child);
-    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut stdout = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&stdout);
+    let mut command = binary(&["serve", "--mock-upstream"]);
+    command.env("RELAY_LOG_FORMAT", "text");
+    let mut relay = start_serving(command, &free_listen()).await;
+    terminate_and_wait(&mut relay.child).await;
+    let text = stdout_text(&mut relay.child).await;
     assert!(text.contains("INFO starting"), "{text}");
-    assert!(!stdout.contains(&0x1b), "escape codes in a pipe:\n{text}");
+    assert!(!text.contains('\x1b'), "escape codes in a pipe:\n{text}");
 }

@@ -16,7 +16,9 @@ use tokio::io::AsyncBufReadExt;
 use lipachat_relay::SEND_TYPES;
 use lipachat_relay::variables::{VARIABLES, VARS};
 
-use crate::helpers::{EVENT_TIMEOUT, binary, free_port, spawn_app, terminate, wait_for_status};
+use crate::helpers::{
+    EVENT_TIMEOUT, binary, free_listen, spawn_app, start_serving, terminate, terminate_and_wait,
+};
 
 /// The README's sections whose shell blocks hold its commands.
 const SET_UP_HEADING: &str = "Run it, test it";
@@ -488,12 +490,8 @@ async fn readme_walkthrough_sends_then_replays_on_the_mock() {
     let arguments: Vec<&str> = arguments.split_whitespace().collect();
 
     // The README's run command, on a free port rather than 8080, which may be taken here.
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut relay = binary(&arguments)
-        .env("RELAY_LISTEN", &listen)
-        .spawn()
-        .unwrap();
-    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+    let listen = free_listen();
+    let mut relay = start_serving(binary(&arguments), &listen).await;
 
     let stdout = run_block(&walkthrough, &listen).await;
 
@@ -516,11 +514,7 @@ async fn readme_walkthrough_sends_then_replays_on_the_mock() {
         "the replay is not byte for byte"
     );
 
-    terminate(&relay);
-    let status = tokio::time::timeout(EVENT_TIMEOUT, relay.wait())
-        .await
-        .expect("the relay did not stop")
-        .unwrap();
+    let status = terminate_and_wait(&mut relay.child).await;
     assert!(status.success(), "the relay exited with {status}");
 }
 
@@ -557,9 +551,9 @@ async fn readme_lifecycle_walkthrough_shows_sent_delivered_read_and_a_failed_131
     let (receive_vars, mut receive_args) = start_line(receive_line);
     let (serve_vars, serve_args) = start_line(serve_line);
     // The README's addresses, on free ports: they may be taken on this machine.
-    let events = format!("127.0.0.1:{}", free_port());
-    let hooks = format!("127.0.0.1:{}", free_port());
-    let listen = format!("127.0.0.1:{}", free_port());
+    let events = free_listen();
+    let hooks = free_listen();
+    let listen = free_listen();
     moved(&mut receive_args, "127.0.0.1:9000", &events);
     let mut receiver = binary(&receive_args.iter().map(String::as_str).collect::<Vec<_>>());
     receiver.envs(receive_vars);
@@ -571,8 +565,7 @@ async fn readme_lifecycle_walkthrough_shows_sent_delivered_read_and_a_failed_131
             .replace("127.0.0.1:8081", &hooks);
         relay.env(name, value);
     }
-    let mut relay = relay.env("RELAY_LISTEN", &listen).spawn().unwrap();
-    wait_for_status(&format!("http://{listen}/healthz"), 200).await;
+    let mut relay = start_serving(relay, &listen).await;
 
     let walkthrough = readme_blocks().pop().unwrap();
     let stdout = run_block(&walkthrough, &listen).await;
@@ -617,7 +610,7 @@ async fn readme_lifecycle_walkthrough_shows_sent_delivered_read_and_a_failed_131
     })
     .await
     .unwrap_or_else(|_| panic!("the receiver printed only {seen:?}"));
-    terminate(&relay);
-    let _ = tokio::time::timeout(EVENT_TIMEOUT, relay.wait()).await;
+    terminate(&relay.child);
+    let _ = tokio::time::timeout(EVENT_TIMEOUT, relay.child.wait()).await;
     let _ = receiver.kill().await;
 }

@@ -18,7 +18,7 @@ use lipachat_relay::internals::sign_event;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::helpers::{EVENT_TIMEOUT, binary, free_port, terminate};
+use crate::helpers::{EVENT_TIMEOUT, binary, free_listen, run_to_exit, terminate_and_wait};
 
 /// The Python to run; `python3` when unset.
 const ENV_PYTHON: &str = "LIPACHAT_PYTHON";
@@ -153,7 +153,7 @@ async fn python_standardwebhooks_verifies_our_signature_and_refuses_a_changed_bo
 async fn events_receive_accepts_what_python_standardwebhooks_signs() {
     let Some(python) = python() else { return };
     let secret = random_secret();
-    let address = format!("127.0.0.1:{}", free_port());
+    let address = free_listen();
     let mut receiver = binary(&["events-receive", "--listen", &address])
         .env("RELAY_EVENTS_SECRET", &secret)
         .spawn()
@@ -207,11 +207,7 @@ async fn events_receive_accepts_what_python_standardwebhooks_signs() {
                "event": serde_json::from_str::<Value>(body).unwrap()})
     );
 
-    terminate(&receiver);
-    let status = tokio::time::timeout(EVENT_TIMEOUT, receiver.wait())
-        .await
-        .expect("events-receive did not stop on SIGTERM")
-        .unwrap();
+    let status = terminate_and_wait(&mut receiver).await;
     assert!(status.success(), "{status}");
     // Only the verified event went to stdout; the refusal went to stderr; no secret anywhere.
     let mut rest = String::new();
@@ -251,10 +247,7 @@ async fn events_receive_without_a_usable_secret_exits_2_naming_the_variable() {
     for (vars, expected) in cases {
         let mut command = binary(&["events-receive", "--listen", "127.0.0.1:0"]);
         command.envs(vars.iter().copied());
-        let output = tokio::time::timeout(EVENT_TIMEOUT, command.output())
-            .await
-            .expect("events-receive did not exit")
-            .unwrap();
+        let output = run_to_exit(command).await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
         assert!(

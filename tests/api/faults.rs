@@ -19,8 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::helpers::{
-    EVENT_TIMEOUT, Step, TestApp, envelope, free_port, log_line, log_lines, media_body, random_key,
-    spawn_app_with, spawn_binary, spawn_post, terminate, wait_for_status, wait_until,
+    EVENT_TIMEOUT, Step, TestApp, envelope, log_line, log_lines, media_body, random_key,
+    serve_against, spawn_app_with, spawn_post, terminate_and_wait, wait_for_status, wait_until,
 };
 
 /// How late a timeout may fire and still pass: timers, scheduling and a busy CI machine. Still
@@ -489,36 +489,18 @@ async fn unreadable_retry_after_on_every_retryable_status_falls_back_to_back_off
 async fn the_process_survives_a_retry_after_of_2_to_the_64() {
     let gateway =
         RawGateway::start(Fault::status(503).with_retry_after("18446744073709551615")).await;
-    let key = random_key();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let base = gateway.base_url();
-    let mut child = spawn_binary(
-        &["serve"],
-        &[
-            ("LIPACHAT_API_KEY", &key),
-            ("LIPACHAT_BASE_URL", &base),
-            ("RELAY_LISTEN", &listen),
-            ("RELAY_SENDER_RATE", "0"),
-            ("RELAY_PAIR_INTERVAL_MS", "0"),
-        ],
-    );
-    let relay = format!("http://{listen}");
-    wait_for_status(&format!("{relay}/healthz"), 200).await;
-    let client = reqwest::Client::new();
+    let mut relay = serve_against(&gateway.base_url(), &random_key(), &NO_RATE_LIMITS).await;
     for i in 0..3 {
-        let response = client
-            .post(format!("{relay}/media"))
-            .header("content-type", "application/json")
-            .body(media_body(&format!("abort-{i}")).to_string())
-            .send()
-            .await
-            .expect("the relay died");
+        let response = relay.post_media(&media_body(&format!("abort-{i}"))).await;
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "18446744073709551615");
     }
     assert_eq!(gateway.calls(), 3);
-    wait_for_status(&format!("{relay}/healthz"), 200).await;
-    assert!(child.try_wait().unwrap().is_none(), "the relay exited");
+    wait_for_status(&format!("{}/healthz", relay.url), 200).await;
+    assert!(
+        relay.child.try_wait().unwrap().is_none(),
+        "the relay exited"
+    );
 }
 
 /// A failed attempt is logged at warn with the caller's request id and the cause; the
@@ -526,35 +508,19 @@ async fn the_process_survives_a_retry_after_of_2_to_the_64() {
 #[tokio::test]
 async fn a_failed_attempt_is_logged_with_its_request_id_and_cause() {
     let gateway = RawGateway::start(Fault::CloseAfterRequest).await;
-    let listen = format!("127.0.0.1:{}", free_port());
     let base = gateway.base_url();
-    let mut child = spawn_binary(
-        &["serve"],
-        &[
-            ("LIPACHAT_API_KEY", &random_key()),
-            ("LIPACHAT_BASE_URL", &base),
-            ("RELAY_LISTEN", &listen),
-            ("RELAY_MAX_ATTEMPTS", "1"),
-        ],
-    );
-    let relay = format!("http://{listen}");
-    wait_for_status(&format!("{relay}/healthz"), 200).await;
-    let response = reqwest::Client::new()
-        .post(format!("{relay}/media"))
-        .header("content-type", "application/json")
-        .header("x-request-id", "req-fault-1")
-        .body(media_body("logged-1").to_string())
-        .send()
-        .await
-        .unwrap();
+    let mut relay = serve_against(&base, &random_key(), &[("RELAY_MAX_ATTEMPTS", "1")]).await;
+    let response = relay
+        .post_json_with(
+            "/media",
+            &[("x-request-id", "req-fault-1")],
+            &media_body("logged-1"),
+        )
+        .await;
     assert_eq!(response.status(), 502);
     assert_eq!(gateway.calls(), 1);
-    terminate(&child);
-    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let lines = log_lines(&mut child).await;
+    terminate_and_wait(&mut relay.child).await;
+    let lines = log_lines(&mut relay.child).await;
     let failed = log_line(&lines, "gateway attempt failed");
     assert_eq!(failed["level"], "WARN", "{failed}");
     assert_eq!(failed["request_id"], "req-fault-1", "{failed}");

@@ -351,6 +351,11 @@ pub(crate) fn media_body(message_id: &str) -> Value {
 }
 
 impl TestApp {
+    /// The relay's URL of `path`.
+    pub(crate) fn url_of(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
     pub(crate) async fn post_media(&self, body: &Value) -> reqwest::Response {
         self.post_raw("/media", "application/json", body.to_string())
             .await
@@ -362,6 +367,15 @@ impl TestApp {
             .await
     }
 
+    /// POSTs a media send with `headers` besides.
+    pub(crate) async fn post_media_with(
+        &self,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> reqwest::Response {
+        post_json_to(&self.client, &self.url_of("/media"), headers, body).await
+    }
+
     pub(crate) async fn post_raw(
         &self,
         path: &str,
@@ -369,7 +383,7 @@ impl TestApp {
         body: String,
     ) -> reqwest::Response {
         self.client
-            .post(format!("{}{path}", self.base_url))
+            .post(self.url_of(path))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -378,11 +392,11 @@ impl TestApp {
     }
 
     pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.base_url))
-            .send()
-            .await
-            .expect("the relay did not answer")
+        request(&self.client, Method::GET, &self.url_of(path)).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> reqwest::Response {
+        request(&self.client, Method::DELETE, &self.url_of(path)).await
     }
 
     /// Triggers the drain, as SIGTERM would, and waits for `serve` to return.
@@ -503,17 +517,29 @@ fn piped(command: &mut tokio::process::Command) {
         .kill_on_drop(true);
 }
 
-/// The relay's log lines, as JSON, read from its stdout once it has exited.
-pub(crate) async fn log_lines(child: &mut tokio::process::Child) -> Vec<Value> {
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
+/// Everything a child that has exited wrote to its stdout, as text.
+pub(crate) async fn stdout_text(child: &mut tokio::process::Child) -> String {
+    read_pipe(child.stdout.take()).await
+}
+
+/// Everything a child that has exited wrote to its stderr, as text.
+pub(crate) async fn stderr_text(child: &mut tokio::process::Child) -> String {
+    read_pipe(child.stderr.take()).await
+}
+
+async fn read_pipe(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut text = String::new();
+    pipe.expect("the pipe was taken already")
+        .read_to_string(&mut text)
         .await
         .unwrap();
-    stdout
+    text
+}
+
+/// The relay's log lines, as JSON, read from its stdout once it has exited.
+pub(crate) async fn log_lines(child: &mut tokio::process::Child) -> Vec<Value> {
+    stdout_text(child)
+        .await
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
         .collect()
@@ -542,12 +568,132 @@ pub(crate) async fn wait_for_status(url: &str, status: u16) {
 
 /// Sends SIGTERM to a child process.
 pub(crate) fn terminate(child: &tokio::process::Child) {
-    let pid = child.id().expect("the child has exited already");
+    signal(child, "-TERM");
+}
+
+/// `kill <signal> <pid>` of a child that is still running.
+fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("the process has exited already");
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([signal, &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Waits (up to [`EVENT_TIMEOUT`]) until a child has exited; how it exited.
+pub(crate) async fn exited(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .expect("the process did not exit in time")
+        .unwrap()
+}
+
+/// SIGTERM to a child, then [`exited`].
+pub(crate) async fn terminate_and_wait(
+    child: &mut tokio::process::Child,
+) -> std::process::ExitStatus {
+    terminate(child);
+    exited(child).await
+}
+
+/// Runs `command` until it exits (up to [`EVENT_TIMEOUT`]); its status, stdout and stderr.
+pub(crate) async fn run_to_exit(mut command: tokio::process::Command) -> std::process::Output {
+    let child = command.spawn().expect("cannot run the binary");
+    tokio::time::timeout(EVENT_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the binary did not exit")
+        .unwrap()
+}
+
+/// `127.0.0.1:<port>` on a [`free_port`].
+pub(crate) fn free_listen() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// A relay process: the built binary serving on `url`.
+pub(crate) struct Served {
+    pub child: tokio::process::Child,
+    /// `http://<RELAY_LISTEN>`.
+    pub url: String,
+    pub client: reqwest::Client,
+}
+
+/// Runs `command` (the binary's `serve`, as [`binary`] or [`binary_under`] make it) with
+/// `RELAY_LISTEN` set to `listen`, and waits until its `/healthz` answers 200.
+pub(crate) async fn start_serving(mut command: tokio::process::Command, listen: &str) -> Served {
+    command.env("RELAY_LISTEN", listen);
+    let child = command.spawn().expect("cannot run the binary");
+    let url = format!("http://{listen}");
+    wait_for_status(&format!("{url}/healthz"), 200).await;
+    Served {
+        child,
+        url,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// `serve` on `listen` with exactly these variables besides, once `/healthz` answers.
+pub(crate) async fn serve_binary_on(listen: &str, vars: &[(&str, &str)]) -> Served {
+    let mut command = binary(&["serve"]);
+    command.envs(vars.iter().copied());
+    start_serving(command, listen).await
+}
+
+/// `serve` on a free port against the gateway at `gateway` with the API key `key`, and with
+/// `vars` besides, once `/healthz` answers.
+pub(crate) async fn serve_against(gateway: &str, key: &str, vars: &[(&str, &str)]) -> Served {
+    let mut all = vec![("LIPACHAT_API_KEY", key), ("LIPACHAT_BASE_URL", gateway)];
+    all.extend_from_slice(vars);
+    serve_binary_on(&free_listen(), &all).await
+}
+
+impl Served {
+    /// POSTs `body` as JSON to `path`, with `headers` besides.
+    pub(crate) async fn post_json_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> reqwest::Response {
+        post_json_to(&self.client, &format!("{}{path}", self.url), headers, body).await
+    }
+
+    /// POSTs a media send.
+    pub(crate) async fn post_media(&self, body: &Value) -> reqwest::Response {
+        self.post_json_with("/media", &[], body).await
+    }
+}
+
+/// A request with no body to `url`; the answer.
+pub(crate) async fn request(
+    client: &reqwest::Client,
+    method: Method,
+    url: &str,
+) -> reqwest::Response {
+    client
+        .request(method, url)
+        .send()
+        .await
+        .expect("the relay did not answer")
+}
+
+/// POSTs `body` as JSON to `url` with `headers` besides; the answer.
+pub(crate) async fn post_json_to(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::Response {
+    let mut request = client.post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the relay did not answer")
 }
 
 /// The mock gateway on a loopback port, accepting `key`.
@@ -578,16 +724,8 @@ pub(crate) fn drain_output(child: &mut tokio::process::Child) {
 
 /// `kill -9` of a child: no drain, nothing released; waits until it has died of it.
 pub(crate) async fn kill_9(child: &mut tokio::process::Child) {
-    let pid = child.id().expect("the process has exited already");
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .expect("the process outlived kill -9")
-        .unwrap();
+    signal(child, "-9");
+    let exit = exited(child).await;
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&exit),
         Some(9)

@@ -5,14 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::post;
 use lipachat_relay::{AppState, Config, KeyRequirement, serve_all};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::helpers::{FakeGateway, Step, random_key, wait_until_within};
+use crate::helpers::{FakeGateway, Step, random_key, request, wait_until_within};
 
 pub(crate) const TOKEN: &str = "test-token-0123456789abcdefghijklmnop";
 /// `whsec_` and the base64 of 32 bytes.
@@ -177,14 +177,22 @@ impl LifecycleApp {
     }
 
     pub(crate) async fn record(&self, message_id: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}/messages/{message_id}", self.base_url))
-            .send()
-            .await
-            .unwrap();
+        let url = format!("{}/messages/{message_id}", self.base_url);
+        let response = request(&self.client, Method::GET, &url).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    /// Checks that the record of `message_id` is a text send, READ, under `wa_id`, with a time
+    /// for each status of `times`.
+    pub(crate) async fn assert_read(&self, message_id: &str, wa_id: &str, times: &[&str]) {
+        let (code, record) = self.record(message_id).await;
+        assert_eq!(code, 200);
+        assert_eq!(record["status"], "READ");
+        assert_eq!(record["type"], "text");
+        assert_eq!(record["waId"], wa_id);
+        let at = record["statuses"].as_object().unwrap();
+        assert!(times.iter().all(|s| at.contains_key(*s)), "{record}");
     }
 
     /// Waits until every event recorded so far has been delivered (or is dead).
@@ -243,13 +251,8 @@ async fn out_of_order_and_repeated_callbacks_leave_the_furthest_record_and_one_e
     }
     app.events_settled().await;
 
-    let (code, record) = app.record("m-read").await;
-    assert_eq!(code, 200);
-    assert_eq!(record["status"], "READ");
-    assert_eq!(record["type"], "text");
-    assert_eq!(record["waId"], "wamid.read");
-    let times = record["statuses"].as_object().unwrap();
-    assert!(times.contains_key("SENT") && times.contains_key("DELIVERED"));
+    app.assert_read("m-read", "wamid.read", &["SENT", "DELIVERED"])
+        .await;
     let (_, record) = app.record("m-failed").await;
     assert_eq!(record["status"], "FAILED");
     assert_eq!(record["error"]["code"], 131026);

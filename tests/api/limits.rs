@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 
 use crate::helpers::{
-    EVENT_TIMEOUT, Step, TestApp, envelope, error_fields, media_body, spawn_app_with, spawn_binary,
-    terminate, wait_for_status,
+    Step, TestApp, envelope, error_fields, media_body, serve_against, spawn_app_with, stdout_text,
+    terminate_and_wait,
 };
 use crate::redis_or_skip;
 use crate::redis_server::{RedisCluster, RedisServer};
@@ -48,17 +47,25 @@ fn post_all(
     })
 }
 
-const PAIR_BURST_1_PER_MINUTE: [(&str, &str); 4] = [
-    ("RELAY_SENDER_RATE", "0"),
-    ("RELAY_PAIR_INTERVAL_MS", "60000"),
-    ("RELAY_PAIR_BURST", "1"),
-    ("RELAY_RATE_MAX_WAIT_MS", "0"),
-];
+/// A relay allowing `sender_rate` sends a second per sender (`0`: no limit) and one send per
+/// pair every `pair_interval_ms` (a burst of one), with `extra` variables besides.
+async fn with_limits(sender_rate: &str, pair_interval_ms: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut vars = vec![
+        ("RELAY_SENDER_RATE", sender_rate),
+        ("RELAY_PAIR_INTERVAL_MS", pair_interval_ms),
+        ("RELAY_PAIR_BURST", "1"),
+    ];
+    vars.extend_from_slice(extra);
+    spawn_app_with(&vars).await
+}
+
+/// No waiting for a slot: a send that has none is refused at once.
+const NO_WAIT: (&str, &str) = ("RELAY_RATE_MAX_WAIT_MS", "0");
 
 #[tokio::test]
 async fn replays_and_coalesced_duplicates_take_no_slot() {
     // One send per pair per minute: any second slot taken would be a 429.
-    let app = spawn_app_with(&PAIR_BURST_1_PER_MINUTE).await;
+    let app = with_limits("0", "60000", &[NO_WAIT]).await;
     assert_eq!(
         app.post_media(&send("once-1", FROM, TO)).await.status(),
         200
@@ -90,7 +97,7 @@ async fn replays_and_coalesced_duplicates_take_no_slot() {
 
 #[tokio::test]
 async fn retries_of_one_send_take_no_slot() {
-    let app = spawn_app_with(&PAIR_BURST_1_PER_MINUTE).await;
+    let app = with_limits("0", "60000", &[NO_WAIT]).await;
     app.gateway.script([Step::status(503), Step::sent()]);
     let response = app.post_media(&send("retried-1", FROM, TO)).await;
     assert_eq!(response.status(), 200);
@@ -100,12 +107,7 @@ async fn retries_of_one_send_take_no_slot() {
 
 #[tokio::test]
 async fn a_refusal_names_the_limit_and_says_when_to_retry() {
-    let app = spawn_app_with(&[
-        ("RELAY_SENDER_RATE", "0"),
-        ("RELAY_PAIR_INTERVAL_MS", "60000"),
-        ("RELAY_PAIR_BURST", "1"),
-    ])
-    .await;
+    let app = with_limits("0", "60000", &[]).await;
     app.post_media(&send("pair-1", FROM, TO)).await;
     let refused = app.post_media(&send("pair-2", FROM, TO)).await;
     assert_eq!(refused.status(), 429);
@@ -133,13 +135,7 @@ async fn a_refusal_names_the_limit_and_says_when_to_retry() {
 
 #[tokio::test]
 async fn a_refused_send_is_not_remembered_and_its_retry_goes_out() {
-    let app = spawn_app_with(&[
-        ("RELAY_SENDER_RATE", "0"),
-        ("RELAY_PAIR_INTERVAL_MS", "1000"),
-        ("RELAY_PAIR_BURST", "1"),
-        ("RELAY_RATE_MAX_WAIT_MS", "0"),
-    ])
-    .await;
+    let app = with_limits("0", "1000", &[NO_WAIT]).await;
     assert_eq!(app.post_media(&send("first", FROM, TO)).await.status(), 200);
     let refused = app.post_media(&send("second", FROM, TO)).await;
     assert_eq!(refused.status(), 429);
@@ -154,13 +150,7 @@ async fn a_refused_send_is_not_remembered_and_its_retry_goes_out() {
 #[tokio::test]
 async fn a_refused_sends_coalesced_callers_all_get_its_429() {
     // Sender: one send a second. Pair: one every 2 s. A send may wait 2.1 s.
-    let app = spawn_app_with(&[
-        ("RELAY_SENDER_RATE", "1"),
-        ("RELAY_PAIR_INTERVAL_MS", "2000"),
-        ("RELAY_PAIR_BURST", "1"),
-        ("RELAY_RATE_MAX_WAIT_MS", "2100"),
-    ])
-    .await;
+    let app = with_limits("1", "2000", &[("RELAY_RATE_MAX_WAIT_MS", "2100")]).await;
     let start = Instant::now();
     assert_eq!(app.post_media(&send("a", FROM, TO)).await.status(), 200);
     // "late" waits ~2 s for the pair; its duplicates coalesce onto it meanwhile.
@@ -190,13 +180,7 @@ async fn a_refused_sends_coalesced_callers_all_get_its_429() {
 
 #[tokio::test]
 async fn a_send_waiting_for_its_slot_holds_an_in_flight_slot() {
-    let app = spawn_app_with(&[
-        ("RELAY_MAX_IN_FLIGHT", "1"),
-        ("RELAY_SENDER_RATE", "0"),
-        ("RELAY_PAIR_INTERVAL_MS", "1500"),
-        ("RELAY_PAIR_BURST", "1"),
-    ])
-    .await;
+    let app = with_limits("0", "1500", &[("RELAY_MAX_IN_FLIGHT", "1")]).await;
     assert_eq!(app.post_media(&send("first", FROM, TO)).await.status(), 200);
     let started = Instant::now();
     let waiting = post_all(&app, vec![send("waits", FROM, TO)]);
@@ -217,13 +201,7 @@ async fn a_send_waiting_for_its_slot_holds_an_in_flight_slot() {
 
 #[tokio::test]
 async fn a_drain_ends_a_rate_wait_with_503() {
-    let mut app = spawn_app_with(&[
-        ("RELAY_SENDER_RATE", "0"),
-        ("RELAY_PAIR_INTERVAL_MS", "20000"),
-        ("RELAY_PAIR_BURST", "1"),
-        ("RELAY_RATE_MAX_WAIT_MS", "25000"),
-    ])
-    .await;
+    let mut app = with_limits("0", "20000", &[("RELAY_RATE_MAX_WAIT_MS", "25000")]).await;
     assert_eq!(app.post_media(&send("first", FROM, TO)).await.status(), 200);
     let started = Instant::now();
     let waiting = post_all(&app, vec![send("waits", FROM, TO)]);
@@ -272,41 +250,22 @@ async fn the_gateways_own_429_and_metas_codes_pass_through_unchanged() {
 #[tokio::test]
 async fn the_request_log_line_carries_the_rate_wait() {
     let gateway = crate::helpers::FakeGateway::start().await;
-    let base = gateway.base_url();
-    let listen = format!("127.0.0.1:{}", crate::helpers::free_port());
-    let key = crate::helpers::random_key();
-    let mut child = spawn_binary(
-        &["serve"],
+    let mut relay = serve_against(
+        &gateway.base_url(),
+        &crate::helpers::random_key(),
         &[
-            ("LIPACHAT_API_KEY", &key),
-            ("LIPACHAT_BASE_URL", &base),
-            ("RELAY_LISTEN", &listen),
             ("RELAY_SENDER_RATE", "0"),
             ("RELAY_PAIR_INTERVAL_MS", "400"),
             ("RELAY_PAIR_BURST", "1"),
         ],
-    );
-    let relay = format!("http://{listen}");
-    wait_for_status(&format!("{relay}/healthz"), 200).await;
-    let client = reqwest::Client::new();
+    )
+    .await;
     for id in ["log-1", "log-2"] {
-        let response = client
-            .post(format!("{relay}/media"))
-            .header("content-type", "application/json")
-            .body(send(id, FROM, TO).to_string())
-            .send()
-            .await
-            .unwrap();
+        let response = relay.post_media(&send(id, FROM, TO)).await;
         assert_eq!(response.status(), 200);
     }
-    terminate(&child);
-    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut stdout = String::new();
-    let mut pipe = child.stdout.take().unwrap();
-    pipe.read_to_string(&mut stdout).await.unwrap();
+    terminate_and_wait(&mut relay.child).await;
+    let stdout = stdout_text(&mut relay.child).await;
     let waits: Vec<f64> = stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -416,13 +375,7 @@ async fn shared_limit_keys_share_a_hash_tag_and_expire_once_idle() {
     let url = redis.url();
     // Cells long enough that `redis-cli` (a process spawn, slow on a loaded machine) reads
     // the keys before they expire: one send every 1,000 ms, one per pair every 1,500 ms.
-    let app = spawn_app_with(&[
-        ("RELAY_REDIS_URL", url.as_str()),
-        ("RELAY_SENDER_RATE", "1"),
-        ("RELAY_PAIR_INTERVAL_MS", "1500"),
-        ("RELAY_PAIR_BURST", "1"),
-    ])
-    .await;
+    let app = with_limits("1", "1500", &[("RELAY_REDIS_URL", url.as_str())]).await;
     assert_eq!(app.post_media(&send("k-1", FROM, TO)).await.status(), 200);
     let sender = format!("lipachat-relay:rate:{{{FROM}}}:sender");
     let pair = format!("lipachat-relay:rate:{{{FROM}}}:pair:{TO}");
@@ -447,12 +400,16 @@ async fn shared_limit_keys_share_a_hash_tag_and_expire_once_idle() {
 async fn with_redis_down_open_mode_keeps_the_limits_in_process() {
     let mut redis = redis_or_skip!(RedisServer::start());
     let url = redis.url();
-    let mut vars = PAIR_BURST_1_PER_MINUTE.to_vec();
-    vars.extend([
-        ("RELAY_REDIS_URL", url.as_str()),
-        ("RELAY_REDIS_FAILURE", "open"),
-    ]);
-    let app = spawn_app_with(&vars).await;
+    let app = with_limits(
+        "0",
+        "60000",
+        &[
+            NO_WAIT,
+            ("RELAY_REDIS_URL", url.as_str()),
+            ("RELAY_REDIS_FAILURE", "open"),
+        ],
+    )
+    .await;
     redis.stop().await;
     assert_eq!(
         app.post_media(&send("down-1", FROM, TO)).await.status(),
@@ -472,14 +429,15 @@ async fn with_redis_down_open_mode_keeps_the_limits_in_process() {
 async fn the_limit_script_runs_on_a_redis_cluster() {
     let cluster = redis_or_skip!(RedisCluster::start());
     let urls = cluster.urls();
-    let app = spawn_app_with(&[
-        ("RELAY_REDIS_URL", urls.as_str()),
-        ("RELAY_REDIS_CLUSTER", "true"),
-        ("RELAY_SENDER_RATE", "2"),
-        ("RELAY_PAIR_INTERVAL_MS", "60000"),
-        ("RELAY_PAIR_BURST", "1"),
-        ("RELAY_RATE_MAX_WAIT_MS", "0"),
-    ])
+    let app = with_limits(
+        "2",
+        "60000",
+        &[
+            ("RELAY_REDIS_URL", urls.as_str()),
+            ("RELAY_REDIS_CLUSTER", "true"),
+            NO_WAIT,
+        ],
+    )
     .await;
     let expect = [
         ("c-1", TO, 200, None),

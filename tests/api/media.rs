@@ -44,31 +44,21 @@ async fn the_gateway_path_is_an_alias() {
 #[tokio::test]
 async fn the_secret_is_injected_and_a_client_api_key_is_not_forwarded() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .post(format!("{}/media", app.base_url))
-        .header("content-type", "application/json")
-        .header("apiKey", "client-supplied-key")
-        .header("x-request-id", "req-abc")
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .header("tracestate", "vendor=1")
-        .body(media_body("key-1").to_string())
-        .send()
-        .await
-        .unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = [
+        ("apiKey", "client-supplied-key"),
+        ("x-request-id", "req-abc"),
+        ("traceparent", traceparent),
+        ("tracestate", "vendor=1"),
+    ];
+    let response = app.post_media_with(&headers, &media_body("key-1")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "req-abc");
     let sent = app.gateway.next_request().await;
     let keys: Vec<_> = sent.headers.get_all("apikey").iter().collect();
     assert_eq!(keys, [app.api_key.as_str()]);
     assert_eq!(sent.headers["x-request-id"], "req-abc");
-    assert_eq!(
-        sent.headers["traceparent"],
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    );
+    assert_eq!(sent.headers["traceparent"], traceparent);
     assert_eq!(sent.headers["tracestate"], "vendor=1");
     assert_eq!(sent.headers["content-type"], "application/json");
 }

@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::helpers::{
-    EVENT_TIMEOUT, binary, free_port, log_line, log_lines, random_key, spawn_app_with, terminate,
-    wait_for_status, wait_until,
+    EVENT_TIMEOUT, binary, free_listen, free_port, log_line, log_lines, random_key, run_to_exit,
+    spawn_app_with, start_serving, terminate_and_wait, wait_for_status, wait_until,
 };
 
 /// A callback as the receiver got it.
@@ -526,7 +526,7 @@ async fn a_send_through_the_relay_gets_callbacks_with_the_relays_wa_id() {
 async fn the_mock_gateway_command_posts_to_mock_callback_url() {
     let mut receiver = Receiver::start().await;
     let key = random_key();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = free_listen();
     let mut command = binary(&["mock-gateway"]);
     command
         .env("MOCK_LISTEN", &listen)
@@ -549,10 +549,7 @@ async fn a_malformed_mock_callback_url_exits_2_without_quoting_it() {
             MOCK_CALLBACK_URL.name,
             "ftp://relay/webhooks/lipachat/secret-token",
         );
-    let output = tokio::time::timeout(EVENT_TIMEOUT, command.spawn().unwrap().wait_with_output())
-        .await
-        .expect("the binary did not exit")
-        .unwrap();
+    let output = run_to_exit(command).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!(
@@ -567,24 +564,17 @@ async fn a_malformed_mock_callback_url_exits_2_without_quoting_it() {
 #[tokio::test]
 async fn serve_with_mock_upstream_gives_its_mock_callbacks_only_with_the_webhook_listener() {
     let token = format!("tok{:032x}", fastrand::u128(..));
-    let webhook_listen = format!("127.0.0.1:{}", free_port());
+    let webhook_listen = free_listen();
     for (webhooks, expected) in [(true, true), (false, false)] {
-        let listen = format!("127.0.0.1:{}", free_port());
         let mut command = binary(&["serve", "--mock-upstream"]);
-        command.env("RELAY_LISTEN", &listen);
         if webhooks {
             command
                 .env("RELAY_WEBHOOK_LISTEN", &webhook_listen)
                 .env("RELAY_WEBHOOK_TOKEN", &token);
         }
-        let mut relay = command.spawn().unwrap();
-        wait_for_status(&format!("http://{listen}/healthz"), 200).await;
-        terminate(&relay);
-        tokio::time::timeout(EVENT_TIMEOUT, relay.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        let lines = log_lines(&mut relay).await;
+        let mut relay = start_serving(command, &free_listen()).await;
+        terminate_and_wait(&mut relay.child).await;
+        let lines = log_lines(&mut relay.child).await;
         let started = log_line(&lines, "mock gateway started (in process)");
         assert_eq!(started["callbacks"], expected, "{started}");
         assert!(

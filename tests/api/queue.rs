@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    EVENT_TIMEOUT, FakeGateway, Step, TestApp, envelope, error_fields, free_port, random_key,
-    spawn_app_with, spawn_binary, wait_for_status,
+    EVENT_TIMEOUT, FakeGateway, Served, Step, TestApp, drain_output, envelope, error_fields,
+    kill_9, random_key, request, serve_against, spawn_app_with,
 };
 use crate::redis_server::RedisServer;
 
@@ -29,6 +30,18 @@ async fn queue(base: &str, body: &Value, send_at: Option<&str>) -> reqwest::Resp
         request = request.header("send-at", at);
     }
     request.send().await.expect("the relay did not answer")
+}
+
+/// [`queue`]s a text send of `message_id` to `to` at `base` and checks that it is taken: 202.
+async fn queue_accepted(
+    base: &str,
+    message_id: &str,
+    to: &str,
+    send_at: Option<&str>,
+) -> reqwest::Response {
+    let response = queue(base, &text(message_id, to), send_at).await;
+    assert_eq!(response.status(), 202, "{message_id}");
+    response
 }
 
 /// The record of `message_id` at `base`: status code and body.
@@ -64,16 +77,20 @@ fn redis_vars(redis: &RedisServer, prefix: &str) -> Vec<(String, String)> {
     ]
 }
 
-async fn app_on(redis: &RedisServer, extra: &[(&str, &str)]) -> TestApp {
+/// A `redis-server` and a relay in this process on it, under a prefix of its own, with `extra`
+/// variables; `None` where Redis cannot run here (for `redis_or_skip!`).
+async fn app_on_redis(extra: &[(&str, &str)]) -> Option<(RedisServer, TestApp)> {
+    let redis = RedisServer::start().await?;
     let prefix = format!("q{:x}", fastrand::u32(..));
-    let mut vars = redis_vars(redis, &prefix);
+    let mut vars = redis_vars(&redis, &prefix);
     vars.extend(
         extra
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    spawn_app_with(&vars).await
+    let app = spawn_app_with(&vars).await;
+    Some((redis, app))
 }
 
 /// The gateway requests received so far, by messageId.
@@ -86,10 +103,8 @@ async fn calls_by_id(gateway: &FakeGateway, counts: &mut HashMap<String, Vec<Ins
 
 #[tokio::test]
 async fn a_queued_send_is_answered_202_with_its_record_then_sent_once() {
-    let redis = crate::redis_or_skip!(RedisServer::start());
-    let app = app_on(&redis, &[]).await;
-    let response = queue(&app.base_url, &text("q-1", "254712345678"), None).await;
-    assert_eq!(response.status(), 202);
+    let (_redis, app) = crate::redis_or_skip!(app_on_redis(&[]));
+    let response = queue_accepted(&app.base_url, "q-1", "254712345678", None).await;
     let headers = response.headers().clone();
     assert_eq!(headers["preference-applied"], "respond-async");
     assert_eq!(headers["location"], "/messages/q-1");
@@ -117,8 +132,7 @@ async fn a_queued_send_is_answered_202_with_its_record_then_sent_once() {
 
 #[tokio::test]
 async fn a_synchronous_send_with_redis_alone_pays_nothing_for_the_queue_or_a_record() {
-    let redis = crate::redis_or_skip!(RedisServer::start());
-    let app = app_on(&redis, &[]).await;
+    let (_redis, app) = crate::redis_or_skip!(app_on_redis(&[]));
     let before = app.metrics().await;
     let sent = app
         .post_json("/message/text", &text("q-sync-redis", "254712345678"))
@@ -143,16 +157,13 @@ async fn a_synchronous_send_with_redis_alone_pays_nothing_for_the_queue_or_a_rec
 
 #[tokio::test]
 async fn a_send_at_two_seconds_ahead_is_sent_within_half_a_second_of_it() {
-    let redis = crate::redis_or_skip!(RedisServer::start());
-    let app = app_on(&redis, &[]).await;
+    let (_redis, app) = crate::redis_or_skip!(app_on_redis(&[]));
     let at = SystemTime::now() + Duration::from_secs(2);
     let stamp = humantime::format_rfc3339_millis(at).to_string();
-    let response = queue(&app.base_url, &text("q-at", "254712345678"), Some(&stamp)).await;
-    assert_eq!(response.status(), 202);
+    queue_accepted(&app.base_url, "q-at", "254712345678", Some(&stamp)).await;
     // The same send again while it waits: 202, its time unchanged.
     let later = humantime::format_rfc3339_millis(at + Duration::from_secs(60)).to_string();
-    let again = queue(&app.base_url, &text("q-at", "254712345678"), Some(&later)).await;
-    assert_eq!(again.status(), 202);
+    let again = queue_accepted(&app.base_url, "q-at", "254712345678", Some(&later)).await;
     let body: Value = again.json().await.unwrap();
     assert_eq!(body["status"], "QUEUED");
     // Another payload under the same messageId while it waits: 422.
@@ -172,36 +183,18 @@ async fn a_send_at_two_seconds_ahead_is_sent_within_half_a_second_of_it() {
 
 #[tokio::test]
 async fn a_send_cancelled_before_its_time_is_never_sent() {
-    let redis = crate::redis_or_skip!(RedisServer::start());
-    let app = app_on(&redis, &[]).await;
+    let (_redis, app) = crate::redis_or_skip!(app_on_redis(&[]));
     let at = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(2));
-    let response = queue(
-        &app.base_url,
-        &text("q-cancel", "254712345678"),
-        Some(&at.to_string()),
-    )
-    .await;
-    assert_eq!(response.status(), 202);
-    let client = reqwest::Client::new();
-    let cancel = || {
-        client
-            .delete(format!("{}/messages/q-cancel", app.base_url))
-            .send()
-    };
-    let cancelled = cancel().await.unwrap();
+    let at = at.to_string();
+    queue_accepted(&app.base_url, "q-cancel", "254712345678", Some(&at)).await;
+    let cancelled = app.delete("/messages/q-cancel").await;
     assert_eq!(cancelled.status(), 200);
     let body: Value = cancelled.json().await.unwrap();
     assert_eq!(body["status"], "CANCELLED");
     // Again: the same answer.
-    assert_eq!(cancel().await.unwrap().status(), 200);
+    assert_eq!(app.delete("/messages/q-cancel").await.status(), 200);
     // Past its time, and some polls later, the gateway has seen nothing.
-    let sent = queue(
-        &app.base_url,
-        &text("q-sent", "254712345679"),
-        Some(&at.to_string()),
-    )
-    .await;
-    assert_eq!(sent.status(), 202);
+    queue_accepted(&app.base_url, "q-sent", "254712345679", Some(&at)).await;
     let request = app.gateway.next_request().await;
     assert_eq!(request.body["messageId"], "q-sent");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -210,43 +203,24 @@ async fn a_send_cancelled_before_its_time_is_never_sent() {
     assert_eq!(record["status"], "CANCELLED");
     // Handed to the gateway: 409; unknown: 404.
     wait_for_record(&app.base_url, "q-sent", "SENT", EVENT_TIMEOUT).await;
-    let late = client
-        .delete(format!("{}/messages/q-sent", app.base_url))
-        .send()
-        .await
-        .unwrap();
+    let late = app.delete("/messages/q-sent").await;
     assert_eq!(late.status(), 409);
     envelope(late).await;
-    let unknown = client
-        .delete(format!("{}/messages/q-unknown", app.base_url))
-        .send()
-        .await
-        .unwrap();
+    let unknown = app.delete("/messages/q-unknown").await;
     assert_eq!(unknown.status(), 404);
     envelope(unknown).await;
 }
 
 #[tokio::test]
 async fn six_queued_sends_to_one_pair_are_all_sent_spaced_and_none_refused() {
-    let redis = crate::redis_or_skip!(RedisServer::start());
-    let app = app_on(
-        &redis,
-        &[
-            ("RELAY_PAIR_BURST", "2"),
-            ("RELAY_PAIR_INTERVAL_MS", "500"),
-            // A synchronous send would be refused at once: a queued one waits.
-            ("RELAY_RATE_MAX_WAIT_MS", "0"),
-        ],
-    )
-    .await;
+    let (_redis, app) = crate::redis_or_skip!(app_on_redis(&[
+        ("RELAY_PAIR_BURST", "2"),
+        ("RELAY_PAIR_INTERVAL_MS", "500"),
+        // A synchronous send would be refused at once: a queued one waits.
+        ("RELAY_RATE_MAX_WAIT_MS", "0"),
+    ]));
     for n in 0..6 {
-        let response = queue(
-            &app.base_url,
-            &text(&format!("q-pair-{n}"), "254712345678"),
-            None,
-        )
-        .await;
-        assert_eq!(response.status(), 202);
+        queue_accepted(&app.base_url, &format!("q-pair-{n}"), "254712345678", None).await;
     }
     let mut arrivals = Vec::new();
     for _ in 0..6 {
@@ -267,13 +241,11 @@ async fn six_queued_sends_to_one_pair_are_all_sent_spaced_and_none_refused() {
 
 #[tokio::test]
 async fn a_gateway_400_makes_a_queued_send_failed_after_one_call() {
-    let redis = crate::redis_or_skip!(RedisServer::start());
-    let app = app_on(&redis, &[]).await;
+    let (_redis, app) = crate::redis_or_skip!(app_on_redis(&[]));
     let refusal = r#"{"status":"error","message":"to is not on WhatsApp","data":null}"#;
     app.gateway
         .set_default(Step::body(400, "application/json", refusal));
-    let response = queue(&app.base_url, &text("q-400", "254712345678"), None).await;
-    assert_eq!(response.status(), 202);
+    queue_accepted(&app.base_url, "q-400", "254712345678", None).await;
     let failed = wait_for_record(&app.base_url, "q-400", "FAILED", EVENT_TIMEOUT).await;
     assert_eq!(failed["error"]["code"], 400);
     assert_eq!(failed["error"]["message"], "to is not on WhatsApp");
@@ -284,18 +256,12 @@ async fn a_gateway_400_makes_a_queued_send_failed_after_one_call() {
 
 #[tokio::test]
 async fn a_send_still_failing_after_the_queue_max_age_is_failed_expired() {
-    let redis = crate::redis_or_skip!(RedisServer::start());
-    let app = app_on(
-        &redis,
-        &[
-            ("RELAY_QUEUE_MAX_AGE_SECS", "2"),
-            ("RELAY_MAX_ATTEMPTS", "1"),
-        ],
-    )
-    .await;
+    let (_redis, app) = crate::redis_or_skip!(app_on_redis(&[
+        ("RELAY_QUEUE_MAX_AGE_SECS", "2"),
+        ("RELAY_MAX_ATTEMPTS", "1"),
+    ]));
     app.gateway.set_default(Step::status(503));
-    let response = queue(&app.base_url, &text("q-old", "254712345678"), None).await;
-    assert_eq!(response.status(), 202);
+    queue_accepted(&app.base_url, "q-old", "254712345678", None).await;
     let failed = wait_for_record(&app.base_url, "q-old", "FAILED", EVENT_TIMEOUT).await;
     assert_eq!(failed["error"]["title"], "expired");
     // Tried, backed off, tried again: more than once, a handful at most in 2 s.
@@ -308,28 +274,22 @@ async fn a_send_still_failing_after_the_queue_max_age_is_failed_expired() {
 
 #[tokio::test]
 async fn the_queue_depth_counts_held_sends_until_they_are_cancelled() {
-    let redis = crate::redis_or_skip!(RedisServer::start());
-    let app = app_on(&redis, &[]).await;
+    let (_redis, app) = crate::redis_or_skip!(app_on_redis(&[]));
     let at = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(3600));
-    let response = queue(
+    queue_accepted(
         &app.base_url,
-        &text("q-depth", "254712345678"),
+        "q-depth",
+        "254712345678",
         Some(&at.to_string()),
     )
     .await;
-    assert_eq!(response.status(), 202);
     app.metric_reaches("lipachat_relay_queue_depth 1\n").await;
     assert!(
         app.metrics()
             .await
             .contains("lipachat_relay_queue_oldest_due_seconds 0\n")
     );
-    let cancelled = app
-        .client
-        .delete(format!("{}/messages/q-depth", app.base_url))
-        .send()
-        .await
-        .unwrap();
+    let cancelled = app.delete("/messages/q-depth").await;
     assert_eq!(cancelled.status(), 200);
     app.metric_reaches("lipachat_relay_queue_depth 0\n").await;
     assert!(
@@ -342,8 +302,7 @@ async fn the_queue_depth_counts_held_sends_until_they_are_cancelled() {
 
 #[tokio::test]
 async fn send_at_is_refused_when_it_is_not_a_time_or_too_far_ahead() {
-    let redis = crate::redis_or_skip!(RedisServer::start());
-    let app = app_on(&redis, &[]).await;
+    let (_redis, app) = crate::redis_or_skip!(app_on_redis(&[]));
     let far = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(31 * 86_400));
     for value in ["tomorrow", far.to_string().as_str()] {
         let response = queue(&app.base_url, &text("q-bad", "254712345678"), Some(value)).await;
@@ -369,12 +328,7 @@ async fn without_redis_the_preference_is_not_applied_and_send_at_names_the_redis
     let body = envelope(response).await;
     assert_eq!(error_fields(&body), ["Send-At"]);
     assert!(body.to_string().contains("RELAY_REDIS_URL"), "{body}");
-    let cancel = app
-        .client
-        .delete(format!("{}/messages/q-sync", app.base_url))
-        .send()
-        .await
-        .unwrap();
+    let cancel = app.delete("/messages/q-sync").await;
     assert_eq!(cancel.status(), 404);
     assert_eq!(app.gateway.calls(), 1);
 }
@@ -395,25 +349,10 @@ async fn a_queued_send_announces_queued_then_sent_and_a_cancel_cancelled() {
     .await;
     let later = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(3600));
     let later = later.to_string();
-    let held = queue(
-        &app.base_url,
-        &text("q-ev-held", "254712345678"),
-        Some(&later),
-    )
-    .await;
-    assert_eq!(held.status(), 202);
-    assert_eq!(
-        queue(&app.base_url, &text("q-ev", "254712345679"), None)
-            .await
-            .status(),
-        202
-    );
-    let cancel = app
-        .client
-        .delete(format!("{}/messages/q-ev-held", app.base_url))
-        .send()
-        .await
-        .unwrap();
+    queue_accepted(&app.base_url, "q-ev-held", "254712345678", Some(&later)).await;
+    queue_accepted(&app.base_url, "q-ev", "254712345679", None).await;
+    let url = format!("{}/messages/q-ev-held", app.base_url);
+    let cancel = request(&app.client, Method::DELETE, &url).await;
     assert_eq!(cancel.status(), 200);
     let wanted = [
         ("q-ev", "QUEUED"),
@@ -447,21 +386,13 @@ async fn a_queued_send_announces_queued_then_sent_and_a_cancel_cancelled() {
 
 // --- replicas killed with SIGKILL ----------------------------------------------------------------
 
-/// A relay process (the real binary) against `gateway`, sharing `redis` under `prefix`.
-struct Replica {
-    child: tokio::process::Child,
-    base: String,
-}
-
-async fn start_replica(gateway: &FakeGateway, key: &str, redis: &str, prefix: &str) -> Replica {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let base_url = gateway.base_url();
-    let mut child = spawn_binary(
-        &["serve"],
+/// A relay process (the real binary) against `gateway`, sharing `redis` under `prefix`; its
+/// output is drained.
+async fn start_replica(gateway: &FakeGateway, key: &str, redis: &str, prefix: &str) -> Served {
+    let mut replica = serve_against(
+        &gateway.base_url(),
+        key,
         &[
-            ("LIPACHAT_API_KEY", key),
-            ("LIPACHAT_BASE_URL", &base_url),
-            ("RELAY_LISTEN", &listen),
             ("RELAY_REDIS_URL", redis),
             ("RELAY_REDIS_PREFIX", prefix),
             // A short lease: RELAY_DEADLINE_MS plus a few seconds.
@@ -469,18 +400,10 @@ async fn start_replica(gateway: &FakeGateway, key: &str, redis: &str, prefix: &s
             ("RELAY_MAX_ATTEMPTS", "1"),
             ("RUST_LOG", "warn"),
         ],
-    );
-    crate::helpers::drain_output(&mut child);
-    let base = format!("http://{listen}");
-    wait_for_status(&format!("{base}/healthz"), 200).await;
-    Replica { child, base }
-}
-
-impl Replica {
-    /// `kill -9`: no drain, nothing released.
-    async fn kill_9(mut self) {
-        crate::helpers::kill_9(&mut self.child).await;
-    }
+    )
+    .await;
+    drain_output(&mut replica.child);
+    replica
 }
 
 #[tokio::test]
@@ -490,11 +413,11 @@ async fn queued_sends_of_a_killed_replica_reach_the_gateway_once_each_through_an
     gateway.set_default(Step::status(503));
     let key = random_key();
     let prefix = format!("q{:x}", fastrand::u32(..));
-    let a = start_replica(&gateway, &key, &redis.url(), &prefix).await;
+    let mut a = start_replica(&gateway, &key, &redis.url(), &prefix).await;
     let ids: Vec<String> = (0..5).map(|n| format!("q-kill-{n}")).collect();
     for (n, id) in ids.iter().enumerate() {
         let to = format!("25471234567{n}");
-        assert_eq!(queue(&a.base, &text(id, &to), None).await.status(), 202);
+        assert_eq!(queue(&a.url, &text(id, &to), None).await.status(), 202);
     }
     // A has taken every one and met the 503.
     let mut calls = HashMap::new();
@@ -504,12 +427,12 @@ async fn queued_sends_of_a_killed_replica_reach_the_gateway_once_each_through_an
         tokio::time::sleep(Duration::from_millis(20)).await;
         calls_by_id(&gateway, &mut calls).await;
     }
-    a.kill_9().await;
+    kill_9(&mut a.child).await;
     let b = start_replica(&gateway, &key, &redis.url(), &prefix).await;
     gateway.set_default(Step::sent());
     let back = Instant::now();
     for id in &ids {
-        wait_for_record(&b.base, id, "SENT", Duration::from_secs(30)).await;
+        wait_for_record(&b.url, id, "SENT", Duration::from_secs(30)).await;
     }
     calls_by_id(&gateway, &mut calls).await;
     for id in &ids {
@@ -530,22 +453,22 @@ async fn a_send_queued_on_a_replica_killed_before_it_was_due_is_sent_by_another(
     let gateway = FakeGateway::start().await;
     let key = random_key();
     let prefix = format!("q{:x}", fastrand::u32(..));
-    let a = start_replica(&gateway, &key, &redis.url(), &prefix).await;
+    let mut a = start_replica(&gateway, &key, &redis.url(), &prefix).await;
     let b = start_replica(&gateway, &key, &redis.url(), &prefix).await;
     let at = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(2));
     let response = queue(
-        &a.base,
+        &a.url,
         &text("q-shared", "254712345678"),
         Some(&at.to_string()),
     )
     .await;
     assert_eq!(response.status(), 202);
-    a.kill_9().await;
-    let (code, queued) = record(&b.base, "q-shared").await;
+    kill_9(&mut a.child).await;
+    let (code, queued) = record(&b.url, "q-shared").await;
     assert_eq!((code, &queued["status"]), (200, &json!("QUEUED")));
     let request = gateway.next_request().await;
     assert_eq!(request.body["messageId"], "q-shared");
-    wait_for_record(&b.base, "q-shared", "SENT", EVENT_TIMEOUT).await;
+    wait_for_record(&b.url, "q-shared", "SENT", EVENT_TIMEOUT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gateway.calls(), 1);
 }

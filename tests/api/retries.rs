@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 
-use crate::helpers::{Step, envelope, media_body, spawn_app_with};
+use crate::helpers::{Step, TestApp, envelope, media_body, spawn_app_with};
 
 #[tokio::test]
 async fn transient_failures_are_retried_until_success() {
@@ -89,18 +89,28 @@ async fn retry_after_beyond_the_deadline_returns_that_answer() {
     assert_eq!(app.gateway.calls(), 1);
 }
 
-#[tokio::test]
-async fn attempt_timeouts_end_in_504_within_the_deadline() {
+/// A relay with these attempt timeout and deadline sends `message_id` to a gateway that takes
+/// 5 s to answer: the relay, its answer, and how long the answer took.
+async fn send_to_a_slow_gateway(
+    attempt_timeout_ms: &str,
+    deadline_ms: &str,
+    message_id: &str,
+) -> (TestApp, reqwest::Response, Duration) {
     let app = spawn_app_with(&[
-        ("RELAY_ATTEMPT_TIMEOUT_MS", "150"),
-        ("RELAY_DEADLINE_MS", "1000"),
+        ("RELAY_ATTEMPT_TIMEOUT_MS", attempt_timeout_ms),
+        ("RELAY_DEADLINE_MS", deadline_ms),
     ])
     .await;
     app.gateway
         .set_default(Step::delayed(Duration::from_secs(5)));
     let started = Instant::now();
-    let response = app.post_media(&media_body("slow-1")).await;
-    let elapsed = started.elapsed();
+    let response = app.post_media(&media_body(message_id)).await;
+    (app, response, started.elapsed())
+}
+
+#[tokio::test]
+async fn attempt_timeouts_end_in_504_within_the_deadline() {
+    let (app, response, elapsed) = send_to_a_slow_gateway("150", "1000", "slow-1").await;
     assert_eq!(response.status(), 504);
     envelope(response).await;
     assert!(
@@ -112,17 +122,9 @@ async fn attempt_timeouts_end_in_504_within_the_deadline() {
 
 #[tokio::test]
 async fn the_deadline_bounds_a_single_slow_attempt() {
-    let app = spawn_app_with(&[
-        ("RELAY_ATTEMPT_TIMEOUT_MS", "10000"),
-        ("RELAY_DEADLINE_MS", "300"),
-    ])
-    .await;
-    app.gateway
-        .set_default(Step::delayed(Duration::from_secs(5)));
-    let started = Instant::now();
-    let response = app.post_media(&media_body("slow-2")).await;
+    let (app, response, elapsed) = send_to_a_slow_gateway("10000", "300", "slow-2").await;
     assert_eq!(response.status(), 504);
-    assert!(started.elapsed() < Duration::from_millis(800));
+    assert!(elapsed < Duration::from_millis(800));
     assert_eq!(app.gateway.calls(), 1);
 }
 

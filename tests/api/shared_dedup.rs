@@ -18,13 +18,13 @@ use lipachat_relay::internals::lease;
 use lipachat_relay::{AppState, serve};
 use lipachat_relay::{Config, KeyRequirement};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::helpers::{
-    EVENT_TIMEOUT, FakeGateway, Received, Step, TestApp, envelope, error_fields, free_port,
-    media_body, random_key, spawn_app_with, spawn_binary, terminate, wait_for_status, wait_until,
+    EVENT_TIMEOUT, FakeGateway, Received, Served, Step, TestApp, drain_output, envelope,
+    error_fields, free_port, kill_9, media_body, random_key, serve_against, serve_binary_on,
+    spawn_app_with, stderr_text, stdout_text, terminate_and_wait, wait_until,
 };
 use crate::redis_or_skip;
 use crate::redis_server::{RedisCluster, RedisServer};
@@ -319,17 +319,39 @@ async fn check_another_payload_through_b_is_422(a: &TestApp, b: &Replica, id: &s
     assert_eq!(a.gateway.calls(), calls + 1);
 }
 
+/// Sends `n` new messageIds (`{name}-0` and on) through A at once: each is answered 200 and
+/// none bypasses the store. The messageIds.
+async fn burst_through_the_store(a: &TestApp, name: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{name}-{i}")).collect();
+    let bodies: Vec<Value> = ids.iter().map(|id| media_body(id)).collect();
+    let answers = join_all(bodies.iter().map(|body| send(a, body))).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(metric_of(a, FAIL_OPEN).await, 0.0, "no send bypassed Redis");
+    ids
+}
+
 // --- standalone Redis --------------------------------------------------------------------
 
 pub(crate) fn shared_vars<'a>(url: &'a str, prefix: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![("RELAY_REDIS_URL", url), ("RELAY_REDIS_PREFIX", prefix)]
 }
 
+/// A `redis-server`, the key prefix of this test, and replicas A and B sharing it with `extra`
+/// variables besides; `None` where Redis cannot run here (for `redis_or_skip!`).
+async fn replicas_on_redis(
+    extra: &[(&str, &str)],
+) -> Option<(RedisServer, String, TestApp, Replica)> {
+    let redis = RedisServer::start().await?;
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let mut vars = shared_vars(&url, &prefix);
+    vars.extend_from_slice(extra);
+    let (a, b) = two_replicas(&vars).await;
+    Some((redis, prefix, a, b))
+}
+
 #[tokio::test]
 async fn the_same_message_id_to_two_replicas_at_once_makes_one_gateway_call() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    let (redis, prefix, a, b) = redis_or_skip!(replicas_on_redis(&[]));
     check_concurrent_sends_make_one_gateway_call(&a, &b, "both-1").await;
     // Whichever leads, the remembered answer is now in Redis.
     let held = redis.cli(&["exists", &dedup_key(&prefix, "both-1")]).await;
@@ -338,27 +360,19 @@ async fn the_same_message_id_to_two_replicas_at_once_makes_one_gateway_call() {
 
 #[tokio::test]
 async fn a_send_through_one_replica_is_replayed_through_the_other() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    let (_redis, _, a, b) = redis_or_skip!(replicas_on_redis(&[]));
     check_send_through_a_replays_through_b(&a, &b, "across-1").await;
 }
 
 #[tokio::test]
 async fn another_payload_through_the_other_replica_is_422() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    let (_redis, _, a, b) = redis_or_skip!(replicas_on_redis(&[]));
     check_another_payload_through_b_is_422(&a, &b, "other-1").await;
 }
 
 #[tokio::test]
 async fn a_failed_send_through_one_replica_is_not_remembered_on_the_other() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let mut vars = shared_vars(&url, &prefix);
-    vars.push(("RELAY_MAX_ATTEMPTS", "1"));
-    let (a, b) = two_replicas(&vars).await;
+    let (_redis, _, a, b) = redis_or_skip!(replicas_on_redis(&[("RELAY_MAX_ATTEMPTS", "1")]));
     a.gateway.script([
         Step::status(400),
         Step::sent(),
@@ -377,9 +391,7 @@ async fn a_failed_send_through_one_replica_is_not_remembered_on_the_other() {
 
 #[tokio::test]
 async fn a_replay_from_the_moka_window_costs_no_redis_round_trip() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, b) = two_replicas(&shared_vars(&url, &prefix)).await;
+    let (redis, _, a, b) = redis_or_skip!(replicas_on_redis(&[]));
     assert_eq!(send(&a, &media_body("local-1")).await.status, 200);
     let set_calls = || async {
         let stats = redis.cli(&["info", "commandstats"]).await;
@@ -417,18 +429,8 @@ async fn a_replay_from_the_moka_window_costs_no_redis_round_trip() {
 
 #[tokio::test]
 async fn a_burst_of_new_sends_at_a_fresh_relay_all_claim_in_redis() {
-    let redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let (a, _b) = two_replicas(&shared_vars(&url, &prefix)).await;
-    let ids: Vec<String> = (0..10).map(|n| format!("burst-{n}")).collect();
-    let bodies: Vec<Value> = ids.iter().map(|id| media_body(id)).collect();
-    let answers = join_all(bodies.iter().map(|body| send(&a, body))).await;
-    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
-    assert_eq!(
-        metric_of(&a, FAIL_OPEN).await,
-        0.0,
-        "no send bypassed Redis"
-    );
+    let (redis, prefix, a, _b) = redis_or_skip!(replicas_on_redis(&[]));
+    let ids = burst_through_the_store(&a, "burst", 10).await;
     for id in &ids {
         let held = redis.cli(&["exists", &dedup_key(&prefix, id)]).await;
         assert_eq!(held.trim(), "1", "{id}");
@@ -452,17 +454,19 @@ async fn assert_health_is_independent_of_redis(urls: &[&str]) {
     }
 }
 
+/// [`replicas_on_redis`] with `RELAY_REDIS_FAILURE` set to `mode`: a send through A replays
+/// through B (messageId `{mode}-before`), then Redis is stopped.
+async fn sharing_then_redis_stopped(mode: &str) -> Option<(RedisServer, String, TestApp, Replica)> {
+    let (mut redis, prefix, a, b) = replicas_on_redis(&[("RELAY_REDIS_FAILURE", mode)]).await?;
+    check_send_through_a_replays_through_b(&a, &b, &format!("{mode}-before")).await;
+    redis.stop().await;
+    Some((redis, prefix, a, b))
+}
+
 #[tokio::test]
 async fn with_redis_stopped_open_mode_keeps_serving_and_shares_again_when_it_returns() {
     let (logs, _guard) = Logs::capture();
-    let mut redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let mut vars = shared_vars(&url, &prefix);
-    vars.push(("RELAY_REDIS_FAILURE", "open"));
-    let (a, b) = two_replicas(&vars).await;
-    check_send_through_a_replays_through_b(&a, &b, "open-before").await;
-
-    redis.stop().await;
+    let (mut redis, prefix, a, b) = redis_or_skip!(sharing_then_redis_stopped("open"));
     let calls = a.gateway.calls();
     let during = send(&a, &media_body("open-during")).await;
     assert_eq!(during.status, 200, "open mode serves without Redis");
@@ -499,14 +503,7 @@ async fn with_redis_stopped_open_mode_keeps_serving_and_shares_again_when_it_ret
 
 #[tokio::test]
 async fn with_redis_stopped_closed_mode_answers_503_and_shares_again_when_it_returns() {
-    let mut redis = redis_or_skip!(RedisServer::start());
-    let (url, prefix) = (redis.url(), unique_prefix());
-    let mut vars = shared_vars(&url, &prefix);
-    vars.push(("RELAY_REDIS_FAILURE", "closed"));
-    let (a, b) = two_replicas(&vars).await;
-    check_send_through_a_replays_through_b(&a, &b, "closed-before").await;
-
-    redis.stop().await;
+    let (mut redis, _, a, b) = redis_or_skip!(sharing_then_redis_stopped("closed"));
     let calls = a.gateway.calls();
     let refused = post(&a, &media_body("closed-during")).await;
     assert_eq!(refused.status(), 503);
@@ -636,53 +633,27 @@ async fn the_binary_logs_a_refused_password_without_the_password() {
     ));
     let gateway = FakeGateway::start().await;
     let key = random_key();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let base = gateway.base_url();
     let url = format!("redis://:{wrong}@127.0.0.1:{}", redis.port);
     let prefix = unique_prefix();
-    let mut child = spawn_binary(
-        &["serve"],
+    let mut relay = serve_against(
+        &gateway.base_url(),
+        &key,
         &[
-            ("LIPACHAT_API_KEY", &key),
-            ("LIPACHAT_BASE_URL", &base),
-            ("RELAY_LISTEN", &listen),
             ("RELAY_REDIS_URL", &url),
             ("RELAY_REDIS_PREFIX", &prefix),
             ("RUST_LOG", "debug"),
         ],
-    );
-    let relay = format!("http://{listen}");
-    wait_for_status(&format!("{relay}/healthz"), 200).await;
-    let client = reqwest::Client::new();
-    let answer = post_to(&client, &relay, &media_body("auth-bin-1"))
-        .await
-        .unwrap();
+    )
+    .await;
+    let answer = relay.post_media(&media_body("auth-bin-1")).await;
     assert_eq!(answer.status(), 200, "open mode sends without the store");
     assert!(!answer.text().await.unwrap().contains(&wrong));
-    let metrics = metrics_at(&client, &relay).await;
+    let metrics = metrics_at(&relay.client, &relay.url).await;
     assert!(metric(&metrics, FAIL_OPEN) >= 1.0);
     assert!(!metrics.contains(&wrong));
 
-    terminate(&child);
-    tokio::time::timeout(EVENT_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut all = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut all)
-        .await
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut all)
-        .await
-        .unwrap();
+    terminate_and_wait(&mut relay.child).await;
+    let all = stdout_text(&mut relay.child).await + &stderr_text(&mut relay.child).await;
     assert!(
         all.lines()
             .any(|line| line.contains("WARN") && line.contains("shared store")),
@@ -704,15 +675,7 @@ async fn on_a_three_master_cluster_the_shared_window_holds() {
     let (a, b) = two_replicas(&vars).await;
 
     // A fresh relay's first burst: every send claims in the cluster, none bypasses it.
-    let ids: Vec<String> = (0..12).map(|n| format!("cluster-burst-{n}")).collect();
-    let bodies: Vec<Value> = ids.iter().map(|id| media_body(id)).collect();
-    let answers = join_all(bodies.iter().map(|body| send(&a, body))).await;
-    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
-    assert_eq!(
-        metric_of(&a, FAIL_OPEN).await,
-        0.0,
-        "no send bypassed Redis"
-    );
+    let ids = burst_through_the_store(&a, "cluster-burst", 12).await;
     let mut masters_used = 0;
     let mut keys = 0;
     // Only the dedup keys: the rate limits keep keys of their own in the cluster too.
@@ -800,27 +763,14 @@ async fn when_the_whole_cluster_restarts_the_relays_share_again_without_a_restar
 
 // --- relay processes killed with SIGKILL -------------------------------------------------------
 
-/// A relay process (the real binary) on a fixed port, so a restart takes its place.
-struct Process {
-    child: tokio::process::Child,
-    url: String,
-}
-
-async fn start_relay(listen: &str, vars: &[(&str, &str)]) -> Process {
-    let mut all = vec![("RELAY_LISTEN", listen), ("RUST_LOG", "warn")];
+/// A relay process (the real binary) on a fixed port, so a restart takes its place; its
+/// output is drained.
+async fn start_relay(listen: &str, vars: &[(&str, &str)]) -> Served {
+    let mut all = vec![("RUST_LOG", "warn")];
     all.extend_from_slice(vars);
-    let mut child = spawn_binary(&["serve"], &all);
-    crate::helpers::drain_output(&mut child);
-    let url = format!("http://{listen}");
-    wait_for_status(&format!("{url}/healthz"), 200).await;
-    Process { child, url }
-}
-
-impl Process {
-    /// `kill -9`: no drain, no completion, nothing released.
-    async fn kill_9(mut self) {
-        crate::helpers::kill_9(&mut self.child).await;
-    }
+    let mut relay = serve_binary_on(listen, &all).await;
+    drain_output(&mut relay.child);
+    relay
 }
 
 /// Counts a request the gateway received under its messageId.
@@ -902,15 +852,10 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
         ("RELAY_DEADLINE_MS", &deadline),
     ];
     let client = reqwest::Client::new();
-    let first = start_relay(&listen, &vars).await;
+    let mut first = start_relay(&listen, &vars).await;
 
     // Completed before the kill.
-    let done = read(
-        post_to(&client, &first.url, &media_body("done-1"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let done = read(first.post_media(&media_body("done-1")).await).await;
     assert_eq!(done.status, 200);
     let mut counts = HashMap::new();
     count_received(&gateway, &mut counts).await;
@@ -919,7 +864,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
     let lost = tokio::spawn(post_to(&client, &first.url, &media_body("flight-1")));
     count(&mut counts, &gateway.next_request().await);
     // Killed well within its deadline, so the send never ended.
-    first.kill_9().await;
+    kill_9(&mut first.child).await;
     assert!(
         lost.await.unwrap().is_err(),
         "the caller lost its connection"
@@ -935,12 +880,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
 
     let second = start_relay(&listen, &vars).await;
     // The completed send: replayed after the restart, sent once.
-    let replay = read(
-        post_to(&client, &second.url, &media_body("done-1"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let replay = read(second.post_media(&media_body("done-1")).await).await;
     assert!(replay.replayed);
     assert_eq!(replay.body, done.body);
     assert_eq!(gateway.calls(), 2);
@@ -996,12 +936,7 @@ async fn a_relay_killed_mid_send_leaves_a_claim_that_lapses_with_its_lease() {
         "once by the dead relay, once after its lease"
     );
     assert_eq!(counts["done-1"], 1);
-    let again = read(
-        post_to(&client, &second.url, &media_body("flight-1"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let again = read(second.post_media(&media_body("flight-1")).await).await;
     assert!(again.replayed);
     eprintln!(
         "kill -9 mid-send: the dead relay's claim had {lease_ms} ms left; the resend waited \
@@ -1042,7 +977,7 @@ async fn twenty_in_flight_then_kill_9(
         ]);
     }
     let client = reqwest::Client::new();
-    let first = start_relay(&listen, &vars).await;
+    let mut first = start_relay(&listen, &vars).await;
 
     gateway.set_default(Step::held());
     let ids: Vec<String> = (0..20).map(|n| format!("exp-{n:02}")).collect();
@@ -1074,7 +1009,7 @@ async fn twenty_in_flight_then_kill_9(
         completed.push(id);
     }
     // The other 10 are still held at the gateway (well within the 3 s deadline).
-    first.kill_9().await;
+    kill_9(&mut first.child).await;
 
     gateway.set_default(Step::sent());
     let second = start_relay(&listen, &vars).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    drain_output, free_port, kill_9, random_key, spawn_binary, start_mock, wait_for_status,
+    Served, drain_output, free_listen, kill_9, random_key, serve_against, start_mock,
     wait_until_within,
 };
 use crate::lifecycle::{Receiver, SECRET, TOKEN, spawn};
@@ -38,56 +38,36 @@ async fn a_callback_posted_to_one_replica_updates_the_record_the_other_answers()
     assert_eq!(b.callback(&meta).await, 200);
     assert_eq!(b.callback(&status("m-shared", "read")).await, 200);
     assert_eq!(b.callback(&status("m-shared", "delivered")).await, 200);
-    let (code, record) = a.record("m-shared").await;
-    assert_eq!(code, 200);
-    assert_eq!(record["status"], "READ");
-    assert_eq!(record["type"], "text");
-    assert_eq!(record["waId"], "wamid.shared");
-    let times = record["statuses"].as_object().unwrap();
-    assert!(
-        ["SENT", "DELIVERED", "READ"]
-            .iter()
-            .all(|s| times.contains_key(*s))
-    );
+    a.assert_read("m-shared", "wamid.shared", &["SENT", "DELIVERED", "READ"])
+        .await;
     let (code, _) = b.record("m-unknown").await;
     assert_eq!(code, 404);
 }
 
-/// A relay process with the webhook listener and events on, sharing `redis`.
-struct Process {
-    child: tokio::process::Child,
-    base: String,
-}
-
+/// A relay process with the webhook listener and events on, sharing `redis`; its output is
+/// drained.
 async fn start_process(
     gateway: &str,
     key: &str,
     redis: &str,
     prefix: &str,
     events: &str,
-) -> Process {
-    let port = free_port();
-    let hooks = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let webhook_listen = format!("127.0.0.1:{hooks}");
-    let mut child = spawn_binary(
-        &["serve"],
+) -> Served {
+    let mut process = serve_against(
+        gateway,
+        key,
         &[
-            ("LIPACHAT_API_KEY", key),
-            ("LIPACHAT_BASE_URL", gateway),
-            ("RELAY_LISTEN", &listen),
-            ("RELAY_WEBHOOK_LISTEN", &webhook_listen),
+            ("RELAY_WEBHOOK_LISTEN", &free_listen()),
             ("RELAY_WEBHOOK_TOKEN", TOKEN),
             ("RELAY_REDIS_URL", redis),
             ("RELAY_REDIS_PREFIX", prefix),
             ("RELAY_EVENTS_URL", events),
             ("RELAY_EVENTS_SECRET", SECRET),
         ],
-    );
-    drain_output(&mut child);
-    let base = format!("http://{listen}");
-    wait_for_status(&format!("{base}/healthz"), 200).await;
-    Process { child, base }
+    )
+    .await;
+    drain_output(&mut process.child);
+    process
 }
 
 #[tokio::test]
@@ -102,14 +82,14 @@ async fn an_event_pending_on_a_killed_replica_is_delivered_by_the_other() {
     let gateway = start_mock(&key).await;
     let prefix = format!("t{:x}", fastrand::u32(..));
     let mut a = start_process(&gateway, &key, &redis.url(), &prefix, &events).await;
-    let client = reqwest::Client::new();
-    let sent = client
-        .post(format!("{}/message/text", a.base))
-        .json(&json!({"messageId": "m-kill", "message": "hi",
-                      "from": "254110090747", "to": "254712345678"}))
-        .send()
-        .await
-        .unwrap();
+    let sent = a
+        .post_json_with(
+            "/message/text",
+            &[],
+            &json!({"messageId": "m-kill", "message": "hi",
+                    "from": "254110090747", "to": "254712345678"}),
+        )
+        .await;
     assert_eq!(sent.status(), 200);
     // A, the only replica yet, has taken the SENT event and retries it against a receiver
     // that refuses.
@@ -147,20 +127,14 @@ async fn with_redis_a_receiver_that_fails_three_times_gets_one_stable_id() {
     let events = receiver.start().await;
     let url = redis.url();
     let prefix = format!("t{:x}", fastrand::u32(..));
-    let a = spawn(&[
+    let vars = [
         ("RELAY_REDIS_URL", url.as_str()),
         ("RELAY_REDIS_PREFIX", prefix.as_str()),
         ("RELAY_EVENTS_URL", events.as_str()),
         ("RELAY_EVENTS_SECRET", SECRET),
-    ])
-    .await;
-    let b = spawn(&[
-        ("RELAY_REDIS_URL", url.as_str()),
-        ("RELAY_REDIS_PREFIX", prefix.as_str()),
-        ("RELAY_EVENTS_URL", events.as_str()),
-        ("RELAY_EVENTS_SECRET", SECRET),
-    ])
-    .await;
+    ];
+    let a = spawn(&vars).await;
+    let b = spawn(&vars).await;
     a.send("m-redis-retry", "wamid.rr").await;
     wait_until_within(
         Duration::from_secs(30),

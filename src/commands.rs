@@ -4,12 +4,14 @@
 //! need from the rest of the crate stays private to it.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use url::Url;
 
 use crate::app::serve_all;
+use crate::clock::millis as ms;
+use crate::config::secret::origin_of;
 use crate::config::vars::{LISTEN, MAX_CONNECTIONS, MOCK_CALLBACK_URL, WEBHOOK_LISTEN};
 use crate::config::{ApiKey, Config, KeyRequirement};
 use crate::server::fd::{FdLimit, fd_limit, raise_fd_limit};
@@ -149,15 +151,7 @@ fn log_start(config: &Config, mock_upstream: bool, fds: &std::io::Result<FdLimit
 /// Scheme, host, port and path: a receiver's URL may carry credentials or a token in its
 /// query.
 fn redacted_url(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
-        None => format!("{}://{host}{}", url.scheme(), url.path()),
-    }
-}
-
-fn ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    format!("{}{}", origin_of(url), url.path())
 }
 
 /// Starts the in-process mock on a free loopback port with a random key; it posts its

@@ -55,17 +55,17 @@ impl RedisUrls {
 
     /// `redis://host:port` for each URL, comma-separated: safe to log.
     pub(crate) fn redacted(&self) -> String {
-        self.0
-            .iter()
-            .map(|url| {
-                let host = url.host_str().unwrap_or_default();
-                match url.port() {
-                    Some(port) => format!("{}://{host}:{port}", url.scheme()),
-                    None => format!("{}://{host}", url.scheme()),
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+        self.0.iter().map(origin_of).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// `scheme://host[:port]` of `url`: nothing of its credentials, path or query, so safe to log.
+/// (`Url::origin` would answer `null` for `redis://`.)
+pub(crate) fn origin_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
     }
 }
 

@@ -107,7 +107,7 @@ impl RedisWindow {
     pub(crate) fn new(store: SharedStore, ttl: Duration) -> Self {
         Self {
             store,
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+            ttl_ms: crate::clock::millis(ttl).max(1),
             claim: std::sync::Arc::new(Script::new(CLAIM)),
             complete: std::sync::Arc::new(Script::new(COMPLETE)),
             peek: std::sync::Arc::new(Script::new(PEEK)),
@@ -232,7 +232,7 @@ impl RedisWindow {
         claim: &[u8],
         lease: Duration,
     ) -> Result<Held, StoreError> {
-        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
+        let lease_ms = crate::clock::millis(lease).max(1);
         let lease_ms = lease_ms.to_string();
         let key = self.key(message_id);
         let held: Option<(Vec<u8>, i64)> = self

@@ -190,7 +190,7 @@ impl RedisOutbox {
             .arg(&*self.stream)
             .arg(GROUP)
             .arg(&*self.consumer)
-            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(crate::clock::millis(min_idle))
             .arg(&cursor)
             .arg("COUNT")
             .arg(count.max(1));

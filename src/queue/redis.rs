@@ -352,10 +352,9 @@ impl RedisQueue {
     }
 }
 
+/// Whole milliseconds, at least 1 (a lease or a wait of 0 would be no lease at all).
 fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    crate::clock::millis(duration).max(1)
 }
 
 fn bytes(value: Option<&Value>) -> Option<Vec<u8>> {

@@ -111,7 +111,7 @@ impl std::fmt::Debug for RedisStatus {
 impl RedisStatus {
     /// Records that live `ttl` from their last change.
     pub(crate) fn new(store: SharedStore, ttl: Duration) -> Self {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = crate::clock::millis(ttl).max(1);
         Self {
             store,
             ttl_ms: ttl_ms.to_string().into(),

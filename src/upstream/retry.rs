@@ -116,7 +116,7 @@ impl Policy<UpstreamRequest, GatewayReply, UpstreamError> for RetryPolicy {
         let delay = self.next_delay(request, result)?;
         tracing::debug!(
             attempt = request.attempts(),
-            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            delay_ms = crate::clock::millis(delay),
             "retrying the gateway"
         );
         Some(tokio::time::sleep(delay))
